@@ -1,0 +1,32 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+from workflow_scripts.testing import make_tiny_checkpoint, toy_samples, write_toy_samples  # noqa: E402
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path_factory):
+    """Factory: tiny_checkpoint(model_type='bert', num_labels=2, seed=0) -> Path."""
+
+    def make(model_type="bert", num_labels=2, seed=0, **overrides):
+        d = tmp_path_factory.mktemp(f"{model_type}-{num_labels}-{seed}")
+        return make_tiny_checkpoint(d, model_type, num_labels, seed, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def samples_file(tmp_path_factory):
+    """Factory: samples_file(n=16, pair=False, num_labels=2, seed=0) -> Path."""
+
+    def make(**kwargs):
+        d = tmp_path_factory.mktemp("samples")
+        return write_toy_samples(d / "samples.parquet", **kwargs)
+
+    return make

@@ -1,0 +1,102 @@
+"""Tiny models and toy samples built locally, for tests and benchmarks.
+
+Nothing here touches the network: the tokenizer is a WordPiece vocabulary
+written from a word list, the models are randomly initialised from configs.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, BertTokenizerFast
+
+from .data import Samples, write_samples
+
+WORDS = (
+    "the a an and or but not very good bad great terrible movie film plot actor "
+    "story happy sad love hate is was are be this that it of to in on for with "
+    "question answer what why how who where when same different yes no maybe "
+    "market stock sport team game win lose music song tech phone computer news "
+    "hello hi thanks please sorry fine okay weather rain sun cold hot day night"
+).split()
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def make_tokenizer(directory: str | Path, model_input_names=None) -> BertTokenizerFast:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = directory / "vocab.txt"
+    vocab.write_text("\n".join(SPECIAL + list(dict.fromkeys(WORDS))) + "\n")
+    kwargs = {}
+    if model_input_names is not None:
+        kwargs["model_input_names"] = list(model_input_names)
+    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True, **kwargs)
+
+
+def tiny_config(
+    model_type: str = "bert",
+    num_labels: int = 2,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 4,
+    intermediate: int = 37,
+    vocab_size: int | None = None,
+    **overrides,
+):
+    vocab_size = vocab_size or len(SPECIAL) + len(dict.fromkeys(WORDS))
+    common = dict(num_labels=num_labels, vocab_size=vocab_size)
+    if model_type == "distilbert":
+        kw = dict(dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=intermediate,
+                  max_position_embeddings=64, pad_token_id=0)
+    else:
+        kw = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                  intermediate_size=intermediate, max_position_embeddings=64, pad_token_id=0)
+        if model_type == "roberta":
+            kw["max_position_embeddings"] = 66  # RoBERTa offsets positions by pad+1
+            kw["type_vocab_size"] = 1
+        if model_type == "electra":
+            kw["embedding_size"] = hidden // 2
+    kw.update(common)
+    kw.update(overrides)
+    return AutoConfig.for_model(model_type, **kw)
+
+
+def make_tiny_checkpoint(
+    directory: str | Path,
+    model_type: str = "bert",
+    num_labels: int = 2,
+    seed: int = 0,
+    **config_overrides,
+) -> Path:
+    """A randomly initialised sequence classifier with tokenizer, saved with save_pretrained."""
+    directory = Path(directory)
+    torch.manual_seed(seed)
+    config = tiny_config(model_type, num_labels, **config_overrides)
+    model = AutoModelForSequenceClassification.from_config(config)
+    names = ["input_ids", "attention_mask"] if model_type in ("roberta", "distilbert") else None
+    tokenizer = make_tokenizer(directory, model_input_names=names)
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def toy_samples(n: int = 16, pair: bool = False, num_labels: int = 2, seed: int = 0) -> Samples:
+    """Random sentences over the tiny vocabulary, of varied lengths."""
+    rng = random.Random(seed)
+
+    def sentence():
+        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 12)))
+
+    return Samples(
+        idx=list(range(n)),
+        text_a=[sentence() for _ in range(n)],
+        text_b=[sentence() if pair else None for _ in range(n)],
+        label=[rng.randrange(num_labels) for _ in range(n)],
+    )
+
+
+def write_toy_samples(path, **kwargs) -> Path:
+    write_samples(toy_samples(**kwargs), path)
+    return Path(path)
