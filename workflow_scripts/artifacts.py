@@ -1,0 +1,115 @@
+"""Fisher artifacts: safetensors files with metadata and a content checksum.
+
+The header's ``__metadata__`` holds two strings: ``fisher_metadata`` (JSON of
+the run's facts: model, task, n, method, seconds, FLOPs, ...) and
+``tensors_sha256`` (hash over the tensor names, dtypes, shapes and bytes).
+Reading verifies both, so a truncated or edited file is reported with the
+path to delete instead of silently feeding a merge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .io import atomic_path
+
+META_KEY = "fisher_metadata"
+SUM_KEY = "tensors_sha256"
+
+
+class CorruptArtifactError(RuntimeError):
+    pass
+
+
+class FisherValueError(ValueError):
+    pass
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def check_values(tensors: dict[str, torch.Tensor], what: str = "Fisher") -> None:
+    """NaN, infinite, negative or all-zero Fisher values are errors."""
+    total = 0.0
+    for name, t in tensors.items():
+        if not torch.isfinite(t).all():
+            bad = int((~torch.isfinite(t)).sum())
+            raise FisherValueError(
+                f"{what} tensor {name!r} has {bad} NaN or infinite values; the model or "
+                "its samples produce non-finite gradients (check the checkpoint, the "
+                "label mapping and --max-length)"
+            )
+        if (t < 0).any():
+            raise FisherValueError(f"{what} tensor {name!r} has negative values")
+        total += float(t.double().sum())
+    if total == 0.0 or not math.isfinite(total):
+        raise FisherValueError(
+            f"{what} is zero everywhere: every gradient vanished (a saturated or "
+            "degenerate model, or samples that all give zero loss); it cannot weight a merge"
+        )
+
+
+def save_fisher(tensors: dict[str, torch.Tensor], metadata: dict, path) -> None:
+    """Validate and write atomically; refuses non-finite or all-zero Fisher."""
+    tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in tensors.items()}
+    check_values(tensors)
+    header = {
+        META_KEY: json.dumps(metadata, sort_keys=True, default=str),
+        SUM_KEY: tensors_digest(tensors),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+
+
+def _corrupt(path, why: str) -> CorruptArtifactError:
+    return CorruptArtifactError(
+        f"Fisher artifact {path} is corrupt ({why}); delete it "
+        f"(rm '{path}') and rerun the workflow to recompute it"
+    )
+
+
+def read_metadata(path) -> dict:
+    """The metadata only (cheap: reads the header)."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types
+        raise _corrupt(path, f"unreadable header: {exc}") from exc
+    if META_KEY not in header:
+        raise _corrupt(path, "no fisher_metadata in its header")
+    try:
+        return json.loads(header[META_KEY])
+    except json.JSONDecodeError as exc:
+        raise _corrupt(path, "metadata is not valid JSON") from exc
+
+
+def load_fisher(path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, metadata); with ``verify`` the checksum must match."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Fisher artifact {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    except Exception as exc:
+        raise _corrupt(path, f"unreadable: {exc}") from exc
+    if META_KEY not in header or SUM_KEY not in header:
+        raise _corrupt(path, "header lacks its metadata or checksum")
+    if verify and tensors_digest(tensors) != header[SUM_KEY]:
+        raise _corrupt(path, "checksum mismatch: its values were changed after it was written")
+    return tensors, json.loads(header[META_KEY])
