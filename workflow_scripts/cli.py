@@ -20,7 +20,7 @@ COMMAND_MODULES = (
     "finetune",  # finetune: fine-tune a base model on a task
     "fetch",  # fetch-model: hub id or local path -> resources/
     "report",  # report: tables from evaluation and Fisher results
-    "validate",  # check-config and friends
+    "plan",  # check-config: validate a workflow config
 )
 
 

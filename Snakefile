@@ -1,0 +1,19 @@
+# Fisher-weighted merging of fine-tuned transformers: mask-node Fisher vs full
+# diagonal Fisher vs plain averaging, from Fisher artifacts to the paper's tables.
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/models.smk"
+include: "rules/fisher.smk"
+include: "rules/merge.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        report_outputs(),
+    default_target: True
