@@ -4,7 +4,13 @@ sys.path.insert(0, workflow.basedir)
 
 from snakemake.utils import min_version, validate
 
-from workflow_scripts.plan import Plan, check_config, visible_gpu_count
+from workflow_scripts.plan import (
+    Plan,
+    check_config,
+    export_job_environment,
+    visible_gpu_count,
+    write_if_changed,
+)
 
 min_version("9.0")
 
@@ -12,6 +18,9 @@ min_version("9.0")
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 check_config(config, base_dir=".", config_files=workflow.configfiles)
 PLAN = Plan(config)
+# Jobs run `python -m workflow_scripts` from this checkout, with the interpreter
+# that runs Snakemake unless a conda env is active.
+export_job_environment(workflow.basedir, sys.executable)
 FISHER = config["fisher"]
 COMPUTE = config["compute"]
 CLI = "python -m workflow_scripts"
@@ -63,9 +72,7 @@ def merge_inputs(wildcards):
     merge = PLAN.merge_from_wildcards(
         wildcards.family, wildcards.subset, wildcards.merge_id
     )
-    inputs = {
-        "models": [PLAN.checkpoint_dir(merge.family, t) for t in merge.subset]
-    }
+    inputs = {"models": [PLAN.checkpoint_dir(merge.family, t) for t in merge.subset]}
     if merge.fisher_method:
         inputs["fishers"] = [
             PLAN.fisher_path(merge.family, t, merge.n, merge.fisher_method)
@@ -110,11 +117,21 @@ def gpu_resources(runtime_key):
     }
 
 
+REPORT_TABLES = [
+    "table1_scores",
+    "table2_mask_runtime",
+    "table3_full_runtime",
+    "runtime_speedup",
+    "table4_flops",
+]
+EVAL_LIST = "results/report/inputs/evaluations.txt"
+FISHER_LIST = "results/report/inputs/fishers.txt"
+write_if_changed(EVAL_LIST, PLAN.eval_paths())
+write_if_changed(FISHER_LIST, PLAN.fisher_paths())
+
+
 def report_outputs():
-    return [
-        "results/report/summary.md",
-        "results/report/plots/scores_vs_n.png",
-    ]
+    return ["results/report/summary.md", "results/report/plots/scores_vs_n.png"]
 
 
 def prepare_task_args(wildcards):
@@ -159,7 +176,32 @@ def finetune_args(wildcards):
             args.append(f"--{key.replace('_', '-')} {tune[key]}")
     if config["families"][wildcards.family].get("allow_pickle", False):
         args.append("--allow-pickle")
+    args.append(f"--device {COMPUTE['device']}")
     return " ".join(args)
+
+
+def fisher_args(wildcards):
+    args = [
+        f"--seed {FISHER['seed']}",
+        f"--estimator {FISHER['estimator']}",
+        f"--neuron-mask {FISHER['neuron_mask']}",
+        f"--labels {FISHER['labels']}",
+        f"--batch-size {FISHER['batch_size']}",
+        f"--chunk-size {FISHER['chunk_size']}",
+        f"--max-length {FISHER['max_length']}",
+        f"--device {COMPUTE['device']}",
+    ]
+    if not FISHER["count_flops"]:
+        args.append("--no-count-flops")
+    return " ".join(args)
+
+
+def evaluate_args(wildcards):
+    evaluation = config["evaluation"]
+    return (
+        f"--batch-size {evaluation['batch_size']} "
+        f"--max-length {evaluation['max_length']} --device {COMPUTE['device']}"
+    )
 
 
 def merged_eval_meta(wildcards):
@@ -186,4 +228,13 @@ def report_args(wildcards):
         args.append(f"--runtime-n {config['report']['runtime_n']}")
     for entry in config["report"]["accept_near_chance"]:
         args.append(f"--accept-near-chance {entry}")
+    return " ".join(args)
+
+
+def plot_args(wildcards):
+    args = [f"--default-metric {config['report']['default_metric']}"]
+    for task, metric in PLAN.task_metrics().items():
+        args.append(f"--task-metric {task}={metric}")
+    if "runtime_n" in config["report"]:
+        args.append(f"--runtime-n {config['report']['runtime_n']}")
     return " ".join(args)

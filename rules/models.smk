@@ -1,13 +1,13 @@
 rule fetch_base_model:
     output:
         directory("resources/base_models/{family}"),
-    params:
-        source=lambda wc: config["families"][wc.family]["base"],
-        pickle=pickle_arg,
     log:
         "logs/fetch_base_model/{family}.log",
     conda:
         "../envs/fisher-merging.yaml"
+    params:
+        source=lambda wc: config["families"][wc.family]["base"],
+        pickle=pickle_arg,
     shell:
         "python -m workflow_scripts fetch-model --source {params.source} "
         "{params.pickle} --out {output} > {log} 2>&1"
@@ -16,14 +16,14 @@ rule fetch_base_model:
 rule fetch_model:
     output:
         directory("resources/models/{family}/{task}"),
-    params:
-        source=lambda wc: PLAN.checkpoint(wc.family, wc.task)["source"],
-        revision=revision_arg,
-        pickle=pickle_arg,
     log:
         "logs/fetch_model/{family}/{task}.log",
     conda:
         "../envs/fisher-merging.yaml"
+    params:
+        source=lambda wc: PLAN.checkpoint(wc.family, wc.task)["source"],
+        revision=revision_arg,
+        pickle=pickle_arg,
     shell:
         "python -m workflow_scripts fetch-model --source {params.source} "
         "{params.revision} {params.pickle} --out {output} > {log} 2>&1"
@@ -35,19 +35,19 @@ rule finetune:
         base="resources/base_models/{family}",
     output:
         directory("results/finetuned/{family}/{task}"),
-    params:
-        args=finetune_args,
-    threads: workflow.cores
-    resources:
-        **gpu_resources("finetune_runtime"),
     log:
         "logs/finetune/{family}/{task}.log",
     conda:
         "../envs/fisher-merging.yaml"
+    threads: workflow.cores
+    resources:
+        **gpu_resources("finetune_runtime"),
+    params:
+        args=finetune_args,
     shell:
         "python -m workflow_scripts finetune --base {input.base} --train {input.train} "
         "--validation {input.validation} --info {input.info} {params.args} "
-        "--device {COMPUTE[device]} --out {output} > {log} 2>&1"
+        "--out {output} > {log} 2>&1"
 
 
 rule evaluate_finetuned:
@@ -56,19 +56,18 @@ rule evaluate_finetuned:
         model=checkpoint_dir,
     output:
         "results/eval/{family}/finetuned/{task}.json",
-    params:
-        label_map=label_map_arg,
-    threads: 1
-    resources:
-        **gpu_resources("evaluate_runtime"),
     log:
         "logs/evaluate_finetuned/{family}/{task}.log",
     conda:
         "../envs/fisher-merging.yaml"
+    threads: 1
+    resources:
+        **gpu_resources("evaluate_runtime"),
+    params:
+        label_map=label_map_arg,
+        args=evaluate_args,
     shell:
         "python -m workflow_scripts evaluate --model {input.model} "
         "--data {input.validation} --task {wildcards.task} {params.label_map} "
-        "--batch-size {config[evaluation][batch_size]} "
-        "--max-length {config[evaluation][max_length]} --device {COMPUTE[device]} "
-        "--meta family={wildcards.family} kind=finetuned task={wildcards.task} "
+        "{params.args} --meta family={wildcards.family} kind=finetuned task={wildcards.task} "
         "--out {output} > {log} 2>&1"

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "finetune",  # finetune: fine-tune a base model on a task
     "fetch",  # fetch-model: hub id or local path -> resources/
     "report",  # report: tables from evaluation and Fisher results
+    "plots",  # plots: figures for the Snakemake report
     "plan",  # check-config: validate a workflow config
 )
 

@@ -16,17 +16,21 @@ head.  Three ways to get the weights F_j:
     parameters                                    ``paper``        ``released``
     ============================================  ===============  ==========================
     query/key rows (weights, biases) of head h    head h Fisher    same
-    FFN-in row r (weight row, bias entry)          neuron r Fisher  same
+    FFN-in row r (weight row, bias entry)         neuron r Fisher  same
     value, attention output, attention LayerNorm  1                mean head Fisher of layer
     FFN output, FFN LayerNorm                     1                mean neuron Fisher of layer
     embeddings, pooler (global)                   1                mean over layers of
                                                                    (mean head + mean neuron)
     ============================================  ===============  ==========================
 
-Where every model's weight for an element is exactly zero, that element is the
-plain average (never a division by zero; for the released scheme this is its
-"both zero -> 1" rule).  ``floor`` replaces each weight F by max(F, floor), as
-in Matena & Raffel's code (1e-6 there).
+For ``mask``, mask nodes whose Fisher is exactly zero in every model are first
+set to 1 in every model (the released code's "both zero -> 1" rule, applied to
+the mask Fisher before the layer means are taken, so it also shifts the
+released scheme's means; under the paper scheme it only makes those rows a
+plain average).  After that, wherever every model's weight for an element is
+exactly zero, that element is the plain average: never a division by zero.
+``floor`` replaces each weight F by max(F, floor), as in Matena & Raffel's code
+(1e-6 there), after the mapping.
 
 The arithmetic is done one parameter at a time in float64, so the extra memory
 is a few copies of the largest parameter, not of the model.  Roles of the body
@@ -44,7 +48,7 @@ import torch
 
 from . import __version__
 from . import architectures as arch
-from .artifacts import check_values, load_fisher
+from .artifacts import check_values, load_fisher, read_metadata
 from .io import atomic_path, sha256_file
 from .models import load_model, parse_label_map, save_checkpoint
 
@@ -162,6 +166,22 @@ def _rows(values: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return values.reshape((shape[0],) + (1,) * (len(shape) - 1))
 
 
+def ones_where_all_zero(mask_fishers: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    """Copies of the mask Fishers with nodes that are 0 in every model set to 1 in all.
+
+    The released code's rule (for its pairs: "where both are 0, both become 1"),
+    generalised to any number of models.
+    """
+    out = [dict(f) for f in mask_fishers]
+    for key in ("head", "neuron"):
+        values = [f[key].detach().cpu() for f in mask_fishers]
+        zero = torch.stack([v == 0 for v in values]).all(dim=0)
+        if bool(zero.any()):
+            for f, v in zip(out, values):
+                f[key] = torch.where(zero, torch.ones_like(v), v)
+    return out
+
+
 def mask_weights(
     spec: arch.ArchSpec,
     dims: arch.Dims,
@@ -173,7 +193,8 @@ def mask_weights(
 
     ``body_shapes`` maps body parameter names (as in ``base_model.state_dict()``)
     to shapes; ``mask_fisher`` holds ``head`` [layers, heads] and ``neuron``
-    [layers, intermediate].
+    [layers, intermediate].  The cross-model zero rule is not applied here:
+    pass the Fishers through :func:`ones_where_all_zero` first (merge_loaded does).
     """
     if scheme not in SCHEMES:
         raise MergeError(f"unknown mask scheme {scheme!r}; choose from {', '.join(SCHEMES)}")
@@ -364,6 +385,7 @@ def merge_loaded(
         if method == "mask":
             for j, f in enumerate(fishers):  # all shapes checked before any arithmetic
                 check_mask_fisher(f, all_dims[0], fisher_labels[j])
+            fishers = ones_where_all_zero(fishers)
             weights = [
                 mask_weights(specs[0], all_dims[0], shapes, f, scheme) for f in fishers
             ]
@@ -457,6 +479,15 @@ def merge_models(
         raise MergeError(f"--label-maps gives {len(label_maps)} maps for {len(models)} models")
     revisions = revisions if revisions is not None else [None] * len(models)
     out_names = output_names(models, names)
+    for j, path in enumerate(fishers or []):  # cheap header checks before loading models
+        if not Path(path).is_file():
+            raise MergeError(f"Fisher file {path} (for {models[j]!r}) does not exist")
+        kind = read_metadata(path).get("method")
+        if kind != FISHER_KIND[method]:
+            raise MergeError(
+                f"Fisher file {path} (for {models[j]!r}) has method {kind!r} but --method "
+                f"{method} needs a {FISHER_KIND[method]!r} Fisher"
+            )
 
     loaded = []
     for j, source in enumerate(models):

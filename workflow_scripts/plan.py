@@ -339,6 +339,30 @@ def visible_gpu_count() -> int:
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
+def write_if_changed(path: str | Path, lines: list[str]) -> bool:
+    """Write one line per entry unless the file already holds exactly that.
+
+    Keeps the file's mtime (and so Snakemake's view of it) stable across runs
+    of an unchanged config.
+    """
+    path = Path(path)
+    text = "".join(f"{line}\n" for line in lines)
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
+
+
+def export_job_environment(package_root: str, python: str) -> None:
+    """Let shell jobs find this package and, outside conda envs, this Python."""
+    parts = [package_root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
+    os.environ["PATH"] = os.pathsep.join([os.path.dirname(python), os.environ.get("PATH", "")])
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("check-config", help="validate a workflow config file")
     parser.add_argument("config", help="config YAML file")

@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, BertTokenizerFast
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, BertTokenizerFast
 
 from .data import Samples, write_samples
 
@@ -68,13 +68,18 @@ def make_tiny_checkpoint(
     model_type: str = "bert",
     num_labels: int = 2,
     seed: int = 0,
+    with_head: bool = True,
     **config_overrides,
 ) -> Path:
-    """A randomly initialised sequence classifier with tokenizer, saved with save_pretrained."""
+    """A randomly initialised sequence classifier with tokenizer, saved with save_pretrained.
+
+    ``with_head=False`` saves the bare encoder, like a pre-trained base model.
+    """
     directory = Path(directory)
     torch.manual_seed(seed)
     config = tiny_config(model_type, num_labels, **config_overrides)
-    model = AutoModelForSequenceClassification.from_config(config)
+    model_class = AutoModelForSequenceClassification if with_head else AutoModel
+    model = model_class.from_config(config)
     names = ["input_ids", "attention_mask"] if model_type in ("roberta", "distilbert") else None
     tokenizer = make_tokenizer(directory, model_input_names=names)
     model.save_pretrained(directory, safe_serialization=True)

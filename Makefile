@@ -1,0 +1,31 @@
+# Two commands on a fresh machine (Python 3.10+ with venv):
+#   make run    # install, then run the embedded offline default to results/report/
+#   make test   # install, then run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CORES ?= all
+
+.PHONY: run test lint install report-html
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# A CPU build of torch first: an unpinned torch would pull CUDA wheels.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[workflow,offline-default,test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(VENV)/bin/snakemake --cores $(CORES)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/snakemake --lint
+	$(VENV)/bin/snakefmt --check Snakefile rules/
+
+report-html: install
+	$(VENV)/bin/snakemake --report results/report.html

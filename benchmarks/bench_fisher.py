@@ -1,0 +1,174 @@
+"""Fisher cost against a plain forward pass, on a random BERT-shaped model.
+
+    python benchmarks/bench_fisher.py --size base --n 128
+
+Prints, in one run, the wall-clock of:
+
+* a plain forward pass over the samples (``inference_mode``, the same sorted,
+  dynamically padded batches the per-example mask Fisher uses), with both the
+  ``sdpa`` and ``eager`` attention implementations; the faster is the baseline;
+* the mask Fisher, per-example estimator (Eq. 4; the default);
+* the mask Fisher, per-batch estimator (the released code's definition);
+* the full diagonal Fisher (vectorised per-example gradients, ``torch.func``);
+* a naive full Fisher: one example per ``loss.backward()``, squaring ``.grad``;
+
+each also as a ratio to the forward time.  Fisher times are the ``seconds``
+that :func:`workflow_scripts.fisher.compute_fisher` records (tokenisation
+excluded).  Samples are random words over a vocabulary the size of BERT's,
+``--min-tokens`` to ``--max-tokens`` tokens long.  Not a test: nothing is
+asserted; the targets on the 2-core development CPU are mask <= 2.2x and
+full <= 4x the forward, and full faster than the naive loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from transformers import AutoModelForSequenceClassification, BertTokenizerFast  # noqa: E402
+
+from workflow_scripts import data, fisher  # noqa: E402
+from workflow_scripts.testing import SPECIAL, WORDS, tiny_config  # noqa: E402
+
+SIZES = {
+    # layers, hidden, heads, intermediate
+    "tiny": (2, 128, 2, 512),
+    "small": (4, 512, 8, 2048),
+    "base": (12, 768, 12, 3072),
+}
+
+
+def make_tokenizer(directory: Path, vocab_size: int) -> tuple[BertTokenizerFast, list[str]]:
+    """A WordPiece tokenizer over ``vocab_size`` whole words, and those words."""
+    words = list(dict.fromkeys(WORDS))
+    words += [f"w{i:05d}" for i in range(vocab_size - len(SPECIAL) - len(words))]
+    vocab = directory / "vocab.txt"
+    vocab.write_text("\n".join(SPECIAL + words) + "\n")
+    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True), words
+
+
+def make_samples(n: int, num_labels: int, vocab_words: list[str], lo: int, hi: int, seed: int):
+    rng = random.Random(seed)
+    texts = [" ".join(rng.choice(vocab_words) for _ in range(rng.randint(lo - 2, hi - 2))) for _ in range(n)]
+    return data.Samples(
+        idx=list(range(n)), text_a=texts, text_b=[None] * n,
+        label=[rng.randrange(num_labels) for _ in range(n)],
+    )
+
+
+def time_forward(model, batches, impl: str) -> float:
+    with fisher.attn_implementation(model, impl), torch.inference_mode():
+        model(**batches[0].inputs)  # warm-up
+        start = time.perf_counter()
+        for b in batches:
+            model(**b.inputs)
+        return time.perf_counter() - start
+
+
+def naive_full_fisher(model, tokenizer, samples, max_length: int) -> float:
+    """One example per backward pass; returns seconds (tokenisation excluded)."""
+    encoded = data.tokenize(tokenizer, samples, max_length)
+    singles = list(data.batches(tokenizer, samples, 1, max_length, encoded=encoded))
+    body = dict(model.base_model.named_parameters())
+    head = [p for n, p in model.named_parameters() if not n.startswith(model.base_model_prefix + ".")]
+    acc = {k: torch.zeros_like(p) for k, p in body.items()}
+    for p in head:
+        p.requires_grad_(False)
+    start = time.perf_counter()
+    for b in singles:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(**b.inputs).logits, b.labels).backward()
+        for k, p in body.items():
+            if p.grad is not None:
+                acc[k].addcmul_(p.grad, p.grad)
+    seconds = time.perf_counter() - start
+    for p in head:
+        p.requires_grad_(True)
+    return seconds
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", choices=SIZES, default="base")
+    ap.add_argument("--n", type=int, default=128)
+    ap.add_argument("--vocab-size", type=int, default=30522)
+    ap.add_argument("--min-tokens", type=int, default=40)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--num-labels", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=fisher.DEFAULT_BATCH_SIZE)
+    ap.add_argument("--chunk-size", type=int, default=fisher.DEFAULT_CHUNK_SIZE)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip", nargs="*", default=[],
+                    choices=["mask", "per-batch", "full", "naive"], help="measurements to leave out")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    layers, hidden, heads, intermediate = SIZES[args.size]
+    torch.manual_seed(args.seed)
+    config = tiny_config(
+        "bert", args.num_labels, hidden=hidden, layers=layers, heads=heads,
+        intermediate=intermediate, vocab_size=args.vocab_size, max_position_embeddings=512,
+    )
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer, words = make_tokenizer(Path(tmp), args.vocab_size)
+    samples = make_samples(args.n, args.num_labels, words, args.min_tokens, args.max_tokens, args.seed)
+    batches = fisher.prepare_batches(
+        tokenizer, samples, batch_size=args.batch_size, max_length=128,
+        sort_by_length=True, device="cpu",
+    )
+    tokens = sum(int(b.inputs["attention_mask"].sum()) for b in batches)
+    padded = sum(b.inputs["attention_mask"].numel() for b in batches)
+    params = sum(p.numel() for p in model.base_model.parameters())
+    print(f"model: bert {args.size} (layers={layers} hidden={hidden} heads={heads} "
+          f"intermediate={intermediate} vocab={args.vocab_size}; {params / 1e6:.1f}M body params)")
+    print(f"samples: n={args.n}, {tokens} tokens ({tokens / args.n:.1f}/sample, "
+          f"{padded - tokens} padding), batch size {args.batch_size}, chunk size {args.chunk_size}")
+    print(f"device: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, default attention {model.config._attn_implementation}")
+
+    forward = {impl: time_forward(model, batches, impl) for impl in ("sdpa", "eager")}
+    base = min(forward.values())
+    rows = [(f"forward ({impl}, inference_mode)", t) for impl, t in forward.items()]
+
+    def fisher_seconds(**kw) -> float:
+        _, meta = fisher.compute_fisher(
+            model, tokenizer, samples, batch_size=args.batch_size, max_length=128,
+            device="cpu", count_flops=False, **kw,
+        )
+        return meta["seconds"]
+
+    if "mask" not in args.skip:
+        rows.append(("mask Fisher, per-example (Eq. 4)", fisher_seconds(method="mask")))
+    if "per-batch" not in args.skip:
+        rows.append(("mask Fisher, per-batch (released code)",
+                     fisher_seconds(method="mask", estimator="per-batch")))
+    if "full" not in args.skip:
+        rows.append((f"full Fisher, vmap (chunk {args.chunk_size})",
+                     fisher_seconds(method="full", chunk_size=args.chunk_size)))
+    if "naive" not in args.skip:
+        rows.append(("full Fisher, naive loop (1 example/backward)",
+                     naive_full_fisher(model, tokenizer, samples, 128)))
+
+    width = max(len(name) for name, _ in rows)
+    print(f"{'measurement'.ljust(width)}  {'seconds':>9}  {'x forward':>9}")
+    for name, seconds in rows:
+        print(f"{name.ljust(width)}  {seconds:9.2f}  {seconds / base:9.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+from transformers import AutoModelForSequenceClassification
+
+from workflow_scripts import cli
+from workflow_scripts.data import SampleError, read_samples
+from workflow_scripts.evaluate import compute_metrics, evaluate_model, parse_meta, predict
+from workflow_scripts.models import load_model
+from workflow_scripts.testing import make_tokenizer
+
+
+def run_cli(monkeypatch, argv):
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("evaluate",))
+    return cli.main(argv)
+
+
+Y_TRUE = np.array([0, 1, 1, 0, 1, 0, 0, 1, 1, 1])
+Y_PRED = np.array([0, 1, 0, 0, 1, 1, 0, 1, 0, 1])
+
+
+def test_binary_metrics_equal_sklearn():
+    m = compute_metrics("mrpc", Y_TRUE, Y_PRED, 2)
+    assert m == {
+        "accuracy": pytest.approx(accuracy_score(Y_TRUE, Y_PRED)),
+        "f1": pytest.approx(f1_score(Y_TRUE, Y_PRED)),
+    }
+    assert m["accuracy"] == pytest.approx(0.7)
+    # scores give the same metrics as their argmax
+    scores = np.eye(2)[Y_PRED] + 0.1
+    assert compute_metrics("mrpc", Y_TRUE, scores, 2) == m
+
+
+def test_cola_adds_matthews():
+    m = compute_metrics("cola", Y_TRUE, Y_PRED, 2)
+    assert m["matthews"] == pytest.approx(matthews_corrcoef(Y_TRUE, Y_PRED))
+    assert set(m) == {"accuracy", "f1", "matthews"}
+
+
+def test_multiclass_metrics_equal_sklearn():
+    y = np.array([0, 1, 2, 2, 1, 0, 2, 1, 0, 2])
+    p = np.array([0, 2, 2, 2, 1, 0, 1, 1, 1, 2])
+    m = compute_metrics("mnli", y, p, 3)
+    assert set(m) == {"accuracy", "macro_f1"}
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, p))
+    assert m["macro_f1"] == pytest.approx(f1_score(y, p, average="macro"))
+
+
+def test_regression_metrics_equal_scipy():
+    y = np.array([0.0, 1.5, 3.0, 4.2, 5.0, 2.2])
+    s = np.array([[0.3], [1.0], [3.5], [3.9], [4.4], [2.9]])
+    m = compute_metrics("stsb", y, s, 1)
+    assert m == {
+        "pearson": pytest.approx(pearsonr(y, s[:, 0]).statistic),
+        "spearman": pytest.approx(spearmanr(y, s[:, 0]).statistic),
+    }
+    const = compute_metrics("stsb", y, np.ones(6), 1)  # undefined -> None, not NaN
+    assert const["pearson"] is None
+    with pytest.raises(ValueError, match="regression task"):
+        compute_metrics("stsb", Y_TRUE, Y_PRED, 2)
+
+
+def test_parse_meta():
+    assert parse_meta(["seed=3", "pair=mnli+rte", "n=-2", "x=1.5"]) == {
+        "seed": 3, "pair": "mnli+rte", "n": -2, "x": "1.5"}
+    with pytest.raises(cli.UserError, match="KEY=VALUE"):
+        parse_meta(["oops"])
+
+
+def test_batched_predictions_in_file_order(tiny_checkpoint, samples_file):
+    model, tok, _ = load_model(str(tiny_checkpoint("bert", 3, 0)))
+    samples = read_samples(samples_file(n=21, pair=True, num_labels=3))
+    batched = predict(model, tok, samples, batch_size=4, progress=False)
+    with torch.inference_mode():
+        for i in (0, 7, 20):
+            enc = tok(samples.text_a[i], samples.text_b[i], return_tensors="pt")
+            one = model(**enc).logits[0].numpy()
+            np.testing.assert_allclose(batched[i], one, rtol=1e-4, atol=1e-5)
+    m = evaluate_model(model, tok, samples, "mnli", batch_size=4, progress=False)
+    assert m["accuracy"] == pytest.approx(accuracy_score(samples.label, batched.argmax(1)))
+
+
+def test_cli_writes_json(tmp_path, tiny_checkpoint, samples_file, monkeypatch):
+    ckpt, data = tiny_checkpoint("bert", 2, 0), samples_file(n=12, num_labels=2)
+    out = tmp_path / "res" / "eval.json"
+    rc = run_cli(monkeypatch, ["evaluate", "--model", str(ckpt), "--data", str(data),
+                               "--task", "cola", "--batch-size", "5", "--device", "cpu",
+                               "--meta", "seed=7", "pair=cola+sst2", "--out", str(out)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    for key in ("task", "model", "fingerprint", "n_examples", "num_labels", "metrics",
+                "seconds", "device", "context"):
+        assert key in result, key
+    assert result["task"] == "cola" and result["model"] == str(ckpt)
+    assert result["n_examples"] == 12 and result["num_labels"] == 2
+    assert result["device"] == "cpu" and result["fingerprint"].startswith("sha256:")
+    assert set(result["metrics"]) == {"accuracy", "f1", "matthews"}
+    assert result["context"] == {"seed": 7, "pair": "cola+sst2"}
+    assert [p.name for p in out.parent.iterdir()] == ["eval.json"]  # no temp left
+
+
+def test_label_count_mismatch_is_clear(tmp_path, tiny_checkpoint, samples_file, monkeypatch, capsys):
+    model, tok, _ = load_model(str(tiny_checkpoint("bert", 2, 0)))
+    data = samples_file(n=30, num_labels=3)
+    samples = read_samples(data)
+    assert max(samples.label) == 2
+    with pytest.raises(SampleError, match=r"labels \[2\] lie outside the model's 2 labels"):
+        evaluate_model(model, tok, samples, "mnli", progress=False)
+    base = ["evaluate", "--model", str(tiny_checkpoint("bert", 2, 0)), "--task", "mnli",
+            "--out", str(tmp_path / "e.json")]
+    assert run_cli(monkeypatch, base + ["--data", str(data)]) == 2
+    assert "outside the model's 2 labels" in capsys.readouterr().err
+    ok = samples_file(n=8, num_labels=2)
+    assert run_cli(monkeypatch, base + ["--data", str(ok), "--num-labels", "3"]) == 2
+    assert "has 2 labels but task mnli needs 3" in capsys.readouterr().err
+    assert not (tmp_path / "e.json").exists()
+
+
+def test_label_map_undoes_a_permuted_head(tmp_path, tiny_checkpoint, samples_file, monkeypatch):
+    original = tiny_checkpoint("bert", 3, 0)
+    model = AutoModelForSequenceClassification.from_pretrained(original)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # large random weights, so that predictions vary by input
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3, generator=g)
+        model.classifier.bias.copy_(torch.tensor([0.0, 0.3, -0.1]))
+    model.save_pretrained(original)
+    label_map = [2, 0, 1]  # data label i -> output label_map[i]
+    inverse = np.argsort(label_map).tolist()
+    with torch.no_grad():  # permuted[label_map[i]] = original[i]
+        model.classifier.weight.copy_(model.classifier.weight[inverse].clone())
+        model.classifier.bias.copy_(model.classifier.bias[inverse].clone())
+    permuted = tmp_path / "permuted"
+    model.save_pretrained(permuted)
+    make_tokenizer(permuted).save_pretrained(permuted)
+
+    samples = read_samples(samples_file(n=40, num_labels=3, seed=4))
+    m0, tok, _ = load_model(str(original))
+    m1, _, _ = load_model(str(permuted))
+    m2, _, _ = load_model(str(permuted), label_map=label_map)
+    p0 = predict(m0, tok, samples, progress=False).argmax(1)
+    p1 = predict(m1, tok, samples, progress=False).argmax(1)
+    p2 = predict(m2, tok, samples, progress=False).argmax(1)
+    np.testing.assert_array_equal(p2, p0)
+    np.testing.assert_array_equal(p1, np.array(label_map)[p0])  # consistently relabelled
+    assert len(set(p0.tolist())) > 1  # the check is not vacuous
+
+    results = []
+    for path, extra in ((original, []), (permuted, ["--label-map", "2,0,1"])):
+        out = tmp_path / f"{path.name}.json"
+        assert run_cli(monkeypatch, ["evaluate", "--model", str(path), "--data",
+                                     str(samples_file(n=40, num_labels=3, seed=4)),
+                                     "--task", "mnli", "--out", str(out)] + extra) == 0
+        results.append(json.loads(out.read_text()))
+    assert results[0]["metrics"] == results[1]["metrics"]
+    assert results[1]["label_map"] == label_map

