@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -33,6 +32,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# as workflow_scripts.fisher does: transparent huge pages for large CPU tensors
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
@@ -68,17 +69,33 @@ def make_samples(n: int, num_labels: int, vocab_words: list[str], lo: int, hi: i
     )
 
 
-def time_forward(model, batches, impl: str) -> float:
+class Clock:
+    """Wall-clock and process CPU time of a block (CPU time tells contention apart)."""
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+    @property
+    def times(self) -> tuple[float, float]:
+        return self.wall, self.cpu
+
+
+def time_forward(model, batches, impl: str) -> tuple[float, float]:
     with fisher.attn_implementation(model, impl), torch.inference_mode():
         model(**batches[0].inputs)  # warm-up
-        start = time.perf_counter()
-        for b in batches:
-            model(**b.inputs)
-        return time.perf_counter() - start
+        with Clock() as clock:
+            for b in batches:
+                model(**b.inputs)
+    return clock.times
 
 
-def naive_full_fisher(model, tokenizer, samples, max_length: int) -> float:
-    """One example per backward pass; returns seconds (tokenisation excluded)."""
+def naive_full_fisher(model, tokenizer, samples, max_length: int) -> tuple[float, float]:
+    """One example per backward pass; (wall, cpu) seconds, tokenisation excluded."""
     encoded = data.tokenize(tokenizer, samples, max_length)
     singles = list(data.batches(tokenizer, samples, 1, max_length, encoded=encoded))
     body = dict(model.base_model.named_parameters())
@@ -86,17 +103,17 @@ def naive_full_fisher(model, tokenizer, samples, max_length: int) -> float:
     acc = {k: torch.zeros_like(p) for k, p in body.items()}
     for p in head:
         p.requires_grad_(False)
-    start = time.perf_counter()
-    for b in singles:
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(**b.inputs).logits, b.labels).backward()
-        for k, p in body.items():
-            if p.grad is not None:
-                acc[k].addcmul_(p.grad, p.grad)
-    seconds = time.perf_counter() - start
+    with Clock() as clock:
+        for b in singles:
+            model.zero_grad(set_to_none=True)
+            F.cross_entropy(model(**b.inputs).logits, b.labels).backward()
+            for k, p in body.items():
+                if p.grad is not None:
+                    acc[k].addcmul_(p.grad, p.grad)
+    model.zero_grad(set_to_none=True)
     for p in head:
         p.requires_grad_(True)
-    return seconds
+    return clock.times
 
 
 def main(argv=None) -> None:
@@ -108,12 +125,15 @@ def main(argv=None) -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--num-labels", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=fisher.DEFAULT_BATCH_SIZE)
-    ap.add_argument("--chunk-size", type=int, default=fisher.DEFAULT_CHUNK_SIZE)
+    ap.add_argument("--chunk-size", type=int, default=fisher.default_chunk_size("cpu"))
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run each measurement this many times and keep the fastest")
     ap.add_argument("--skip", nargs="*", default=[],
                     choices=["mask", "per-batch", "full", "naive"], help="measurements to leave out")
     args = ap.parse_args(argv)
+    allocator = fisher.tune_cpu_allocator()  # as the fisher command does on CPU
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -138,36 +158,48 @@ def main(argv=None) -> None:
           f"intermediate={intermediate} vocab={args.vocab_size}; {params / 1e6:.1f}M body params)")
     print(f"samples: n={args.n}, {tokens} tokens ({tokens / args.n:.1f}/sample, "
           f"{padded - tokens} padding), batch size {args.batch_size}, chunk size {args.chunk_size}")
-    print(f"device: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, default attention {model.config._attn_implementation}")
+    print(f"device: {fisher.device_name('cpu')} ({os.cpu_count()} cores), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, default attention {model.config._attn_implementation}, "
+          f"glibc heap reuse {'on' if allocator else 'off'}")
 
-    forward = {impl: time_forward(model, batches, impl) for impl in ("sdpa", "eager")}
-    base = min(forward.values())
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+    def best(measure):
+        return min((measure() for _ in range(args.repeat)), key=lambda t: t[0])
+
+    forward = {impl: best(lambda: time_forward(model, batches, impl)) for impl in ("sdpa", "eager")}
     rows = [(f"forward ({impl}, inference_mode)", t) for impl, t in forward.items()]
 
-    def fisher_seconds(**kw) -> float:
-        _, meta = fisher.compute_fisher(
-            model, tokenizer, samples, batch_size=args.batch_size, max_length=128,
-            device="cpu", count_flops=False, **kw,
-        )
-        return meta["seconds"]
+    def fisher_times(**kw) -> tuple[float, float]:
+        def once():
+            with Clock() as clock:  # its CPU time includes the (small) tokenisation
+                _, meta = fisher.compute_fisher(
+                    model, tokenizer, samples, batch_size=args.batch_size, max_length=128,
+                    device="cpu", count_flops=False, **kw,
+                )
+            return meta["seconds"], clock.cpu
+
+        return best(once)
 
     if "mask" not in args.skip:
-        rows.append(("mask Fisher, per-example (Eq. 4)", fisher_seconds(method="mask")))
+        rows.append(("mask Fisher, per-example (Eq. 4)", fisher_times(method="mask")))
     if "per-batch" not in args.skip:
         rows.append(("mask Fisher, per-batch (released code)",
-                     fisher_seconds(method="mask", estimator="per-batch")))
+                     fisher_times(method="mask", estimator="per-batch")))
     if "full" not in args.skip:
         rows.append((f"full Fisher, vmap (chunk {args.chunk_size})",
-                     fisher_seconds(method="full", chunk_size=args.chunk_size)))
+                     fisher_times(method="full", chunk_size=args.chunk_size)))
     if "naive" not in args.skip:
         rows.append(("full Fisher, naive loop (1 example/backward)",
-                     naive_full_fisher(model, tokenizer, samples, 128)))
+                     best(lambda: naive_full_fisher(model, tokenizer, samples, 128))))
 
+    base_wall = min(t[0] for t in forward.values())
+    base_cpu = min(t[1] for t in forward.values())
     width = max(len(name) for name, _ in rows)
-    print(f"{'measurement'.ljust(width)}  {'seconds':>9}  {'x forward':>9}")
-    for name, seconds in rows:
-        print(f"{name.ljust(width)}  {seconds:9.2f}  {seconds / base:9.2f}")
+    print(f"{'measurement'.ljust(width)}  {'wall s':>8}  {'x forward':>9}  {'cpu s':>8}  {'x forward':>9}")
+    for name, (wall, cpu) in rows:
+        print(f"{name.ljust(width)}  {wall:8.2f}  {wall / base_wall:9.2f}  {cpu:8.2f}  {cpu / base_cpu:9.2f}")
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

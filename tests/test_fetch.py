@@ -17,7 +17,7 @@ def test_local_dir(tiny_checkpoint, tmp_path):
     out = tmp_path / "resources" / "base_models" / "tiny"
     assert cli.main(["fetch-model", "--source", str(src), "--out", str(out)]) == 0
     names = {p.name for p in out.iterdir()}
-    assert {"config.json", "model.safetensors", "vocab.txt", "source.json"} <= names
+    assert {"config.json", "model.safetensors", "tokenizer_config.json", "source.json"} <= names
     assert "README.md" not in names and "extra" not in names
     record = json.loads((out / "source.json").read_text())
     assert record["kind"] == "local" and record["source"] == str(src)

@@ -44,14 +44,13 @@ def toy_task_rows(kind: str, n: int, rng: random.Random):
             words = rng.sample(TOPICS[label], 2) + filler
             rng.shuffle(words)
             rows.append({"text": " ".join(words), "category": label})
-        else:  # pair: does the second sentence repeat the first's key word?
+        else:  # pair: is the reply (second sentence) a yes?
             label = rng.randrange(2)
-            key = rng.choice(POSITIVE + NEGATIVE)
-            other = key if label else rng.choice([w for w in POSITIVE + NEGATIVE if w != key])
+            answer = rng.sample(POSITIVE if label else NEGATIVE, 2)
             rows.append(
                 {
-                    "first": " ".join([key] + filler),
-                    "second": " ".join(filler[::-1] + [other]),
+                    "first": " ".join(filler + ["question"]),
+                    "second": " ".join([answer[0]] + filler[::-1] + [answer[1]]),
                     "same": label,
                 }
             )

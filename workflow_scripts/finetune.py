@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -284,8 +285,10 @@ def finetune(
     losses: list[float] = []
     step = 0
     train_started = time.perf_counter()
-    bar = tqdm(total=total, desc="finetune", unit="step", mininterval=2.0,
-               disable=(not progress) if progress is not None else None)
+    # a tqdm bar on a terminal; in a log file (Snakemake) a log line every 5% of the steps
+    interactive = sys.stderr.isatty() if progress is None else bool(progress)
+    bar = tqdm(total=total, desc="finetune", unit="step", mininterval=1.0, disable=not interactive)
+    log_every = max(1, total // 20)
     smooth = None
     while step < total:
         for rows in epoch_batches(lengths, batch_size, generator, group_by_length):
@@ -310,7 +313,10 @@ def finetune(
             smooth = value if smooth is None else 0.9 * smooth + 0.1 * value
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{smooth:.4f}", refresh=False)
+            bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
+            if progress is None and not interactive and (step % log_every == 0 or step == total):
+                log.info("step %d/%d  loss %.4f (smoothed %.4f)  %.1f s", step, total, value,
+                         smooth, time.perf_counter() - train_started)
     bar.close()
     train_seconds = time.perf_counter() - train_started
     model.eval()

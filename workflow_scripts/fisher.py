@@ -38,17 +38,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import platform
 import time
 from dataclasses import asdict
 from typing import Iterable, Sequence
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+# Large CPU tensors (activations, per-example gradients) on transparent huge
+# pages.  PyTorch reads this once, at its first allocation; without it every
+# fresh multi-megabyte tensor page-faults in 4 KiB pages, which made fresh
+# allocations 2-5x slower on the development machine.  Set it to 0 to opt out.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-from . import architectures as arch
-from . import data as data_mod
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from . import architectures as arch  # noqa: E402
+from . import data as data_mod  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +66,46 @@ LABEL_MODES = ("empirical", "expected")
 
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_LENGTH = 128
-# Examples per vmap call of the full Fisher.  Each example in flight holds one
-# copy of the body's gradient (|θ| floats), so memory grows linearly with it;
-# past a few examples the speed no longer improves (measured on CPU and GPU).
-DEFAULT_CHUNK_SIZE = 8
+# Per-example gradients in flight per vmap call of the full Fisher (examples,
+# or examples x classes for the expected Fisher).  Each holds one copy of the
+# body's gradient (|θ| floats: 0.35 GB for BERT-base in float32).  On the
+# 2-core development CPU 2 was fastest for BERT-base (1, 4 and 8 were 5-30%
+# slower); the GPU value is a guess that keeps BERT-large under 8 GB.
+DEFAULT_CHUNK_SIZE = {"cpu": 2, "cuda": 8}
+
+
+def tune_cpu_allocator() -> bool:
+    """Let glibc keep freed memory for reuse instead of unmapping it (CPU runs).
+
+    A backward pass keeps every activation alive, so each batch allocates
+    hundreds of fresh megabyte-sized tensors; glibc serves any above 32 MB
+    with a new ``mmap`` whose every page faults (and is zeroed) on first touch.
+    With mmap off and trimming deferred the heap is reused instead: on the
+    2-core development CPU this cut the mask Fisher of BERT-base from 2.9x to
+    2.4x a forward pass.  The price: the process keeps its peak memory until it
+    exits, so this is for a process that computes a Fisher and ends (the
+    ``fisher`` command, the benchmark), not for library use.  Returns whether
+    it applied (glibc only).
+    """
+    import ctypes
+    import ctypes.util
+
+    if platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4
+    ok = mallopt(m_mmap_max, 0) == 1
+    ok &= mallopt(m_trim_threshold, 2**31 - 1) == 1
+    ok &= mallopt(m_top_pad, 64 << 20) == 1
+    return bool(ok)
+
+
+def default_chunk_size(device) -> int:
+    return DEFAULT_CHUNK_SIZE.get(torch.device(device).type, DEFAULT_CHUNK_SIZE["cpu"])
 
 
 # --------------------------------------------------------------------------- #
@@ -90,6 +133,46 @@ def _per_token(mask_l: torch.Tensor, x: torch.Tensor, trailing: int) -> torch.Te
     return mask_l.view(mask_l.shape[0], *([1] * middle), mask_l.shape[1], *([1] * trailing))
 
 
+class _UnitMask(torch.autograd.Function):
+    """``y = m * (x - c) + c`` where ``m`` is known to be all ones (so ``y == x``).
+
+    The forward pass costs nothing and the backward pass passes the gradient
+    of ``x`` through untouched; only the mask's own gradient,
+    ``sum (dL/dy) * (x - c)`` over the dimensions ``m`` is broadcast along, is
+    computed.  At ``m == 1`` the gradient with respect to ``c`` is zero.
+    """
+
+    @staticmethod
+    def forward(ctx, x, m, center):
+        ctx.save_for_backward(x, center)
+        ctx.mask_shape = m.shape
+        return x.view_as(x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, center = ctx.saved_tensors
+        grad_m = None
+        if ctx.needs_input_grad[1]:
+            value = x if center is None else x - center
+            grad_m = (grad * value).sum_to_size(ctx.mask_shape)
+        return grad if ctx.needs_input_grad[0] else None, grad_m, None
+
+
+def _apply(x: torch.Tensor, m: torch.Tensor, ones: bool, center: torch.Tensor | None = None):
+    """``m * (x - c) + c`` (``m`` already broadcastable against ``x``)."""
+    if ones:
+        return _UnitMask.apply(x, m, center)
+    if center is None:
+        return x * m
+    return m * (x - center) + center
+
+
+def _all_ones(mask: torch.Tensor) -> bool:
+    with torch.no_grad():
+        return bool((mask == 1).all())
+
+
 @contextlib.contextmanager
 def mask_hooks(
     model: nn.Module,
@@ -109,10 +192,14 @@ def mask_hooks(
     ``neuron_mask``: ``[layers, intermediate]`` or ``[batch, layers, intermediate]``.
     ``neuron_position="post-activation"`` scales the input of the FFN output
     projection (released code); ``"pre-activation"`` scales the FFN input
-    projection's output before its bias, ``act(m * W1 x + b1)`` (Eq. 2).
+    projection's output before its bias, ``act(m * W1 x + b1)`` (Eq. 2),
+    through a forward hook returning ``m * (out - b1) + b1``.
 
     Masks are used as given (usually ones with ``requires_grad=True``); the
-    gradient of a loss with respect to them is the mask gradient.
+    gradient of a loss with respect to them is the mask gradient.  A mask of
+    exactly ones (checked on entry; do not change the values inside) takes a
+    fast path with the same gradients: no multiplication in the forward pass
+    and none on the activations' gradients in the backward pass.
     """
     if neuron_position not in NEURON_MASKS:
         raise ValueError(f"neuron_position must be one of {NEURON_MASKS}, not {neuron_position!r}")
@@ -121,26 +208,27 @@ def mask_hooks(
     try:
         if head_mask is not None:
             _check_mask(head_mask, d.layers, d.heads, "head")
-            heads = d.heads
+            heads, head_ones = d.heads, _all_ones(head_mask)
             for l, proj in enumerate(arch.head_out_projections(model)):
 
                 def pre_hook(module, args, l=l):
                     x = args[0]
                     m = head_mask[l] if head_mask.dim() == 2 else head_mask[:, l]
                     split = x.view(*x.shape[:-1], heads, x.shape[-1] // heads)
-                    scaled = (split * _per_token(m, split, 1)).view(x.shape)
+                    scaled = _apply(split, _per_token(m, split, 1), head_ones).view(x.shape)
                     return (scaled, *args[1:])
 
                 handles.append(proj.register_forward_pre_hook(pre_hook))
         if neuron_mask is not None:
             _check_mask(neuron_mask, d.layers, d.intermediate, "neuron")
+            neuron_ones = _all_ones(neuron_mask)
             if neuron_position == "post-activation":
                 for l, proj in enumerate(arch.ffn_outputs(model)):
 
                     def post_act_hook(module, args, l=l):
                         x = args[0]
                         m = neuron_mask[l] if neuron_mask.dim() == 2 else neuron_mask[:, l]
-                        return (x * _per_token(m, x, 0), *args[1:])
+                        return (_apply(x, _per_token(m, x, 0), neuron_ones), *args[1:])
 
                     handles.append(proj.register_forward_pre_hook(post_act_hook))
             else:
@@ -148,10 +236,7 @@ def mask_hooks(
 
                     def pre_act_hook(module, args, out, l=l):
                         m = neuron_mask[l] if neuron_mask.dim() == 2 else neuron_mask[:, l]
-                        m = _per_token(m, out, 0)
-                        if module.bias is None:
-                            return out * m
-                        return m * (out - module.bias) + module.bias
+                        return _apply(out, _per_token(m, out, 0), neuron_ones, module.bias)
 
                     handles.append(proj.register_forward_hook(pre_act_hook))
         yield
@@ -338,6 +423,15 @@ def _trim(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v[:, :length] for k, v in inputs.items()}
 
 
+def _word_embedding_name(model: nn.Module) -> str:
+    """Full-model name of the input word-embedding matrix."""
+    weight = model.get_input_embeddings().weight
+    for name, p in model.named_parameters():
+        if p is weight:
+            return name
+    raise ValueError("the model's input embedding matrix is not among its parameters")
+
+
 def _full_fisher_batches(
     model: nn.Module,
     batches: Sequence[data_mod.Batch],
@@ -346,6 +440,19 @@ def _full_fisher_batches(
     chunk_size: int,
     progress: bool = False,
 ) -> dict[str, torch.Tensor]:
+    """Full diagonal Fisher over prepared batches (see :func:`full_fisher`).
+
+    Every body parameter but the word-embedding matrix is differentiated
+    directly: ``vmap`` over the examples of a chunk of ``grad`` (or ``vjp`` for
+    the expected Fisher) of a ``functional_call`` that runs one example with a
+    batch dimension of 1.  The word-embedding matrix (a quarter of BERT-base's
+    body, of which an example touches a hundred rows) is handled sparsely: a
+    zero offset added to the embedding lookup's output is differentiated
+    instead, and each example's gradient of row ``v`` is the sum of that
+    offset's gradient over the example's tokens equal to ``v`` (the padding
+    row gets none, as ``nn.Embedding(padding_idx=...)`` does).  The squares go
+    into float accumulators in place, example by example.
+    """
     from torch.func import functional_call, grad, vjp, vmap
 
     if labels not in LABEL_MODES:
@@ -354,60 +461,107 @@ def _full_fisher_batches(
         raise ValueError(f"chunk size must be positive, not {chunk_size}")
     prefix = arch.body_prefix(model)
     arch.body(model)  # unsupported architectures fail here
-    body_params = {k: p.detach() for k, p in model.named_parameters() if k.startswith(prefix)}
-    fixed = {k: p.detach() for k, p in model.named_parameters() if not k.startswith(prefix)}
-    fixed.update({k: b for k, b in model.named_buffers()})
+    embedding = model.get_input_embeddings()
+    emb_name = _word_embedding_name(model)
+    if not emb_name.startswith(prefix):
+        raise ValueError(f"word embeddings {emb_name!r} lie outside the body {prefix!r}")
+    named = dict(model.named_parameters())
+    diff = {k: p.detach() for k, p in named.items() if k.startswith(prefix) and k != emb_name}
+    fixed = {k: p.detach() for k, p in named.items() if k not in diff}
+    fixed.update(dict(model.named_buffers()))
     param = next(model.parameters())
     dtype, device = param.dtype, param.device
     acc = _acc_dtype(model)
-    fisher = {k: torch.zeros(p.shape, dtype=acc, device=device) for k, p in body_params.items()}
+    fisher = {k: torch.zeros(p.shape, dtype=acc, device=device) for k, p in diff.items()}
+    emb_fisher = torch.zeros(named[emb_name].shape, dtype=acc, device=device)
+    vocab, width = emb_fisher.shape
+    pad_row = embedding.padding_idx
     num_labels = int(model.config.num_labels)
     very_negative = torch.finfo(dtype).min
+    expected = labels == "expected"
+    # examples per vmap call: chunk_size per-example gradients in flight
+    examples_per_call = max(1, chunk_size // num_labels) if expected else chunk_size
+    offset = {}
 
-    def logits_of(params, inputs):
+    def add_offset(module, args, out):
+        return out + offset["delta"]
+
+    def logits_of(params, delta, inputs):
         # One example with a batch dimension of 1; its own additive attention
         # mask is already 4-D, so no mask preparation (data-dependent control
-        # flow) runs under vmap.
+        # flow) runs under vmap, and padding only ever meets a masked key.
+        offset["delta"] = delta
         kwargs = {k: v.unsqueeze(0) for k, v in inputs.items()}
-        out = functional_call(model, ({**params, **fixed}), (), kwargs)
-        return out.logits[0]
+        return functional_call(model, {**params, **fixed}, (), kwargs).logits[0]
 
-    def empirical(params, inputs, label):
-        def loss(p):
-            return F.cross_entropy(logits_of(p, inputs).unsqueeze(0), label.unsqueeze(0))
+    def empirical_grads(params, delta, inputs, label):
+        def loss(p, dl):
+            return F.cross_entropy(logits_of(p, dl, inputs).unsqueeze(0), label.unsqueeze(0))
 
-        g = grad(loss)(params)
-        return {k: v * v for k, v in g.items()}
+        g, g_delta = grad(loss, argnums=(0, 1))(params, delta)
+        one = torch.ones(1, dtype=dtype, device=device)
+        # a class dimension of 1 with weight 1, as the expected form has C
+        return {k: v.unsqueeze(0) for k, v in g.items()}, g_delta.unsqueeze(0), one
 
     eye = torch.eye(num_labels, dtype=dtype, device=device)
 
-    def expected(params, inputs, label):
+    def expected_grads(params, delta, inputs, label):
         del label
 
-        def log_probs(p):
-            return torch.log_softmax(logits_of(p, inputs), dim=-1)
+        def log_probs(p, dl):
+            return torch.log_softmax(logits_of(p, dl, inputs), dim=-1)
 
-        logp, pullback = vjp(log_probs, params)
-        probs = logp.exp()
-        (per_class,) = vmap(pullback)(eye)  # d log p(c|x) / dθ for every class c
-        return {k: torch.tensordot(probs, v * v, dims=1) for k, v in per_class.items()}
+        logp, pullback = vjp(log_probs, params, delta)
+        g, g_delta = vmap(pullback)(eye)  # d log p(c|x) / dθ for every class c
+        return g, g_delta, logp.exp()
 
-    per_example = vmap(empirical if labels == "empirical" else expected, in_dims=(None, 0, 0))
+    per_example = vmap(expected_grads if expected else empirical_grads, in_dims=(None, 0, 0, 0))
+
+    def accumulate(grads, g_delta, weights, ids, valid):
+        # grads[k]: [examples, classes, *shape]; weights: [examples, classes]
+        w = weights.tolist()
+        for k, g in grads.items():
+            target = fisher[k]
+            for e, row in enumerate(w):
+                for c, weight in enumerate(row):
+                    target.addcmul_(g[e, c], g[e, c], value=weight)
+        # word embeddings: g_delta [examples, classes, 1, tokens, width]
+        examples = ids.shape[0]
+        keys = (torch.arange(examples, device=device)[:, None] * vocab + ids)[valid]
+        per_token = g_delta[:, :, 0].transpose(1, 2)[valid]  # [K, classes, width]
+        rows, where = torch.unique(keys, return_inverse=True)
+        summed = torch.zeros(rows.numel(), *per_token.shape[1:], dtype=per_token.dtype, device=device)
+        summed.index_add_(0, where, per_token)
+        squares = (summed.square_() * weights[rows // vocab][:, :, None]).sum(1)
+        emb_fisher.index_add_(0, rows % vocab, squares.to(acc))
+
+    offset_handle = embedding.register_forward_hook(add_offset)
     n = 0
-    with _eval_mode(model), attn_implementation(model, "eager"), torch.enable_grad():
-        for batch in _progress(batches, f"full fisher ({labels})", progress):
-            rows = len(batch.rows)
-            n += rows
-            for start in range(0, rows, chunk_size):
-                inputs = _trim({k: v[start : start + chunk_size] for k, v in batch.inputs.items()})
-                attn = inputs.pop("attention_mask")
-                additive = (1.0 - attn.to(dtype)) * very_negative
-                inputs["attention_mask"] = additive[:, None, None, :]  # [chunk, 1, 1, tokens]
-                label = batch.labels[start : start + chunk_size]
-                squares = per_example(body_params, inputs, label)
-                for k, v in squares.items():
-                    fisher[k] += v.sum(0).to(acc)
-    return {k[len(prefix):]: v / n for k, v in fisher.items()}
+    try:
+        with _eval_mode(model), attn_implementation(model, "eager"), torch.enable_grad():
+            for batch in _progress(batches, f"full fisher ({labels})", progress):
+                rows = len(batch.rows)
+                n += rows
+                for start in range(0, rows, examples_per_call):
+                    stop = start + examples_per_call
+                    inputs = _trim({k: v[start:stop] for k, v in batch.inputs.items()})
+                    attn = inputs.pop("attention_mask")
+                    additive = (1.0 - attn.to(dtype)) * very_negative
+                    inputs["attention_mask"] = additive[:, None, None, :]  # [chunk, 1, 1, tokens]
+                    ids = inputs["input_ids"]
+                    delta = torch.zeros(*ids.shape[:1], 1, ids.shape[1], width, dtype=dtype, device=device)
+                    grads, g_delta, weights = per_example(diff, delta, inputs, batch.labels[start:stop])
+                    valid = attn.bool()
+                    if pad_row is not None:
+                        valid &= ids != pad_row
+                    accumulate(grads, g_delta, weights, ids, valid)
+                    del grads, g_delta
+    finally:
+        offset_handle.remove()
+        offset.clear()
+    fisher[emb_name] = emb_fisher
+    body_names = [k for k, _ in model.base_model.named_parameters()]
+    return {k: fisher[prefix + k] / n for k in body_names}
 
 
 def full_fisher(
@@ -417,7 +571,7 @@ def full_fisher(
     *,
     labels: str = "empirical",
     batch_size: int = DEFAULT_BATCH_SIZE,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     max_length: int = DEFAULT_MAX_LENGTH,
     device=None,
     progress: bool = False,
@@ -428,12 +582,16 @@ def full_fisher(
     ``labels="empirical"`` uses the samples' labels; ``"expected"`` the exact
     expectation over the model's predictive distribution (Matena & Raffel).
     Samples are padded in batches of ``batch_size`` (sorted by length) and
-    differentiated ``chunk_size`` at a time with ``torch.func.vmap``.
+    differentiated ``chunk_size`` at a time with ``torch.func.vmap``
+    (``None``: :func:`default_chunk_size` of the device).
     """
     data_mod.check_labels(samples, int(model.config.num_labels))
+    device = _resolve_device(model, device)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(device)
     batches = prepare_batches(
         tokenizer, samples, batch_size=batch_size, max_length=max_length,
-        sort_by_length=True, device=_resolve_device(model, device),
+        sort_by_length=True, device=device,
     )
     return _full_fisher_batches(model, batches, labels=labels, chunk_size=chunk_size, progress=progress)
 
@@ -447,6 +605,13 @@ def device_name(device) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
     return platform.processor() or platform.machine() or "cpu"
 
 
@@ -489,7 +654,7 @@ def compute_fisher(
     device = _resolve_device(model, device)
     data_mod.check_labels(samples, int(model.config.num_labels))
     if method == "full" and chunk_size is None:
-        chunk_size = DEFAULT_CHUNK_SIZE
+        chunk_size = default_chunk_size(device)
     batches = prepare_batches(
         tokenizer, samples, batch_size=batch_size, max_length=max_length,
         sort_by_length=not (method == "mask" and estimator == "per-batch"), device=device,
@@ -597,7 +762,8 @@ def register(subparsers) -> None:
                         "the model's predictions (expected)")
     p.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE)
     p.add_argument("--chunk-size", type=_positive, default=None,
-                   help=f"full Fisher: examples per vectorised gradient call (default {DEFAULT_CHUNK_SIZE})")
+                   help="full Fisher: per-example gradients per vectorised call, bounding memory "
+                        f"(default {DEFAULT_CHUNK_SIZE['cpu']} on CPU, {DEFAULT_CHUNK_SIZE['cuda']} on CUDA)")
     p.add_argument("--max-length", type=_positive, default=DEFAULT_MAX_LENGTH)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--task", default=None)
@@ -630,6 +796,8 @@ def run(args) -> None:
     if args.method == "full" and args.estimator != "per-example":
         raise UserError("--estimator applies to --method mask only (the full Fisher is per-example)")
     device = resolve_device(args.device)
+    if device == "cpu":
+        tune_cpu_allocator()
     samples = data_mod.read_samples(args.data)
     if len(samples) == 0:
         raise UserError(f"samples file {args.data} has no rows")

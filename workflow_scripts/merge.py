@@ -502,6 +502,13 @@ def merge_models(
         for j, path in enumerate(fishers):
             tensors, metadata = load_fisher_for(path, method, labels[j])
             fisher_tensors.append(tensors)
+            expected = loaded[j][2].fingerprint
+            if metadata.get("fingerprint") not in (None, expected):
+                log.warning(
+                    "Fisher file %s was computed for a checkpoint with fingerprint %s, but "
+                    "%s has %s: is it the Fisher of another model?",
+                    path, metadata["fingerprint"], models[j], expected,
+                )
             fisher_records.append(
                 {"path": str(path), "sha256": sha256_file(path), "metadata": metadata}
             )

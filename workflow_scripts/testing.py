@@ -27,12 +27,15 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 def make_tokenizer(directory: str | Path, model_input_names=None) -> BertTokenizerFast:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    vocab = directory / "vocab.txt"
-    vocab.write_text("\n".join(SPECIAL + list(dict.fromkeys(WORDS))) + "\n")
+    tokens = SPECIAL + list(dict.fromkeys(WORDS))
     kwargs = {}
     if model_input_names is not None:
         kwargs["model_input_names"] = list(model_input_names)
-    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True, **kwargs)
+    # transformers 5 builds a fast tokenizer from ``vocab`` (it ignores ``vocab_file``)
+    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True, **kwargs)
+    if tokenizer.convert_tokens_to_ids("good") == tokenizer.unk_token_id:
+        raise RuntimeError("the toy tokenizer lost its vocabulary")
+    return tokenizer
 
 
 def tiny_config(
