@@ -103,6 +103,14 @@ def merged_output(path):
     return path if config["merge"]["keep_merged"] else temp(path)
 
 
+def heavy_threads():
+    """Threads of fine-tuning and Fisher jobs (compute.threads, capped by --cores)."""
+    cores = workflow.cores or 1
+    if COMPUTE["threads"] == "all":
+        return cores
+    return min(COMPUTE["threads"], cores)
+
+
 def gpus_per_job():
     if COMPUTE["gpu"] != "auto":
         return COMPUTE["gpu"]

@@ -8,7 +8,7 @@ rule fisher:
         "logs/fisher/{family}/{task}/n{n}/{method}.log",
     conda:
         "../envs/fisher-merging.yaml"
-    threads: workflow.cores
+    threads: heavy_threads()
     resources:
         **gpu_resources("fisher_runtime"),
     params:

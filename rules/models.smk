@@ -39,7 +39,7 @@ rule finetune:
         "logs/finetune/{family}/{task}.log",
     conda:
         "../envs/fisher-merging.yaml"
-    threads: workflow.cores
+    threads: heavy_threads()
     resources:
         **gpu_resources("finetune_runtime"),
     params:

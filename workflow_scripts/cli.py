@@ -25,15 +25,40 @@ COMMAND_MODULES = (
 )
 
 
+# command name -> module defining it: only that module is imported to run it
+# (importing every command pulls in the whole of transformers and sklearn).
+COMMANDS = {
+    "fisher": "fisher",
+    "merge": "merge",
+    "evaluate": "evaluate",
+    "prepare-task": "tasks",
+    "sample": "sampling",
+    "finetune": "finetune",
+    "fetch-model": "fetch",
+    "report": "report",
+    "plots": "plots",
+    "check-config": "plan",
+}
+
+
 class UserError(Exception):
     """An error the user can fix; printed without a traceback."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv) -> str | None:
+    """The sub-command named in ``argv`` (first word not starting with '-')."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with a known ``command``, only that command's module is imported."""
+    modules = COMMAND_MODULES
+    if command in COMMANDS and COMMANDS[command] in COMMAND_MODULES:
+        modules = (COMMANDS[command],)
     parser = argparse.ArgumentParser(prog="python -m workflow_scripts", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
+    for name in modules:
         try:
             module = importlib.import_module(f"workflow_scripts.{name}")
         except ModuleNotFoundError as exc:
@@ -45,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
