@@ -55,9 +55,12 @@ def make_tokenizer(directory: Path, vocab_size: int) -> tuple[BertTokenizerFast,
     """A WordPiece tokenizer over ``vocab_size`` whole words, and those words."""
     words = list(dict.fromkeys(WORDS))
     words += [f"w{i:05d}" for i in range(vocab_size - len(SPECIAL) - len(words))]
-    vocab = directory / "vocab.txt"
-    vocab.write_text("\n".join(SPECIAL + words) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True), words
+    # transformers 5 builds a fast tokenizer from ``vocab`` (it ignores ``vocab_file``)
+    vocab = {token: i for i, token in enumerate(SPECIAL + words)}
+    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
+    if tokenizer.convert_tokens_to_ids(words[-1]) == tokenizer.unk_token_id:
+        raise RuntimeError("the benchmark tokenizer lost its vocabulary")
+    return tokenizer, words
 
 
 def make_samples(n: int, num_labels: int, vocab_words: list[str], lo: int, hi: int, seed: int):

@@ -228,21 +228,17 @@ def merged_eval_meta(wildcards):
     return " ".join(meta)
 
 
-def report_args(wildcards):
-    args = [f"--default-metric {config['report']['default_metric']}"]
-    for task, metric in PLAN.task_metrics().items():
-        args.append(f"--task-metric {task}={metric}")
-    if "runtime_n" in config["report"]:
-        args.append(f"--runtime-n {config['report']['runtime_n']}")
-    for entry in config["report"]["accept_near_chance"]:
-        args.append(f"--accept-near-chance {entry}")
-    return " ".join(args)
-
-
 def plot_args(wildcards):
     args = [f"--default-metric {config['report']['default_metric']}"]
     for task, metric in PLAN.task_metrics().items():
         args.append(f"--task-metric {task}={metric}")
     if "runtime_n" in config["report"]:
         args.append(f"--runtime-n {config['report']['runtime_n']}")
+    return " ".join(args)
+
+
+def report_args(wildcards):
+    args = [plot_args(wildcards)]
+    for entry in config["report"]["accept_near_chance"]:
+        args.append(f"--accept-near-chance {entry}")
     return " ".join(args)

@@ -7,6 +7,7 @@ n reruns only that task's jobs and the report.
 
 from __future__ import annotations
 
+import base64
 import csv
 import random
 import re
@@ -131,6 +132,12 @@ def planned_jobs(output: str) -> dict[str, int]:
     return counts
 
 
+def report_payloads(html: str) -> dict[str, bytes]:
+    """The files a Snakemake HTML report embeds (as base64 data URIs), by path."""
+    pattern = r'"(results/report/[^"]+)": \{"name".*?"data_uri": "data:[^,"]*;base64,([A-Za-z0-9+/=]+)"'
+    return {m.group(1): base64.b64decode(m.group(2)) for m in re.finditer(pattern, html)}
+
+
 def read_csv(path: Path) -> list[dict]:
     with open(path) as handle:
         return list(csv.DictReader(handle))
@@ -161,6 +168,18 @@ def test_whole_workflow_and_incremental_reruns(tmp_path):
     assert (report / "plots" / "scores_vs_n.png").stat().st_size > 1000
     # merged weights are temporary by default
     assert not (work / "results" / "merged").exists() or not any((work / "results" / "merged").rglob("*.safetensors"))
+
+    # the HTML report embeds every figure and table, byte for byte
+    snakemake(work, "--report", "report.html")
+    payloads = report_payloads((work / "report.html").read_text())
+    expected = [f"results/report/plots/{name}.png"
+                for name in ("scores_vs_n", "pair_heatmap", "runtime", "mask_fisher_layers_tiny")]
+    expected += [f"results/report/{name}.md" for name in (
+        "summary", "table1_scores", "table2_mask_runtime", "table3_full_runtime",
+        "runtime_speedup", "table4_flops", "warnings")]
+    expected += ["results/report/scores_long.csv", "results/report/finetuned.csv"]
+    for path in expected:
+        assert payloads.get(path) == (work / path).read_bytes(), path
 
     # a second run has nothing to do
     dry = snakemake(work, "-n")

@@ -79,7 +79,7 @@ def _no_data(ax, text: str) -> None:
 
 def _save(plt, fig, path: Path) -> None:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
+        fig.savefig(tmp, format="png", metadata={"Software": None}, bbox_inches="tight")
     plt.close(fig)
     log.info("wrote %s", path)
 
@@ -127,7 +127,7 @@ def plot_scores_vs_n(plt, scores: pl.DataFrame, path: Path) -> None:
         _no_data(axes[0], "no merged evaluations")
     if handles:
         fig.legend(handles.values(), handles.keys(), loc="outside lower center",
-                   ncol=len(handles), frameon=False)
+                   ncol=min(len(handles), 3), frameon=False)
     _save(plt, fig, path)
 
 
@@ -203,7 +203,7 @@ def plot_runtime(plt, fishers: pl.DataFrame, families: list[str], n: int | None,
         _no_data(axes[0], "no Fisher artifacts")
     if handles:
         fig.legend(handles.values(), handles.keys(), loc="outside lower center",
-                   ncol=len(handles), frameon=False)
+                   ncol=min(len(handles), 3), frameon=False)
     fig.suptitle("Fisher computation time" + ("" if n is None else f", n = {n:,}"))
     _save(plt, fig, path)
 
