@@ -2,7 +2,11 @@
 # diagonal Fisher vs plain averaging, from Fisher artifacts to the paper's tables.
 
 
-configfile: "config.yaml"
+# config.yaml is the embedded default; a --configfile replaces it instead of being
+# merged into it (which would add the default's tasks and families to any run).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 report: "report/workflow.rst"

@@ -197,3 +197,20 @@ def test_whole_workflow_and_incremental_reruns(tmp_path):
     assert (work / "results" / "fisher" / "tiny" / "topic" / "n12" / "mask.safetensors").exists()
     final = snakemake(work, "-n")
     assert "Nothing to be done" in final.stdout + final.stderr
+
+
+def test_configfile_replaces_the_default_config(tmp_path):
+    """--configfile X runs X alone: the embedded default's families and tasks stay out."""
+    work = tmp_path / "work"
+    work.mkdir()
+    config = tiny_config(work)
+    default = {**config, "families": {"default_family": config["families"]["tiny"]}}
+    (work / "config.yaml").write_text(yaml.safe_dump(default, sort_keys=False))
+    chosen = {**config, "tasks": {"topic": config["tasks"]["topic"], "pair": config["tasks"]["pair"]}}
+    (work / "chosen.yaml").write_text(yaml.safe_dump(chosen, sort_keys=False))
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
+           "--configfile", str(work / "chosen.yaml"), "--cores", "1", "-n"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    families = set(re.findall(r"family=(\w+)", proc.stdout))
+    assert families == {"tiny"}, families
