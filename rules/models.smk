@@ -68,6 +68,7 @@ rule evaluate_finetuned:
         args=evaluate_args,
     shell:
         "python -m workflow_scripts evaluate --model {input.model} "
-        "--data {input.validation} --task {wildcards.task} {params.label_map} "
-        "{params.args} --meta family={wildcards.family} kind=finetuned task={wildcards.task} "
+        "--data {input.validation} --task-info {input.info} --task {wildcards.task} "
+        "{params.label_map} {params.args} "
+        "--meta family={wildcards.family} kind=finetuned task={wildcards.task} "
         "--out {output} > {log} 2>&1"

@@ -24,7 +24,7 @@ META_KEY = "fisher_metadata"
 SUM_KEY = "tensors_sha256"
 
 
-class CorruptArtifactError(RuntimeError):
+class CorruptArtifactError(ValueError):
     pass
 
 

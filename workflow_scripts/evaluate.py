@@ -22,6 +22,7 @@ import re
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -192,6 +193,8 @@ def register(subparsers) -> None:
                    help="data label i -> model output MAP[i], e.g. '2,0,1'")
     p.add_argument("--num-labels", type=int, default=None,
                    help="expected label count; an error if the checkpoint differs")
+    p.add_argument("--task-info", default=None,
+                   help="the task's info JSON (prepare-task): its num_labels must match the checkpoint")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
@@ -216,6 +219,8 @@ def run(args) -> None:
         args.model, revision=args.revision, allow_pickle=args.allow_pickle,
         label_map=label_map, device=device,
     )
+    if args.num_labels is None and args.task_info:
+        args.num_labels = int(json.loads(Path(args.task_info).read_text())["num_labels"])
     if args.num_labels is not None and args.num_labels != info.num_labels:
         raise UserError(
             f"checkpoint {args.model} has {info.num_labels} labels but task {args.task} "

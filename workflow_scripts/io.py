@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import shutil
@@ -19,6 +20,10 @@ def atomic_path(path: str | os.PathLike):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # a writer killed outright (SIGKILL, power loss) leaves its temporary behind:
+    # the next write of the same output removes it
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     target = tmp / path.name
     try:

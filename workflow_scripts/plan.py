@@ -108,6 +108,31 @@ def find_duplicate_keys(path: str | Path) -> list[str]:
     return duplicates
 
 
+def file_columns(path: Path, fmt: str | None = None) -> list[str] | None:
+    """A local data file's column names from its header (None: format unknown)."""
+    name = path.name.lower()
+    for comp in (".gz", ".bz2"):
+        name = name.removesuffix(comp)
+    fmt = fmt or next((f for f, ends in (("parquet", (".parquet", ".pq")), ("csv", (".csv",)),
+                                          ("tsv", (".tsv", ".tab"))) if name.endswith(ends)), None)
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        if fmt in ("csv", "tsv"):
+            import bz2
+            import csv
+            import gzip
+
+            opener = {".gz": gzip.open, ".bz2": bz2.open}.get(path.suffix.lower(), open)
+            with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as handle:
+                return next(csv.reader(handle, delimiter="\t" if fmt == "tsv" else ","), [])
+    except Exception:  # unreadable here: prepare-task reports it with the details
+        return None
+    return None
+
+
 def check_config(config: dict, base_dir: str | Path = ".", config_files=()) -> None:
     """Schema plus the checks a schema cannot express; raises ConfigError."""
     for config_file in config_files:
@@ -149,6 +174,13 @@ def check_config(config: dict, base_dir: str | Path = ".", config_files=()) -> N
                 path = path if path.is_absolute() else base_dir / path
                 if not path.is_file():
                     raise ConfigError(f"{where}.{key}: file {task[key]!r} does not exist")
+                columns = file_columns(path, task.get("format"))
+                missing = [c for c in task["column_map"].values() if columns is not None and c not in columns]
+                if missing:
+                    raise ConfigError(
+                        f"{where}.column_map: column(s) {missing} are not in {key} {task[key]!r}, "
+                        f"which has columns {columns}; fix the column_map or the file"
+                    )
     for family, spec in config["families"].items():
         where = f"families.{family}"
         if not NAME.match(family):
