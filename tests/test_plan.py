@@ -1,6 +1,7 @@
 """Config validation and the job plan (no Snakemake needed)."""
 
 import copy
+import json
 
 import pytest
 import yaml
@@ -134,3 +135,17 @@ def test_sources(tmp_path):
     for bad in ("../../etc", "org/../x", "a/b/c", "python-package:../x", "/nonexistent/dir"):
         with pytest.raises(ConfigError):
             classify_source(bad, tmp_path)
+
+
+@pytest.mark.parametrize("labels, ok", [(2, True), (3, False)])
+def test_local_checkpoint_label_count_must_match_its_task(config, tmp_path, labels, ok):
+    """A local checkpoint for the 2-label GLUE task mrpc is checked before any job runs."""
+    ckpt = tmp_path / "mrpc-ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"id2label": {str(i): f"L{i}" for i in range(labels)}}))
+    config["families"]["fam"]["checkpoints"]["b"] = {"source": str(ckpt)}
+    if ok:
+        check_config(config, base_dir=tmp_path)
+    else:
+        with pytest.raises(ConfigError, match=r"checkpoints\.b\.source: checkpoint .* has 3 labels but task 'b' has 2"):
+            check_config(config, base_dir=tmp_path)

@@ -214,3 +214,21 @@ def test_configfile_replaces_the_default_config(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     families = set(re.findall(r"family=(\w+)", proc.stdout))
     assert families == {"tiny"}, families
+
+
+def test_every_output_lies_under_the_workflow_folders(tmp_path):
+    """Whatever the config names, jobs write only under results/, resources/ and logs/."""
+    work = tmp_path / "work"
+    work.mkdir()
+    config = tiny_config(work)
+    config["merge"]["keep_merged"] = True
+    (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = snakemake(work, "-n", "--forceall")
+    written = []
+    for line in proc.stdout.splitlines():
+        match = re.match(r"\s+(output|log): (.*)$", line)
+        if match:
+            written += [p.strip() for p in match.group(2).split(",")]
+    assert len(written) > 40
+    outside = [p for p in written if not p.startswith(("results/", "resources/", "logs/"))]
+    assert not outside, outside

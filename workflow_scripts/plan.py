@@ -9,6 +9,7 @@ Snakemake.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -133,6 +134,29 @@ def file_columns(path: Path, fmt: str | None = None) -> list[str] | None:
     return None
 
 
+def task_label_count(name: str, task: dict) -> int | None:
+    """A task's label count when the config alone tells it (None: known after prepare-task)."""
+    if task["source"] == "local" and task.get("label_names"):
+        return len(task["label_names"])
+    if task["source"] == "glue":
+        from .tasks import GLUE  # the label names' owner; imported only when needed
+
+        spec = GLUE.get(task.get("name", name))
+        return None if spec is None else len(spec.label_names)
+    return None
+
+
+def checkpoint_label_count(path: Path) -> int | None:
+    """``num_labels`` of a local checkpoint directory, from its config.json."""
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(cfg.get("id2label"), dict) and cfg["id2label"]:
+        return len(cfg["id2label"])
+    return cfg.get("num_labels")
+
+
 def check_config(config: dict, base_dir: str | Path = ".", config_files=()) -> None:
     """Schema plus the checks a schema cannot express; raises ConfigError."""
     for config_file in config_files:
@@ -201,9 +225,20 @@ def check_config(config: dict, base_dir: str | Path = ".", config_files=()) -> N
                 raise ConfigError(f"{cwhere}: 'finetune: true' needs the family's 'base' model")
             if has_source:
                 try:
-                    classify_source(ckpt["source"], base_dir)
+                    kind = classify_source(ckpt["source"], base_dir)
                 except ConfigError as exc:
                     raise ConfigError(f"{cwhere}.source: {exc}") from None
+                if kind == "local":
+                    path = Path(ckpt["source"]).expanduser()
+                    path = path if path.is_absolute() else Path(base_dir) / path
+                    have = checkpoint_label_count(path)
+                    need = task_label_count(task, tasks[task])
+                    if have is not None and need is not None and have != need:
+                        raise ConfigError(
+                            f"{cwhere}.source: checkpoint {ckpt['source']!r} has {have} labels "
+                            f"but task {task!r} has {need}; point it at a checkpoint fine-tuned "
+                            "on this task (or fix the task's label_names)"
+                        )
             label_map = ckpt.get("label_map")
             if label_map is not None and sorted(label_map) != list(range(len(label_map))):
                 raise ConfigError(f"{cwhere}.label_map: {label_map} must be a permutation of 0..{len(label_map) - 1}")
