@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 import yaml
 from test_workflow_e2e import REPO, SNAKEMAKE, planned_jobs, snakemake, tiny_config
 
@@ -274,9 +275,12 @@ def test_corrupt_fisher_is_named_and_only_it_and_dependants_rerun(workspace):
 # --- determinism ------------------------------------------------------------
 
 
-def test_fisher_and_samples_bit_identical_across_processes(tmp_path):
-    """Two processes (different hash seeds) draw the samples and compute both Fishers."""
+def test_fisher_samples_merges_and_scores_bit_identical_across_processes(tmp_path):
+    """Two processes (different hash seeds) draw the samples, compute both Fishers of
+    two models, merge them by mask Fisher and evaluate the merge: every artifact is
+    bit-identical, so Table 1 (a function of the scores) is identical too."""
     model = make_tiny_checkpoint(tmp_path / "model", "bert", 3, 0)
+    other = make_tiny_checkpoint(tmp_path / "other", "bert", 3, 1)
     train = write_toy_samples(tmp_path / "train.parquet", n=40, pair=True, num_labels=3, seed=2)
     script = ("import json, sys\nfrom workflow_scripts import cli\n"
               "for argv in json.loads(sys.argv[1]):\n    assert cli.main(argv) == 0, argv\n")
@@ -284,9 +288,15 @@ def test_fisher_and_samples_bit_identical_across_processes(tmp_path):
     for run, hashseed in (("a", "1"), ("b", "2")):
         sample = str(tmp_path / f"samples-{run}.parquet")
         commands = [["sample", "--train", str(train), "--n", "12", "--seed", "3", "--out", sample]]
-        commands += [["fisher", "--model", str(model), "--data", sample, "--method", method,
+        commands += [["fisher", "--model", str(ckpt), "--data", sample, "--method", method,
                       "--device", "cpu", "--batch-size", "5", "--no-progress",
-                      "--out", str(tmp_path / f"{method}-{run}.safetensors")] for method in ("mask", "full")]
+                      "--out", str(tmp_path / f"{method}-{ckpt.name}-{run}.safetensors")]
+                     for method in ("mask", "full") for ckpt in (model, other)]
+        commands += [["merge", "--models", str(model), str(other), "--method", "mask", "--fishers",
+                      *(str(tmp_path / f"mask-{c.name}-{run}.safetensors") for c in (model, other)),
+                      "--out", str(tmp_path / f"merged-{run}")],
+                     ["evaluate", "--model", str(tmp_path / f"merged-{run}" / "model"), "--data", sample,
+                      "--task", "toy", "--device", "cpu", "--out", str(tmp_path / f"eval-{run}.json")]]
         env = dict(os.environ, PYTHONHASHSEED=hashseed, PYTHONPATH=str(REPO))
         runs.append(subprocess.Popen([sys.executable, "-c", script, json.dumps(commands)], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
@@ -294,12 +304,18 @@ def test_fisher_and_samples_bit_identical_across_processes(tmp_path):
         assert proc.wait(timeout=300) == 0, proc.stdout.read().decode()[-3000:]
     assert (tmp_path / "samples-a.parquet").read_bytes() == (tmp_path / "samples-b.parquet").read_bytes()
     for method in ("mask", "full"):
-        (ta, ma), (tb, mb) = (load_fisher(tmp_path / f"{method}-{r}.safetensors") for r in "ab")
-        assert ta.keys() == tb.keys()
-        for name in ta:
-            assert ta[name].dtype == tb[name].dtype and torch.equal(ta[name], tb[name]), name
-        ma.pop("seconds"), mb.pop("seconds")  # timing differs by nature
-        assert ma == mb
+        for ckpt in (model, other):
+            (ta, ma), (tb, mb) = (load_fisher(tmp_path / f"{method}-{ckpt.name}-{r}.safetensors") for r in "ab")
+            assert ta.keys() == tb.keys()
+            for name in ta:
+                assert ta[name].dtype == tb[name].dtype and torch.equal(ta[name], tb[name]), name
+            ma.pop("seconds"), mb.pop("seconds")  # timing differs by nature
+            assert ma == mb
+    for name in ("model", "other"):
+        wa, wb = (load_file(tmp_path / f"merged-{r}" / name / "model.safetensors") for r in "ab")
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
+    ea, eb = (json.loads((tmp_path / f"eval-{r}.json").read_text()) for r in "ab")
+    assert ea["metrics"] == eb["metrics"]
 
 
 # --- bad config and bad input -------------------------------------------------
