@@ -11,34 +11,22 @@ import importlib
 import logging
 import sys
 
-COMMAND_MODULES = (
-    "fisher",  # fisher --method mask|full
-    "merge",  # merge --models ... --method ...
-    "evaluate",  # evaluate --model DIR --data VALID.parquet
-    "tasks",  # prepare-task: a task's train/validation Parquet
-    "sampling",  # sample: n Fisher samples per (task, n, seed)
-    "finetune",  # finetune: fine-tune a base model on a task
-    "fetch",  # fetch-model: hub id or local path -> resources/
-    "report",  # report: tables from evaluation and Fisher results
-    "plots",  # plots: figures for the Snakemake report
-    "plan",  # check-config: validate a workflow config
-)
-
-
-# command name -> module defining it: only that module is imported to run it
-# (importing every command pulls in the whole of transformers and sklearn).
+# command name -> the module defining it (``register(subparsers)``); running a
+# command imports only its module (importing every command pulls in the whole of
+# transformers and sklearn).
 COMMANDS = {
-    "fisher": "fisher",
-    "merge": "merge",
-    "evaluate": "evaluate",
-    "prepare-task": "tasks",
-    "sample": "sampling",
-    "finetune": "finetune",
-    "fetch-model": "fetch",
-    "report": "report",
-    "plots": "plots",
-    "check-config": "plan",
+    "fisher": "fisher",  # fisher --method mask|full
+    "merge": "merge",  # merge --models ... --method ...
+    "evaluate": "evaluate",  # evaluate --model DIR --data VALID.parquet
+    "prepare-task": "tasks",  # a task's train/validation Parquet
+    "sample": "sampling",  # n Fisher samples per (task, n, seed)
+    "finetune": "finetune",  # fine-tune a base model on a task
+    "fetch-model": "fetch",  # hub id or local path -> resources/
+    "report": "report",  # tables from evaluation and Fisher results
+    "plots": "plots",  # figures for the Snakemake report
+    "check-config": "plan",  # validate a workflow config
 }
+COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))  # for --help: all of them
 
 
 class UserError(Exception):

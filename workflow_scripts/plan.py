@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from .localfiles import file_columns
+
 GLUE_TASKS = ("mnli", "qqp", "qnli", "sst2", "mrpc", "rte", "cola")
 BUILTIN_TASKS = ("sentiment", "topic", "reply")
 FISHER_METHODS = ("mask", "full")
@@ -69,15 +71,19 @@ def fill_defaults(config: dict, schema: dict | None = None) -> dict:
     return config
 
 
+def resolve_path(path: str | Path, base_dir: str | Path = ".") -> Path:
+    """A config path (``~`` expanded) relative to ``base_dir`` unless absolute."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else Path(base_dir) / path
+
+
 def classify_source(source: str, base_dir: str | Path = ".") -> str:
     """'local', 'package' or 'hub'; anything else is a ConfigError."""
     if source.startswith("python-package:"):
         if not PACKAGE_SOURCE.match(source) or ".." in source:
             raise ConfigError(f"model source {source!r} is not a valid python-package:PKG/DIR reference")
         return "package"
-    path = Path(source).expanduser()
-    if not path.is_absolute():
-        path = Path(base_dir) / path
+    path = resolve_path(source, base_dir)
     if path.is_dir():
         return "local"
     if HUB_ID.match(source) and ".." not in source:
@@ -107,31 +113,6 @@ def find_duplicate_keys(path: str | Path) -> list[str]:
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
     yaml.load(Path(path).read_text(), Loader=Loader)
     return duplicates
-
-
-def file_columns(path: Path, fmt: str | None = None) -> list[str] | None:
-    """A local data file's column names from its header (None: format unknown)."""
-    name = path.name.lower()
-    for comp in (".gz", ".bz2"):
-        name = name.removesuffix(comp)
-    fmt = fmt or next((f for f, ends in (("parquet", (".parquet", ".pq")), ("csv", (".csv",)),
-                                          ("tsv", (".tsv", ".tab"))) if name.endswith(ends)), None)
-    try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            return list(pq.read_schema(path).names)
-        if fmt in ("csv", "tsv"):
-            import bz2
-            import csv
-            import gzip
-
-            opener = {".gz": gzip.open, ".bz2": bz2.open}.get(path.suffix.lower(), open)
-            with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as handle:
-                return next(csv.reader(handle, delimiter="\t" if fmt == "tsv" else ","), [])
-    except Exception:  # unreadable here: prepare-task reports it with the details
-        return None
-    return None
 
 
 def task_label_count(name: str, task: dict) -> int | None:
@@ -194,13 +175,12 @@ def check_config(config: dict, base_dir: str | Path = ".", config_files=()) -> N
                 if key not in task:
                     raise ConfigError(f"{where}: a local task needs '{key}'")
             for key in ("train_file", "validation_file"):
-                path = Path(task[key]).expanduser()
-                path = path if path.is_absolute() else base_dir / path
+                path = resolve_path(task[key], base_dir)
                 if not path.is_file():
                     raise ConfigError(f"{where}.{key}: file {task[key]!r} does not exist")
                 columns = file_columns(path, task.get("format"))
-                missing = [c for c in task["column_map"].values() if columns is not None and c not in columns]
-                if missing:
+                missing = [c for c in task["column_map"].values() if c not in (columns or [])]
+                if columns is not None and missing:
                     raise ConfigError(
                         f"{where}.column_map: column(s) {missing} are not in {key} {task[key]!r}, "
                         f"which has columns {columns}; fix the column_map or the file"
@@ -229,9 +209,7 @@ def check_config(config: dict, base_dir: str | Path = ".", config_files=()) -> N
                 except ConfigError as exc:
                     raise ConfigError(f"{cwhere}.source: {exc}") from None
                 if kind == "local":
-                    path = Path(ckpt["source"]).expanduser()
-                    path = path if path.is_absolute() else Path(base_dir) / path
-                    have = checkpoint_label_count(path)
+                    have = checkpoint_label_count(resolve_path(ckpt["source"], base_dir))
                     need = task_label_count(task, tasks[task])
                     if have is not None and need is not None and have != need:
                         raise ConfigError(

@@ -62,6 +62,7 @@ import pyarrow as pa
 from .cli import UserError
 from .data import Samples
 from .io import atomic_path
+from .localfiles import FORMATS, csv_header, delimiter, guess_format
 from .sampling import write_samples_fixed
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,6 @@ def load_glue(task: str, revision: str | None = None):
 # --------------------------------------------------------------------------
 
 COLUMN_KEYS = ("text_a", "text_b", "label", "idx")
-FORMATS = ("parquet", "csv", "tsv")
 
 
 def parse_column_map(text: str) -> dict[str, str]:
@@ -197,19 +197,12 @@ def parse_column_map(text: str) -> dict[str, str]:
 
 
 def infer_format(path: str | Path) -> str:
-    name = Path(path).name.lower()
-    for comp in (".gz", ".bz2", ".zst", ".xz"):
-        if name.endswith(comp):
-            name = name[: -len(comp)]
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    if name.endswith(".csv"):
-        return "csv"
-    if name.endswith((".tsv", ".tab")):
-        return "tsv"
-    raise UserError(
-        f"cannot infer the format of {path} from its suffix; pass --format parquet, csv or tsv"
-    )
+    fmt = guess_format(path)
+    if fmt is None:
+        raise UserError(
+            f"cannot infer the format of {path} from its suffix; pass --format parquet, csv or tsv"
+        )
+    return fmt
 
 
 def read_table(path: str | Path, fmt: str | None, text_columns=()) -> pa.Table:
@@ -226,28 +219,16 @@ def read_table(path: str | Path, fmt: str | None, text_columns=()) -> pa.Table:
             return pq.read_table(path)
         import pyarrow.csv as pcsv
 
-        header = _csv_header(path, "\t" if fmt == "tsv" else ",")
+        header = csv_header(path, delimiter(fmt))
         types = {c: pa.string() for c in text_columns if c in header}
         return pcsv.read_csv(
             path,
-            parse_options=pcsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",",
+            parse_options=pcsv.ParseOptions(delimiter=delimiter(fmt),
                                             newlines_in_values=True),
             convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=False),
         )
     except (pa.ArrowInvalid, OSError) as exc:
         raise UserError(f"cannot read {path} as {fmt}: {exc}") from exc
-
-
-def _csv_header(path: Path, delimiter: str) -> list[str]:
-    import gzip
-    import bz2
-
-    opener = {".gz": gzip.open, ".bz2": bz2.open}.get(path.suffix.lower(), open)
-    try:
-        with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as handle:
-            return next(csv.reader(handle, delimiter=delimiter), [])
-    except OSError:
-        return []
 
 
 def _column(table: pa.Table, column: str, path, key: str) -> list:
