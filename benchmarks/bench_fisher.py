@@ -32,7 +32,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-# as workflow_scripts.fisher does: transparent huge pages for large CPU tensors
+# As the fisher command does (workflow_scripts.cli.fisher.ENVIRONMENT), before torch
+# is imported: large CPU tensors (activations, per-example gradients) on transparent
+# huge pages.  PyTorch reads this once, at its first allocation; without it every
+# fresh multi-megabyte tensor page-faults in 4 KiB pages, which made fresh
+# allocations 2-5x slower on the development machine.  Set it to 0 to opt out.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -41,6 +45,7 @@ import torch.nn.functional as F  # noqa: E402
 from transformers import AutoModelForSequenceClassification, BertTokenizerFast  # noqa: E402
 
 from workflow_scripts import data, fisher  # noqa: E402
+from workflow_scripts.devices import device_name  # noqa: E402
 from workflow_scripts.testing import SPECIAL, WORDS, tiny_config  # noqa: E402
 
 SIZES = {
@@ -161,7 +166,7 @@ def main(argv=None) -> None:
           f"intermediate={intermediate} vocab={args.vocab_size}; {params / 1e6:.1f}M body params)")
     print(f"samples: n={args.n}, {tokens} tokens ({tokens / args.n:.1f}/sample, "
           f"{padded - tokens} padding), batch size {args.batch_size}, chunk size {args.chunk_size}")
-    print(f"device: {fisher.device_name('cpu')} ({os.cpu_count()} cores), torch {torch.__version__}, "
+    print(f"device: {device_name('cpu')} ({os.cpu_count()} cores), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, default attention {model.config._attn_implementation}, "
           f"glibc heap reuse {'on' if allocator else 'off'}")
 

@@ -2,28 +2,30 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
-from workflow_scripts.plan import (
-    Plan,
-    check_config,
+from workflow_scripts.config import check_config
+from workflow_scripts.jobs import (
     export_job_environment,
     visible_gpu_count,
     write_if_changed,
 )
+from workflow_scripts.merging.registry import MERGE_ID_PATTERN
+from workflow_scripts.fisher.kinds import METHODS as FISHER_METHODS
+from workflow_scripts.paths import PATHS
+from workflow_scripts.plan import Plan
 
 min_version("9.0")
 
 
-validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+# Validated against schemas/config.schema.yaml once, defaults filled once.
 check_config(config, base_dir=".", config_files=workflow.configfiles)
 PLAN = Plan(config)
 # Jobs run `python -m workflow_scripts` from this checkout, with the interpreter
 # that runs Snakemake unless a conda env is active.
 export_job_environment(workflow.basedir, sys.executable)
-FISHER = config["fisher"]
 COMPUTE = config["compute"]
-CLI = "python -m workflow_scripts"
+ENV = "../envs/fisher-merging.yaml"
 
 
 localrules:
@@ -36,17 +38,17 @@ wildcard_constraints:
     family=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     task=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     subset=r"[A-Za-z0-9][A-Za-z0-9_-]*(\+[A-Za-z0-9][A-Za-z0-9_-]*)+",
-    merge_id=r"average|(fisher|mask|mask-released)-n\d+",
-    method=r"mask|full",
+    merge_id=MERGE_ID_PATTERN,
+    method="|".join(FISHER_METHODS),
     n=r"\d+",
     seed=r"\d+",
 
 
 def task_files(wildcards):
     return {
-        "train": f"resources/tasks/{wildcards.task}/train.parquet",
-        "validation": f"resources/tasks/{wildcards.task}/validation.parquet",
-        "info": f"resources/tasks/{wildcards.task}/info.json",
+        "train": PATHS["task_train"].format(task=wildcards.task),
+        "validation": PATHS["task_validation"].format(task=wildcards.task),
+        "info": PATHS["task_info"].format(task=wildcards.task),
     }
 
 
@@ -54,24 +56,22 @@ def checkpoint_dir(wildcards):
     return PLAN.checkpoint_dir(wildcards.family, wildcards.task)
 
 
-def label_map_arg(wildcards):
-    mapping = PLAN.label_map(wildcards.family, wildcards.task)
-    return f"--label-map {mapping}" if mapping else ""
-
-
-def pickle_arg(wildcards):
-    allow = config["families"][wildcards.family].get("allow_pickle", False)
-    return "--allow-pickle" if allow else ""
+def model_flags(wildcards):
+    return PLAN.model_flags(wildcards.family, getattr(wildcards, "task", None))
 
 
 def fisher_samples(wildcards):
-    return PLAN.samples_path(wildcards.task, wildcards.n, FISHER["seed"])
+    return PLAN.samples_path(wildcards.task, wildcards.n)
+
+
+def wildcard_merge(wildcards):
+    return PLAN.merge_from_wildcards(
+        wildcards.family, wildcards.subset, wildcards.merge_id
+    )
 
 
 def merge_inputs(wildcards):
-    merge = PLAN.merge_from_wildcards(
-        wildcards.family, wildcards.subset, wildcards.merge_id
-    )
+    merge = wildcard_merge(wildcards)
     inputs = {"models": [PLAN.checkpoint_dir(merge.family, t) for t in merge.subset]}
     if merge.fisher_method:
         inputs["fishers"] = [
@@ -81,22 +81,15 @@ def merge_inputs(wildcards):
     return inputs
 
 
-def merge_args(wildcards):
-    merge = PLAN.merge_from_wildcards(
-        wildcards.family, wildcards.subset, wildcards.merge_id
+def merge_flags(wildcards, input):
+    fishers = " ".join(input.fishers) if "fishers" in input.keys() else ""
+    return PLAN.merge_flags(wildcard_merge(wildcards)) + (
+        f" --fishers {fishers}" if fishers else ""
     )
-    method = {"mask-released": "mask"}.get(merge.method, merge.method)
-    args = [f"--method {method}", f"--names {' '.join(merge.subset)}"]
-    if merge.method == "mask-released":
-        args.append("--scheme released")
-    if merge.method != "average" and config["merge"]["floor"]:
-        args.append(f"--floor {config['merge']['floor']}")
-    maps = [PLAN.label_map(merge.family, t) or "-" for t in merge.subset]
-    if any(m != "-" for m in maps):
-        args.append(f"--label-maps {' '.join(maps)}")
-    if config["families"][merge.family].get("allow_pickle", False):
-        args.append("--allow-pickle")
-    return " ".join(args)
+
+
+def merged_eval_meta(wildcards):
+    return PLAN.merged_eval_meta(wildcard_merge(wildcards), wildcards.task)
 
 
 def merged_output(path):
@@ -132,113 +125,11 @@ REPORT_TABLES = [
     "runtime_speedup",
     "table4_flops",
 ]
-EVAL_LIST = "results/report/inputs/evaluations.txt"
-FISHER_LIST = "results/report/inputs/fishers.txt"
-write_if_changed(EVAL_LIST, PLAN.eval_paths())
-write_if_changed(FISHER_LIST, PLAN.fisher_paths())
+REPORT = PATHS["report_dir"]
+PLOTS = PATHS["report_plots"]
+write_if_changed(PATHS["report_eval_list"], PLAN.eval_paths())
+write_if_changed(PATHS["report_fisher_list"], PLAN.fisher_paths())
 
 
 def report_outputs():
-    return ["results/report/summary.md", "results/report/plots/scores_vs_n.png"]
-
-
-def prepare_task_args(wildcards):
-    task = config["tasks"][wildcards.task]
-    args = [f"--source {task['source']}"]
-    if task["source"] == "local":
-        args.append(f"--task {wildcards.task}")
-        args.append(f"--train-file {task['train_file']}")
-        args.append(f"--validation-file {task['validation_file']}")
-        if "format" in task:
-            args.append(f"--format {task['format']}")
-        cmap = ",".join(f"{k}={v}" for k, v in task["column_map"].items())
-        args.append(f"--column-map '{cmap}'")
-        if "label_names" in task:
-            args.append(f"--label-names '{','.join(task['label_names'])}'")
-    else:
-        args.append(f"--task {task.get('name', wildcards.task)}")
-    if "revision" in task:
-        args.append(f"--revision {task['revision']}")
-    for key in ("max_train", "max_validation"):
-        if key in task:
-            args.append(f"--{key.replace('_', '-')} {task[key]}")
-    return " ".join(args)
-
-
-def revision_arg(wildcards):
-    revision = PLAN.checkpoint(wildcards.family, wildcards.task).get("revision")
-    return f"--revision {revision}" if revision else ""
-
-
-def finetune_args(wildcards):
-    tune = config["finetune"]
-    args = [
-        f"--epochs {tune['epochs']}",
-        f"--batch-size {tune['batch_size']}",
-        f"--lr {tune['lr']}",
-        f"--max-length {tune['max_length']}",
-        f"--seed {tune['seed']}",
-    ]
-    for key in ("max_steps", "max_train_examples"):
-        if key in tune:
-            args.append(f"--{key.replace('_', '-')} {tune[key]}")
-    if config["families"][wildcards.family].get("allow_pickle", False):
-        args.append("--allow-pickle")
-    args.append(f"--device {COMPUTE['device']}")
-    return " ".join(args)
-
-
-def fisher_args(wildcards):
-    args = [
-        f"--seed {FISHER['seed']}",
-        f"--estimator {FISHER['estimator']}",
-        f"--neuron-mask {FISHER['neuron_mask']}",
-        f"--labels {FISHER['labels']}",
-        f"--batch-size {FISHER['batch_size']}",
-        f"--chunk-size {FISHER['chunk_size']}",
-        f"--max-length {FISHER['max_length']}",
-        f"--device {COMPUTE['device']}",
-    ]
-    if not FISHER["count_flops"]:
-        args.append("--no-count-flops")
-    return " ".join(args)
-
-
-def evaluate_args(wildcards):
-    evaluation = config["evaluation"]
-    return (
-        f"--batch-size {evaluation['batch_size']} "
-        f"--max-length {evaluation['max_length']} --device {COMPUTE['device']}"
-    )
-
-
-def merged_eval_meta(wildcards):
-    merge = PLAN.merge_from_wildcards(
-        wildcards.family, wildcards.subset, wildcards.merge_id
-    )
-    meta = [
-        f"family={merge.family}",
-        "kind=merged",
-        f"method={merge.method}",
-        f"subset={merge.subset_id}",
-        f"task={wildcards.task}",
-    ]
-    if merge.n is not None:
-        meta.append(f"n={merge.n}")
-    return " ".join(meta)
-
-
-def plot_args(wildcards):
-    args = [f"--default-metric {config['report']['default_metric']}"]
-    for task, metric in PLAN.task_metrics().items():
-        args.append(f"--task-metric {task}={metric}")
-    if "runtime_n" in config["report"]:
-        args.append(f"--runtime-n {config['report']['runtime_n']}")
-    return " ".join(args)
-
-
-def report_args(wildcards):
-    args = [plot_args(wildcards)]
-    for entry in config["report"]["accept_near_chance"]:
-        args.append(f"--accept-near-chance {entry}")
-    return " ".join(args)
+    return [f"{REPORT}/summary.md", f"{PLOTS}/scores_vs_n.png"]

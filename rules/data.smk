@@ -1,31 +1,31 @@
 rule prepare_task:
     output:
-        train="resources/tasks/{task}/train.parquet",
-        validation="resources/tasks/{task}/validation.parquet",
-        info="resources/tasks/{task}/info.json",
+        train=PATHS["task_train"],
+        validation=PATHS["task_validation"],
+        info=PATHS["task_info"],
     log:
         "logs/prepare_task/{task}.log",
     conda:
-        "../envs/fisher-merging.yaml"
+        ENV
     params:
-        args=prepare_task_args,
+        flags=lambda wc: PLAN.prepare_task_flags(wc.task),
     shell:
-        "python -m workflow_scripts prepare-task {params.args} "
+        "python -m workflow_scripts prepare-task {params.flags} "
         "--out-train {output.train} --out-validation {output.validation} "
         "--out-info {output.info} > {log} 2>&1"
 
 
 rule sample:
     input:
-        train="resources/tasks/{task}/train.parquet",
+        train=PATHS["task_train"],
     output:
-        "results/samples/{task}/n{n}-seed{seed}.parquet",
+        PATHS["samples"],
     log:
         "logs/sample/{task}/n{n}-seed{seed}.log",
     conda:
-        "../envs/fisher-merging.yaml"
+        ENV
     params:
-        allow_full="--allow-full" if FISHER["allow_full_split"] else "",
+        allow_full="--allow-full" if config["fisher"]["allow_full_split"] else "",
     shell:
         "python -m workflow_scripts sample --train {input.train} --n {wildcards.n} "
         "--seed {wildcards.seed} {params.allow_full} --out {output} > {log} 2>&1"

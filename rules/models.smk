@@ -1,52 +1,51 @@
 rule fetch_base_model:
     output:
-        directory("resources/base_models/{family}"),
+        directory(PATHS["base_model"]),
     log:
         "logs/fetch_base_model/{family}.log",
     conda:
-        "../envs/fisher-merging.yaml"
+        ENV
     params:
         source=lambda wc: config["families"][wc.family]["base"],
-        pickle=pickle_arg,
+        flags=lambda wc: PLAN.fetch_flags(wc.family),
     shell:
         "python -m workflow_scripts fetch-model --source {params.source} "
-        "{params.pickle} --out {output} > {log} 2>&1"
+        "{params.flags} --out {output} > {log} 2>&1"
 
 
 rule fetch_model:
     output:
-        directory("resources/models/{family}/{task}"),
+        directory(PATHS["fetched_model"]),
     log:
         "logs/fetch_model/{family}/{task}.log",
     conda:
-        "../envs/fisher-merging.yaml"
+        ENV
     params:
         source=lambda wc: PLAN.checkpoint(wc.family, wc.task)["source"],
-        revision=revision_arg,
-        pickle=pickle_arg,
+        flags=lambda wc: PLAN.fetch_flags(wc.family, wc.task),
     shell:
         "python -m workflow_scripts fetch-model --source {params.source} "
-        "{params.revision} {params.pickle} --out {output} > {log} 2>&1"
+        "{params.flags} --out {output} > {log} 2>&1"
 
 
 rule finetune:
     input:
         unpack(task_files),
-        base="resources/base_models/{family}",
+        base=PATHS["base_model"],
     output:
-        directory("results/finetuned/{family}/{task}"),
+        directory(PATHS["finetuned_model"]),
     log:
         "logs/finetune/{family}/{task}.log",
     conda:
-        "../envs/fisher-merging.yaml"
+        ENV
     threads: heavy_threads()
     resources:
         **gpu_resources("finetune_runtime"),
     params:
-        args=finetune_args,
+        flags=lambda wc: PLAN.finetune_flags(wc.family),
     shell:
         "python -m workflow_scripts finetune --base {input.base} --train {input.train} "
-        "--validation {input.validation} --info {input.info} {params.args} "
+        "--validation {input.validation} --info {input.info} {params.flags} "
         "--out {output} > {log} 2>&1"
 
 
@@ -55,20 +54,20 @@ rule evaluate_finetuned:
         unpack(task_files),
         model=checkpoint_dir,
     output:
-        "results/eval/{family}/finetuned/{task}.json",
+        PATHS["eval_finetuned"],
     log:
         "logs/evaluate_finetuned/{family}/{task}.log",
     conda:
-        "../envs/fisher-merging.yaml"
+        ENV
     threads: 1
     resources:
         **gpu_resources("evaluate_runtime"),
     params:
-        label_map=label_map_arg,
-        args=evaluate_args,
+        model=model_flags,
+        flags=PLAN.evaluate_flags(),
     shell:
         "python -m workflow_scripts evaluate --model {input.model} "
         "--data {input.validation} --task-info {input.info} --task {wildcards.task} "
-        "{params.label_map} {params.args} "
+        "{params.model} {params.flags} "
         "--meta family={wildcards.family} kind=finetuned task={wildcards.task} "
         "--out {output} > {log} 2>&1"

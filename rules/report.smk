@@ -6,76 +6,76 @@ rule report:
     input:
         evals=PLAN.eval_paths(),
         fishers=PLAN.fisher_paths(),
-        eval_list=EVAL_LIST,
-        fisher_list=FISHER_LIST,
+        eval_list=PATHS["report_eval_list"],
+        fisher_list=PATHS["report_fisher_list"],
     output:
         summary=report(
-            "results/report/summary.md",
+            f"{REPORT}/summary.md",
             caption="../report/summary.rst",
             category="Tables",
         ),
         tables=[
             report(
-                f"results/report/{table}.md",
+                f"{REPORT}/{table}.md",
                 caption=f"../report/{table}.rst",
                 category="Tables",
             )
             for table in REPORT_TABLES
         ],
-        csv=expand("results/report/{table}.csv", table=REPORT_TABLES),
+        csv=expand(f"{REPORT}/{{table}}.csv", table=REPORT_TABLES),
         scores=report(
-            "results/report/scores_long.csv",
+            f"{REPORT}/scores_long.csv",
             caption="../report/scores_long.rst",
             category="Data",
         ),
         finetuned=report(
-            "results/report/finetuned.csv",
+            f"{REPORT}/finetuned.csv",
             caption="../report/finetuned.rst",
             category="Data",
         ),
         warnings=report(
-            "results/report/warnings.md",
+            f"{REPORT}/warnings.md",
             caption="../report/warnings.rst",
             category="Tables",
         ),
-        runs="results/report/fisher_runs.csv",
+        runs=f"{REPORT}/fisher_runs.csv",
     log:
         "logs/report/report.log",
     conda:
-        "../envs/fisher-merging.yaml"
+        ENV
     params:
-        args=report_args,
+        flags=PLAN.report_flags(near_chance=True),
     shell:
         "python -m workflow_scripts report --evals-from {input.eval_list} "
-        "--fishers-from {input.fisher_list} {params.args} "
-        "--out-dir results/report > {log} 2>&1"
+        "--fishers-from {input.fisher_list} {params.flags} "
+        f"--out-dir {REPORT} > {{log}} 2>&1"
 
 
 rule plots:
     input:
         evals=PLAN.eval_paths(),
         fishers=PLAN.fisher_paths(),
-        eval_list=EVAL_LIST,
-        fisher_list=FISHER_LIST,
+        eval_list=PATHS["report_eval_list"],
+        fisher_list=PATHS["report_fisher_list"],
     output:
         scores=report(
-            "results/report/plots/scores_vs_n.png",
+            f"{PLOTS}/scores_vs_n.png",
             caption="../report/scores_vs_n.rst",
             category="Plots",
         ),
         heatmap=report(
-            "results/report/plots/pair_heatmap.png",
+            f"{PLOTS}/pair_heatmap.png",
             caption="../report/pair_heatmap.rst",
             category="Plots",
         ),
         runtime=report(
-            "results/report/plots/runtime.png",
+            f"{PLOTS}/runtime.png",
             caption="../report/runtime.rst",
             category="Plots",
         ),
         layers=[
             report(
-                f"results/report/plots/mask_fisher_layers_{family}.png",
+                f"{PLOTS}/mask_fisher_layers_{family}.png",
                 caption="../report/mask_fisher_layers.rst",
                 category="Plots",
                 subcategory="Mask Fisher per layer",
@@ -85,10 +85,10 @@ rule plots:
     log:
         "logs/report/plots.log",
     conda:
-        "../envs/fisher-merging.yaml"
+        ENV
     params:
-        args=plot_args,
+        flags=PLAN.report_flags(),
     shell:
         "python -m workflow_scripts plots --evals-from {input.eval_list} "
-        "--fishers-from {input.fisher_list} {params.args} "
-        "--out-dir results/report/plots > {log} 2>&1"
+        "--fishers-from {input.fisher_list} {params.flags} "
+        f"--out-dir {PLOTS} > {{log}} 2>&1"

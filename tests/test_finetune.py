@@ -8,8 +8,10 @@ from transformers import AutoModel, BertTokenizerFast
 
 from workflow_scripts import cli
 from workflow_scripts.data import Samples, write_samples
-from workflow_scripts.finetune import INFO_FILE, finetune
-from workflow_scripts.models import ModelLoadError, load_model
+from workflow_scripts.errors import ModelLoadError
+from workflow_scripts.evaluate import evaluate_checkpoint
+from workflow_scripts.finetune import INFO_FILE, epoch_batches, finetune
+from workflow_scripts.models import load_model
 from workflow_scripts.testing import SPECIAL, WORDS, tiny_config
 
 POS = "good great love happy fine win".split()
@@ -117,3 +119,40 @@ def test_refuses_pickle_only_base(bare_base, task_files, tmp_path):
     assert not (tmp_path / "x").exists()
     with pytest.raises(ModelLoadError, match="does not exist"):
         finetune(str(tmp_path / "missing"), train, info, tmp_path / "x", **KW)
+
+
+def test_validation_accuracy_is_evaluates(bare_base, task_files, tmp_path):
+    """Fine-tuning's validation accuracy is evaluate's accuracy on the saved model."""
+    train, valid, info = task_files
+    out = tmp_path / "out"
+    _, _, result = finetune(str(bare_base), train, info, out, validation=valid,
+                            **dict(KW, max_steps=25))
+    evaluated = evaluate_checkpoint(str(out), str(valid), "polarity", max_length=32,
+                                    device="cpu", progress=False)
+    assert result["validation"]["accuracy"] == evaluated["metrics"]["accuracy"]
+    assert 0 < result["validation"]["accuracy"] < 1  # not a trivial agreement
+    assert result["validation"]["n"] == evaluated["n_examples"] == 40
+
+
+def test_new_head_reported_by_the_loader(bare_base):
+    names = ["x", "y", "z"]
+    first, _, a = load_model(str(bare_base), label_names=names, seed=5)
+    torch.rand(3)  # the seed, not the RNG's state before the call, decides the head
+    model, _, b = load_model(str(bare_base), label_names=names, seed=5)
+    assert a.newly_initialised == b.newly_initialised == ["classifier.bias", "classifier.weight"]
+    assert a.num_labels == 3 and model.config.id2label == {0: "x", 1: "y", 2: "z"}
+    assert model.config.problem_type == "single_label_classification"
+    assert torch.equal(first.classifier.weight, model.classifier.weight)
+    other, _, c = load_model(str(bare_base), label_names=names, seed=6)
+    assert not torch.equal(first.classifier.weight, other.classifier.weight)
+    assert a.fingerprint == c.fingerprint
+    _, _, plain = load_model(str(bare_base))  # evaluation: no head asked for, reported as new
+    assert plain.newly_initialised == ["classifier.bias", "classifier.weight"]
+
+
+def test_epoch_batches_seeded():
+    lengths = [3, 9, 1, 7, 7, 2, 5, 8, 4, 6, 1]
+    for group in (True, False):
+        a = epoch_batches(lengths, 4, torch.Generator().manual_seed(0), group)
+        b = epoch_batches(lengths, 4, torch.Generator().manual_seed(0), group)
+        assert a == b and sorted(i for batch in a for i in batch) == list(range(len(lengths)))

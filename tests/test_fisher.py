@@ -7,7 +7,10 @@ test's own hooks with plain multiplications.
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -320,6 +323,41 @@ def test_batching_does_not_change_the_fisher(tiny_checkpoint):
 
 
 # --------------------------------------------------------------------------- #
+# Package imports
+# --------------------------------------------------------------------------- #
+
+
+def _python(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_importing_the_package_and_kinds_imports_no_torch():
+    out = _python("import sys\n"
+                  "import workflow_scripts.fisher, workflow_scripts.fisher.kinds\n"
+                  "from workflow_scripts import fisher\n"
+                  "assert fisher.METHODS == ('mask', 'full') and fisher.default_chunk_size('cpu')\n"
+                  "print([m for m in ('torch', 'transformers', 'pyarrow') if m in sys.modules])\n")
+    assert out.strip() == "[]"
+
+
+def test_importing_the_package_changes_no_environment():
+    out = _python("import json, os\nbefore = dict(os.environ)\n"
+                  "import workflow_scripts.fisher, workflow_scripts.fisher.kinds\n"
+                  "print(json.dumps(sorted(set(os.environ.items()) ^ set(before.items()))))\n")
+    assert json.loads(out) == []
+
+
+def test_public_names_load_lazily():
+    assert set(fisher.__all__) <= set(dir(fisher))
+    for name in fisher.__all__:
+        assert getattr(fisher, name) is not None, name
+    assert fisher.compute_fisher is fisher.runner.compute_fisher
+    with pytest.raises(AttributeError):
+        fisher.no_such_name  # noqa: B018
+
+
+# --------------------------------------------------------------------------- #
 # Command line and metadata
 # --------------------------------------------------------------------------- #
 
@@ -345,7 +383,7 @@ def test_cli_writes_artifact_with_metadata(tiny_checkpoint, samples_file, tmp_pa
     code = cli.main([
         "fisher", "--model", str(model_dir), "--data", str(samples), "--method", method,
         "--task", "mnli", "--n", "8", "--seed", "3", "--batch-size", "4",
-        "--meta", "family=bert", "--meta", "note=a=b", "--device", "cpu",
+        "--meta", "family=bert", "--meta", "note=a=b", "layers=2", "--device", "cpu",
         "--no-progress", "--out", str(out),
     ])
     assert code == 0
@@ -355,7 +393,7 @@ def test_cli_writes_artifact_with_metadata(tiny_checkpoint, samples_file, tmp_pa
     assert meta["n"] == 8 and meta["num_samples"] == 6 and meta["seed"] == 3
     assert meta["task"] == "mnli" and meta["model"] == str(model_dir)
     assert meta["fingerprint"].startswith("sha256:")
-    assert meta["context"] == {"family": "bert", "note": "a=b"}
+    assert meta["context"] == {"family": "bert", "note": "a=b", "layers": 2}  # ints parsed
     assert meta["seconds"] > 0 and meta["flops"] > 0
     assert meta["device"] == "cpu" and meta["device_name"]
     assert meta["dims"] == {"layers": 2, "heads": 4, "intermediate": 37, "hidden": 32}
@@ -398,6 +436,15 @@ def test_cli_rejects_labels_outside_the_model(tiny_checkpoint, samples_file, tmp
                      "--method", "mask", "--no-progress", "--out", str(out)])
     assert code == 2
     assert "lie outside the model's 2 labels" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_rejects_an_estimator_for_the_full_fisher(tmp_path, capsys, no_allocator_tuning):
+    out = tmp_path / "f.safetensors"
+    code = cli.main(["fisher", "--model", "unused", "--data", "unused", "--method", "full",
+                     "--estimator", "per-batch", "--out", str(out)])
+    assert code == 2
+    assert "--estimator applies to --method mask only" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -7,15 +7,11 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from workflow_scripts import architectures as arch
 from workflow_scripts import cli
 from workflow_scripts.artifacts import save_fisher
-from workflow_scripts.merge import (
-    MergeError,
-    mask_weights,
-    merge_bodies,
-    merge_loaded,
-    merge_models,
-    merge_parameter,
-    ones_where_all_zero,
-)
+from workflow_scripts.errors import MergeError
+from workflow_scripts.merging.core import merge_bodies, merge_parameter
+from workflow_scripts.merging.files import merge_models
+from workflow_scripts.merging.mask import mask_weights, ones_where_all_zero
+from workflow_scripts.merging.merge import merge_loaded
 from workflow_scripts.models import load_model
 from workflow_scripts.testing import make_tiny_checkpoint
 
@@ -78,8 +74,7 @@ def write_fisher(tmp_path, name, tensors, method):
 
 
 def run_cli(monkeypatch, argv):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("merge",))
-    return cli.main(argv)
+    return cli.main(argv)  # imports only the merge command's module
 
 
 def assert_bodies_equal(a, b):
@@ -424,3 +419,30 @@ def test_wrong_fisher_shapes_are_clear(tmp_path, checkpoint):
     with pytest.raises(MergeError, match=r"'pooler\.dense\.bias' has shape \(5,\)"):
         merge_models([a, b], tmp_path / "out", method="fisher", fishers=[ff, fr])
     assert not (tmp_path / "out").exists()
+
+
+# --- the registry drives the dispatch --------------------------------------
+
+
+def test_a_registered_method_is_dispatched_to_its_own_module(checkpoint, monkeypatch):
+    """Adding a method is one module plus one registry entry: nothing else routes it."""
+    import sys
+    import types
+
+    from workflow_scripts.merging import registry
+
+    module = types.ModuleType("workflow_scripts.merging.keep_first")
+    # weight 1 for the first model, 0 for the others: the merge returns the first body
+    module.weights = lambda inputs: [
+        {k: torch.tensor(1.0 if j == 0 else 0.0) for k in inputs.shapes}
+        for j in range(len(inputs.labels))
+    ]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(registry.METHODS, "keep-first",
+                        registry.MergeMethod("keep-first", "Keep first", "black", "keep_first"))
+    a, b = load(checkpoint(seed=0)), load(checkpoint(seed=1))
+    expected = snapshot(a)
+    merge_loaded([a, b], "keep-first")
+    assert_bodies_equal(snapshot(b), expected)
+    with pytest.raises(MergeError, match="unknown merge method 'nope'"):
+        merge_loaded([a, b], "nope")

@@ -6,14 +6,10 @@ import json
 import pytest
 import yaml
 
-from workflow_scripts.plan import (
-    ConfigError,
-    Plan,
-    check_config,
-    classify_source,
-    find_duplicate_keys,
-    parse_merge_id,
-)
+from workflow_scripts.config import check_config, classify_source, find_duplicate_keys
+from workflow_scripts.errors import ConfigError
+from workflow_scripts.merging.registry import parse_merge_id
+from workflow_scripts.plan import Plan
 
 
 @pytest.fixture
@@ -70,10 +66,13 @@ def test_plan_subsets_ns_and_paths(config, tmp_path):
 
 
 def test_merge_id_roundtrip():
-    assert parse_merge_id("average") == ("average", None)
-    assert parse_merge_id("mask-released-n128") == ("mask-released", 128)
-    with pytest.raises(ValueError):
-        parse_merge_id("mask")
+    variant, n = parse_merge_id("average")
+    assert (variant.key, n) == ("average", None)
+    variant, n = parse_merge_id("mask-released-n128")
+    assert (variant.key, variant.method.name, variant.scheme.name, n) == ("mask-released", "mask", "released", 128)
+    for bad in ("mask", "average-n8", "ties-n8", "mask-n"):
+        with pytest.raises(ValueError):
+            parse_merge_id(bad)
 
 
 @pytest.mark.parametrize(

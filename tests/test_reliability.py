@@ -32,7 +32,8 @@ from test_workflow_e2e import REPO, SNAKEMAKE, planned_jobs, snakemake, tiny_con
 
 from workflow_scripts import cli
 from workflow_scripts.artifacts import CorruptArtifactError, FisherValueError, load_fisher, save_fisher
-from workflow_scripts.plan import ConfigError, check_config
+from workflow_scripts.config import check_config
+from workflow_scripts.errors import ConfigError
 from workflow_scripts.testing import make_tiny_checkpoint, write_toy_samples
 
 pytestmark = pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not installed")

@@ -6,6 +6,7 @@ mask Fisher at n = 8 and 16.  Every merged score is the fine-tuned score times
 median normalised score in Table 1 is BASE + 0.3.
 """
 
+import dataclasses
 import itertools
 import json
 
@@ -14,7 +15,12 @@ import polars as pl
 import pytest
 import torch
 
-from workflow_scripts import artifacts, cli, plots
+from workflow_scripts import artifacts, cli
+from workflow_scripts.errors import MissingFileError, UserError
+from workflow_scripts.merging import registry
+from workflow_scripts.reporting import plots
+from workflow_scripts.reporting.inputs import load_inputs
+from workflow_scripts.reporting.summary import write_report
 
 FAMILIES = ("fam-a", "fam-b")
 TASKS = ("mrpc", "rte", "sst2")
@@ -41,10 +47,15 @@ FULL_SECONDS = {"fam-a": (10.0, 20.0, 30.0), "fam-b": (30.0, 30.0, 30.0)}  # mea
 MASK_GFLOPS = {"fam-a": (1.5, 2.5, 1234.5), "fam-b": (3.0, 4.0, 5.0)}  # means 412.833.., 4
 
 
-def write_eval(path, family, task, kind, metrics, num_labels=2, **context):
+def write_eval(path, family, task, kind, metrics, num_labels=2, label_counts=(50, 50),
+               **context):
+    """An evaluation JSON as ``evaluate`` writes it; ``label_counts=None`` leaves the counts
+    out (a file from an older ``evaluate``)."""
     data = {"task": task, "model": f"{family}/{kind}-{task}", "n_examples": 100,
             "num_labels": num_labels, "metrics": metrics, "seconds": 1.0, "device": "cpu",
             "context": {"family": family, "kind": kind, "task": task, **context}}
+    if label_counts is not None:
+        data["label_counts"] = list(label_counts)
     path.write_text(json.dumps(data))
     return str(path)
 
@@ -278,24 +289,122 @@ def test_plots(grid, report_dir, tmp_path):
     assert cli.main(args + ["--out-dir", str(tmp_path / "c"), "--heatmap-n", "5"]) == 2
 
 
-def test_regression_task_and_undefined_metric(tmp_path):
-    """A regression task has no chance level; an undefined (null) merged metric counts as 0."""
+def test_undefined_metric(tmp_path):
+    """An undefined (null) merged metric counts as 0 and is named in the warnings."""
     evals = [
-        write_eval(tmp_path / "ft-stsb.json", "fam", "stsb", "finetuned", {"pearson": 0.8},
-                   num_labels=1),
+        write_eval(tmp_path / "ft-cola.json", "fam", "cola", "finetuned",
+                   {"mcc": 0.8, "accuracy": 0.9}),
         write_eval(tmp_path / "ft-rte.json", "fam", "rte", "finetuned", {"accuracy": 0.7}),
     ]
-    for method, n, stsb in (("average", None, 0.4), ("mask", 8, None)):
-        ctx = {"method": method, "subset": "rte+stsb", "n": n}
-        evals.append(write_eval(tmp_path / f"{method}-stsb.json", "fam", "stsb", "merged",
-                                {"pearson": stsb}, num_labels=1, **ctx))
+    for method, n, cola in (("average", None, 0.4), ("mask", 8, None)):
+        ctx = {"method": method, "subset": "cola+rte", "n": n}
+        evals.append(write_eval(tmp_path / f"{method}-cola.json", "fam", "cola", "merged",
+                                {"mcc": cola}, **ctx))
         evals.append(write_eval(tmp_path / f"{method}-rte.json", "fam", "rte", "merged",
                                 {"accuracy": 0.63}, **ctx))
     out = tmp_path / "out"
-    assert cli.main(["report", "--evals", *evals, "--task-metric", "stsb=pearson",
+    assert cli.main(["report", "--evals", *evals, "--task-metric", "cola=mcc",
                      "--out-dir", str(out)]) == 0
     table = pl.read_csv(out / "table1_scores.csv")
     assert table.filter(pl.col("method") == "average")["median_normalised"][0] == pytest.approx(70.0)
     assert table.filter(pl.col("method") == "mask")["median_normalised"][0] == pytest.approx(45.0)
-    assert "mask-stsb.json" in (out / "warnings.md").read_text()
+    assert "mask-cola.json" in (out / "warnings.md").read_text()
     assert "_No data._" in (out / "table2_mask_runtime.md").read_text()
+
+
+def test_fewer_than_two_labels_is_an_error(tmp_path, capsys):
+    """Every task is a classification: num_labels 1 (a regression head) is an error."""
+    path = write_eval(tmp_path / "ft-stsb.json", "fam", "stsb", "finetuned", {"pearson": 0.8},
+                      num_labels=1)
+    assert cli.main(["report", "--evals", path, "--default-metric", "pearson",
+                     "--out-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "ft-stsb.json" in err and "num_labels is 1" in err
+
+
+def cola_args(tmp_path, **extra):
+    """CoLA-like family: a fine-tuned cola model at accuracy 0.70 (``extra``: its JSON's
+    label counts), a good rte model and their average merge."""
+    evals = [write_eval(tmp_path / "ft-cola.json", "fam", "cola", "finetuned",
+                        {"accuracy": 0.70}, **extra),
+             write_eval(tmp_path / "ft-rte.json", "fam", "rte", "finetuned", {"accuracy": 0.8})]
+    for task in ("cola", "rte"):
+        evals.append(write_eval(tmp_path / f"average-{task}.json", "fam", task, "merged",
+                                {"accuracy": 0.6}, method="average", subset="cola+rte", n=None))
+    return ["report", "--evals", *evals, "--out-dir", str(tmp_path / "out")]
+
+
+def test_majority_class_predictor_is_near_chance(tmp_path, capsys):
+    """70 % of the validation labels are 1: a model that always predicts 1 scores 0.70, well
+    above 1/2 + margin (it passed before label counts), but it is at the majority-class rate."""
+    assert cli.main(cola_args(tmp_path, label_counts=[30, 70])) == 2
+    err = capsys.readouterr().err
+    assert "fam/cola" in err and "chance (0.700)" in err and "label_map" in err
+
+
+def test_missing_label_counts_fall_back_to_one_over_k(tmp_path):
+    """An evaluation from an older ``evaluate`` (no label counts): chance 1/K and a warning."""
+    assert cli.main(cola_args(tmp_path, label_counts=None)) == 0
+    warnings = (tmp_path / "out" / "warnings.md").read_text()
+    assert "ft-cola.json records no label counts; chance taken as 1/2" in warnings
+    assert "ft-rte.json" not in warnings
+    finetuned = pl.read_csv(tmp_path / "out" / "finetuned.csv")
+    assert finetuned.filter(pl.col("task") == "cola")["chance"][0] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("counts", [[70], [30, -70], [0, 0], "30,70"])
+def test_malformed_label_counts_are_an_error(tmp_path, capsys, counts):
+    assert cli.main(cola_args(tmp_path, label_counts=counts)) == 2
+    err = capsys.readouterr().err
+    assert "ft-cola.json" in err and "label_counts" in err
+
+
+def variant_evals(root, n=8):
+    """One family, rte+sst2 merged by every registry variant (at n where it takes one)."""
+    evals = [write_eval(root / f"ft-{task}.json", "fam", task, "finetuned", {"accuracy": 0.8})
+             for task in ("rte", "sst2")]
+    for key, variant in registry.ALL_VARIANTS.items():
+        for task in ("rte", "sst2"):
+            evals.append(write_eval(root / f"{key}-{task}.json", "fam", task, "merged",
+                                    {"accuracy": 0.6}, method=key, subset="rte+sst2",
+                                    n=n if variant.per_n else None))
+    return evals
+
+
+def table1_header(path):
+    return [c.strip() for c in path.read_text().splitlines()[0].strip("|").split("|")]
+
+
+def test_methods_and_labels_come_from_the_registry(tmp_path, monkeypatch):
+    """Table 1's columns: every registry variant, in registry order, under its label."""
+    evals = variant_evals(tmp_path)
+    write_report(load_inputs(evals, []), tmp_path / "out")
+    expected = ["Model"] + [v.label + (", n = 8" if v.per_n else "")
+                            for v in registry.ALL_VARIANTS.values()]
+    assert table1_header(tmp_path / "out" / "table1_scores.md") == expected
+    methods = pl.read_csv(tmp_path / "out" / "table1_scores.csv")["method"].to_list()
+    assert methods == list(registry.ALL_VARIANTS)
+    # a relabelled registry entry is what the report shows: no copy of the labels
+    mask = registry.ALL_VARIANTS["mask"]
+    renamed = dataclasses.replace(mask, method=dataclasses.replace(mask.method, label="Renamed"))
+    monkeypatch.setitem(registry.ALL_VARIANTS, "mask", renamed)
+    write_report(load_inputs(evals, []), tmp_path / "again")
+    assert "Renamed, n = 8" in table1_header(tmp_path / "again" / "table1_scores.md")
+
+
+def test_unknown_merge_method_names_the_known_ones(tmp_path):
+    evals = variant_evals(tmp_path)
+    bad = write_eval(tmp_path / "ties-rte.json", "fam", "rte", "merged", {"accuracy": 0.6},
+                     method="ties", subset="rte+sst2", n=None)
+    with pytest.raises(UserError) as caught:
+        load_inputs(evals + [bad], [])
+    assert "ties-rte.json" in str(caught.value)
+    assert ", ".join(registry.ALL_VARIANTS) in str(caught.value)
+
+
+def test_missing_evaluation_file(tmp_path, capsys):
+    with pytest.raises(MissingFileError):
+        load_inputs([tmp_path / "absent.json"], [])
+    assert cli.main(["report", "--evals", str(tmp_path / "absent.json"),
+                     "--out-dir", str(tmp_path / "out")]) == 2
+    assert "absent.json does not exist" in capsys.readouterr().err

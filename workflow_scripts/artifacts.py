@@ -18,18 +18,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .errors import CorruptArtifactError, FisherValueError, MissingFileError
 from .io import atomic_path
 
 META_KEY = "fisher_metadata"
 SUM_KEY = "tensors_sha256"
-
-
-class CorruptArtifactError(ValueError):
-    pass
-
-
-class FisherValueError(ValueError):
-    pass
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -101,7 +94,8 @@ def load_fisher(path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dic
     """(tensors, metadata); with ``verify`` the checksum must match."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"Fisher artifact {path} does not exist")
+        raise MissingFileError(f"Fisher artifact {path} does not exist; compute it with "
+                               "`python -m workflow_scripts fisher` (or rerun the workflow)")
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}

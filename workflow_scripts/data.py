@@ -1,7 +1,9 @@
 """Task samples in Parquet and their tokenised batches.
 
 Schema: ``idx`` int64, ``text_a`` string, ``text_b`` string (null for
-single-sentence tasks), ``label`` int64.  Rows are used in file order.
+single-sentence tasks), ``label`` int64 (a class id).  Rows are used in file
+order.  :func:`write_samples` is the one Parquet writer of samples: fixed
+settings, so the same rows give a bit-identical file.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from .errors import SampleError
 from .io import atomic_path
 
 SCHEMA = pa.schema(
@@ -24,9 +27,17 @@ SCHEMA = pa.schema(
     ]
 )
 
-
-class SampleError(ValueError):
-    pass
+# Fixed Parquet writer settings (do not depend on pyarrow's defaults).
+PARQUET_SETTINGS = dict(
+    compression="zstd",
+    compression_level=3,
+    use_dictionary=True,
+    write_statistics=True,
+    version="2.6",
+    data_page_version="1.0",
+    row_group_size=1 << 20,
+    store_schema=True,
+)
 
 
 @dataclass
@@ -80,9 +91,11 @@ def read_samples(path) -> Samples:
 
 
 def write_samples(samples: Samples | pa.Table, path) -> None:
-    table = samples.to_table() if isinstance(samples, Samples) else samples.cast(SCHEMA)
+    """Write samples atomically with fixed Parquet settings (deterministic bytes)."""
+    table = samples.to_table() if isinstance(samples, Samples) else samples
+    table = table.cast(SCHEMA).replace_schema_metadata(None)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, **PARQUET_SETTINGS)
 
 
 def check_labels(samples: Samples, num_labels: int, where: str = "") -> None:
@@ -114,6 +127,12 @@ def tokenize(tokenizer, samples: Samples, max_length: int = 128):
     return [{k: enc[k][i] for k in keys} for i in range(len(samples))]
 
 
+def pad_batch(tokenizer, encoded, rows, device: str | torch.device = "cpu") -> dict:
+    """The tokenised ``rows`` of ``encoded`` padded to their longest, as tensors on ``device``."""
+    padded = tokenizer.pad([encoded[i] for i in rows], return_tensors="pt")
+    return {k: v.to(device) for k, v in padded.items()}
+
+
 def batches(
     tokenizer,
     samples: Samples,
@@ -130,7 +149,6 @@ def batches(
         order.sort(key=lambda i: len(encoded[i]["input_ids"]))
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        padded = tokenizer.pad([encoded[i] for i in rows], return_tensors="pt")
-        inputs = {k: v.to(device) for k, v in padded.items()}
+        inputs = pad_batch(tokenizer, encoded, rows, device)
         labels = torch.tensor([samples.label[i] for i in rows], dtype=torch.long, device=device)
         yield Batch(rows, inputs, labels)

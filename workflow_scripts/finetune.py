@@ -1,29 +1,12 @@
-"""Fine-tune a pre-trained encoder on one task (sequence classification).
+"""Fine-tuning a pre-trained encoder on one task (sequence classification).
 
-``finetune --base DIR_OR_ID --train TRAIN.parquet --info INFO.json
-[--validation VALID.parquet] --out DIR [options]``
-
-The base may be a bare encoder (e.g. a ``BertModel`` checkpoint without a
-classification head): the head is then freshly initialised, which is
-expected.  A base that already has a head of another size gets a new one.
-
-Training: AdamW (no weight decay on biases and LayerNorm weights), linear
-warm-up then linear decay to 0, gradient clipping at norm 1.0, seeded
-shuffling, dynamic padding with length-grouped batches (``--no-group-by-length``
-turns the grouping off), dropout on.  ``--max-steps`` (if given) sets the
-number of optimiser steps, overriding ``--epochs`` (the data are reshuffled
-each pass), as in Hugging Face's Trainer.  On CPU a seed gives bit-identical
-weights (same machine, same thread count).
-
-Output: a safetensors checkpoint with its tokenizer and the task's
-``id2label``/``label2id``, written atomically (nothing is left at ``--out`` if
-interrupted), plus ``finetune_info.json`` (base, steps, losses, validation
-accuracy, seconds, hyper-parameters).
+The ``finetune`` command's help (:mod:`workflow_scripts.cli.finetune`)
+describes the training recipe.  On CPU a seed gives bit-identical weights
+(same machine, same thread count).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -36,69 +19,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import architectures as arch
-from .cli import UserError
-from .data import Samples, check_labels, read_samples, tokenize
+from .data import Samples, check_labels, pad_batch, read_samples, tokenize
+from .devices import resolve_device
+from .errors import UserError
+from .evaluate import compute_metrics, predict
 from .io import atomic_path
-from .models import ModelLoadError, fingerprint, is_local, save_checkpoint
-from .tasks import read_info
+from .models import load_model, save_checkpoint
 
 log = logging.getLogger(__name__)
 
 INFO_FILE = "finetune_info.json"
-
-
-def resolve_device(name: str | None) -> str:
-    name = (name or "auto").lower()
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda was asked for but no CUDA device is available")
-        return name
-    if name != "cpu":
-        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda")
-    return name
-
-
-def load_base(base: str, num_labels: int, label_names: list[str], *, allow_pickle: bool = False,
-              revision: str | None = None):
-    """(model, tokenizer, loading_info) with a K-way head for the task."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
-    base = str(base)
-    if not is_local(base) and (base.startswith((".", "/", "~")) or base.count("/") > 1):
-        raise ModelLoadError(f"base model directory {base!r} does not exist")
-    try:
-        config = AutoConfig.from_pretrained(base, revision=revision, trust_remote_code=False)
-    except OSError as exc:
-        raise ModelLoadError(f"cannot load the base model's config from {base!r}: {exc}") from exc
-    arch.spec_for(config)  # unsupported architecture: clear error before loading weights
-    if is_local(base) and not allow_pickle and not any(Path(base).glob("*.safetensors")):
-        raise ModelLoadError(
-            f"base model {base!r} has no .safetensors weights; pickle weights are refused unless "
-            "you opt in (--allow-pickle / allow_pickle: true), or convert the checkpoint"
-        )
-    id2label = {i: name for i, name in enumerate(label_names)}
-    label2id = {name: i for i, name in enumerate(label_names)}
-    try:
-        model, loading = AutoModelForSequenceClassification.from_pretrained(
-            base,
-            revision=revision,
-            num_labels=num_labels,
-            id2label=id2label,
-            label2id=label2id,
-            problem_type="single_label_classification",
-            use_safetensors=None if allow_pickle else True,
-            trust_remote_code=False,
-            ignore_mismatched_sizes=True,
-            output_loading_info=True,
-            dtype=torch.float32,
-        )
-        tokenizer = AutoTokenizer.from_pretrained(base, revision=revision, trust_remote_code=False)
-    except OSError as exc:
-        raise ModelLoadError(f"cannot load base model {base!r}: {exc}") from exc
-    return model, tokenizer, loading
 
 
 def position_limit(config) -> int | None:
@@ -159,6 +89,8 @@ def epoch_batches(lengths: list[int], batch_size: int, generator: torch.Generato
     ``mega`` batches, each sorted by length before it is split into batches, and
     the batches' order is shuffled again: batches hold examples of similar
     length, so dynamic padding wastes little (HF Trainer's ``group_by_length``).
+    Kept rather than transformers' ``LengthGroupedSampler``: its different
+    shuffling would change every fine-tuned weight of a given seed.
     """
     n = len(lengths)
     order = torch.randperm(n, generator=generator).tolist()
@@ -173,23 +105,11 @@ def epoch_batches(lengths: list[int], batch_size: int, generator: torch.Generato
     return [batches[i] for i in shuffle]
 
 
-def _pad(tokenizer, encoded, rows, device):
-    padded = tokenizer.pad([encoded[i] for i in rows], return_tensors="pt")
-    return {k: v.to(device) for k, v in padded.items()}
-
-
-@torch.inference_mode()
-def accuracy(model, tokenizer, samples: Samples, max_length: int, batch_size: int, device) -> float:
-    model.eval()
-    encoded = tokenize(tokenizer, samples, max_length)
-    order = sorted(range(len(samples)), key=lambda i: len(encoded[i]["input_ids"]))
-    correct = 0
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        logits = model(**_pad(tokenizer, encoded, rows, device)).logits
-        pred = logits.argmax(-1).cpu().tolist()
-        correct += sum(int(p == samples.label[i]) for p, i in zip(pred, rows))
-    return correct / len(samples)
+def validation_accuracy(model, tokenizer, samples: Samples, task: str | None, max_length: int,
+                        batch_size: int, device) -> float:
+    """Accuracy on ``samples``: evaluate's :func:`predict` and :func:`compute_metrics`."""
+    scores = predict(model, tokenizer, samples, batch_size, max_length, device, progress=False)
+    return compute_metrics(task, samples.label, scores, model.config.num_labels)["accuracy"]
 
 
 def finetune(
@@ -231,9 +151,16 @@ def finetune(
         raise UserError("--warmup-ratio must lie in [0, 1)")
     if lr <= 0:
         raise UserError("--lr must be positive")
-    task_info = info if isinstance(info, dict) else read_info(info)
+    if isinstance(info, dict):
+        task_info = info
+    else:
+        from .tasks.info import read_info
+
+        task_info = read_info(info)
     num_labels = int(task_info["num_labels"])
     label_names = [str(n) for n in task_info.get("label_names") or range(num_labels)]
+    if len(label_names) != num_labels:
+        raise UserError(f"task info: {num_labels} labels but {len(label_names)} label names")
     if num_labels < 2:
         raise UserError(f"fine-tuning needs a classification task with >= 2 labels, got {num_labels}")
     where = str(train) if not isinstance(train, Samples) else "train samples"
@@ -254,19 +181,14 @@ def finetune(
         check_labels(valid, num_labels, where=vwhere)
     device = resolve_device(device)
 
-    torch.manual_seed(seed)  # the new head's initialisation
-    model, tokenizer, loading = load_base(base, num_labels, label_names,
-                                          allow_pickle=allow_pickle, revision=revision)
-    new_keys = sorted(set(loading.get("missing_keys", [])) |
-                      {k if isinstance(k, str) else k[0] for k in loading.get("mismatched_keys", [])})
-    if new_keys:
-        log.info("freshly initialised (expected for a new task head): %s", ", ".join(new_keys))
+    # seed: the new head's initialisation draws from torch's RNG
+    model, tokenizer, minfo = load_model(base, label_names=label_names, seed=seed,
+                                         allow_pickle=allow_pickle, revision=revision, device=device)
     limit = position_limit(model.config)
     if limit is not None and max_length > limit:
         log.warning("--max-length %d exceeds the model's %d positions; using %d",
                     max_length, limit, limit)
         max_length = limit
-    model.to(device)
 
     encoded = tokenize(tokenizer, train, max_length)
     lengths = [len(e["input_ids"]) for e in encoded]
@@ -294,7 +216,7 @@ def finetune(
         for rows in epoch_batches(lengths, batch_size, generator, group_by_length):
             if step >= total:
                 break
-            inputs = _pad(tokenizer, encoded, rows, device)
+            inputs = pad_batch(tokenizer, encoded, rows, device)
             labels = torch.tensor([train.label[i] for i in rows], dtype=torch.long, device=device)
             loss = model(**inputs, labels=labels).loss
             if not torch.isfinite(loss):
@@ -325,7 +247,7 @@ def finetune(
     result = {
         "task": task_info.get("task"),
         "base": str(base),
-        "base_fingerprint": fingerprint(str(base), revision),
+        "base_fingerprint": minfo.fingerprint,
         "num_labels": num_labels,
         "label_names": label_names,
         "n_train_examples": n,
@@ -335,7 +257,7 @@ def finetune(
         "final_train_loss": float(np.mean(losses[-window:])),
         "loss_window_steps": window,
         "train_loss_curve": [round(v, 5) for v in losses],
-        "newly_initialised": new_keys,
+        "newly_initialised": minfo.newly_initialised,
         "validation": None,
         "seconds_training": round(train_seconds, 3),
         "device": device,
@@ -358,7 +280,8 @@ def finetune(
     }
     if valid is not None and len(valid):
         eval_started = time.perf_counter()
-        acc = accuracy(model, tokenizer, valid, max_length, max(64, batch_size), device)
+        acc = validation_accuracy(model, tokenizer, valid, task_info.get("task"), max_length,
+                                  max(64, batch_size), device)
         result["validation"] = {"accuracy": acc, "n": len(valid),
                                 "seconds": round(time.perf_counter() - eval_started, 3)}
         log.info("validation accuracy %.4f on %d examples", acc, len(valid))
@@ -371,55 +294,3 @@ def finetune(
             save_checkpoint(model, tokenizer, tmp)
             (Path(tmp) / INFO_FILE).write_text(json.dumps(result, indent=2) + "\n")
     return model, tokenizer, result
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "finetune",
-        help="fine-tune a base model on a task",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--base", required=True, help="base checkpoint directory (or hub id)")
-    p.add_argument("--train", required=True, help="train split (Parquet)")
-    p.add_argument("--info", required=True, help="task info JSON from prepare-task")
-    p.add_argument("--validation", default=None, help="validation split (Parquet), for accuracy")
-    p.add_argument("--out", required=True, help="output checkpoint directory")
-    p.add_argument("--epochs", type=float, default=1.0, help="passes over the data (default 1)")
-    p.add_argument("--max-steps", type=_positive_int, default=None,
-                   help="optimiser steps; overrides --epochs")
-    p.add_argument("--max-train-examples", type=_positive_int, default=None,
-                   help="use a seeded subsample of this many train examples")
-    p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--warmup-ratio", type=float, default=0.1)
-    p.add_argument("--max-length", type=_positive_int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    p.add_argument("--revision", default=None, help="hub revision (hub ids only)")
-    p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) base weights")
-    p.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=True,
-                   help="batch examples of similar length together (less padding; default on)")
-    p.set_defaults(func=run)
-
-
-def run(args) -> None:
-    finetune(
-        args.base, args.train, args.info, args.out, validation=args.validation,
-        epochs=args.epochs, max_steps=args.max_steps, max_train_examples=args.max_train_examples,
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_ratio=args.warmup_ratio, max_length=args.max_length, seed=args.seed,
-        device=args.device, allow_pickle=args.allow_pickle, revision=args.revision,
-        group_by_length=args.group_by_length,
-    )

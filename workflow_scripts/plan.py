@@ -1,239 +1,36 @@
-"""The experiment plan: config validation and the set of jobs it implies.
+"""The experiment plan: the jobs a (checked) config implies and each job's facts.
 
 The Snakemake rules stay thin by asking this module which families, tasks,
-task subsets, sample counts and merges the config asks for, and where each
-artifact lives.  Everything here is plain Python and tested without
-Snakemake.
+task subsets, sample counts and merges the config asks for, where each artifact
+lives (:mod:`.paths`) and which flags each command gets.  Plain Python, tested
+without Snakemake, no torch.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
-import yaml
+from .jobs import cli_flags, flag
+from .merging import registry
+from .merging.schemes import DEFAULT_SCHEME
+from .paths import path
 
-from .localfiles import file_columns
-
-GLUE_TASKS = ("mnli", "qqp", "qnli", "sst2", "mrpc", "rte", "cola")
-BUILTIN_TASKS = ("sentiment", "topic", "reply")
-FISHER_METHODS = ("mask", "full")
-MERGE_METHODS = ("average", "fisher", "mask", "mask-released")
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-PACKAGE_SOURCE = re.compile(r"^python-package:[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z0-9_.-]+)*$")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
-
-
-class ConfigError(ValueError):
-    """A config entry is wrong; the message names the entry and the fix."""
-
-
-def _where(path) -> str:
-    return ".".join(str(p) for p in path) or "(top level)"
-
-
-def validate_schema(config: dict, schema_path: Path = SCHEMA) -> None:
-    """JSON-schema validation with a message naming the offending entry."""
-    import jsonschema
-
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = []
-        for err in errors[:10]:
-            if err.validator == "additionalProperties":
-                lines.append(f"config entry {_where(err.absolute_path)}: {err.message} (unknown key: check its spelling)")
-            else:
-                lines.append(f"config entry {_where(err.absolute_path)}: {err.message}")
-        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
-
-
-def fill_defaults(config: dict, schema: dict | None = None) -> dict:
-    """Set every schema default that the config leaves out (recursively)."""
-    if schema is None:
-        schema = yaml.safe_load(SCHEMA.read_text())
-    for key, sub in schema.get("properties", {}).items():
-        if key not in config and "default" in sub:
-            config[key] = yaml.safe_load(yaml.safe_dump(sub["default"]))
-        if isinstance(config.get(key), dict) and sub.get("type") == "object":
-            fill_defaults(config[key], sub)
-    extra = schema.get("additionalProperties")
-    if isinstance(extra, dict) and extra.get("type") == "object":
-        for key, value in config.items():
-            if key not in schema.get("properties", {}) and isinstance(value, dict):
-                fill_defaults(value, extra)
-    return config
-
-
-def resolve_path(path: str | Path, base_dir: str | Path = ".") -> Path:
-    """A config path (``~`` expanded) relative to ``base_dir`` unless absolute."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else Path(base_dir) / path
-
-
-def classify_source(source: str, base_dir: str | Path = ".") -> str:
-    """'local', 'package' or 'hub'; anything else is a ConfigError."""
-    if source.startswith("python-package:"):
-        if not PACKAGE_SOURCE.match(source) or ".." in source:
-            raise ConfigError(f"model source {source!r} is not a valid python-package:PKG/DIR reference")
-        return "package"
-    path = resolve_path(source, base_dir)
-    if path.is_dir():
-        return "local"
-    if HUB_ID.match(source) and ".." not in source:
-        return "hub"
-    raise ConfigError(
-        f"model source {source!r} is neither an existing directory nor a hub id of the "
-        "form 'org/name'; fix the path or the id"
-    )
-
-
-def find_duplicate_keys(path: str | Path) -> list[str]:
-    """Mapping keys that occur twice in a YAML file (PyYAML silently keeps the last)."""
-    duplicates: list[str] = []
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def construct_mapping(loader, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = loader.construct_object(key_node, deep=deep)
-            if key in seen:
-                duplicates.append(f"{key!r} (line {key_node.start_mark.line + 1})")
-            seen.add(key)
-        return yaml.SafeLoader.construct_mapping(loader, node, deep)
-
-    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
-    yaml.load(Path(path).read_text(), Loader=Loader)
-    return duplicates
-
-
-def task_label_count(name: str, task: dict) -> int | None:
-    """A task's label count when the config alone tells it (None: known after prepare-task)."""
-    if task["source"] == "local" and task.get("label_names"):
-        return len(task["label_names"])
-    if task["source"] == "glue":
-        from .tasks import GLUE  # the label names' owner; imported only when needed
-
-        spec = GLUE.get(task.get("name", name))
-        return None if spec is None else len(spec.label_names)
-    return None
-
-
-def checkpoint_label_count(path: Path) -> int | None:
-    """``num_labels`` of a local checkpoint directory, from its config.json."""
-    try:
-        cfg = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if isinstance(cfg.get("id2label"), dict) and cfg["id2label"]:
-        return len(cfg["id2label"])
-    return cfg.get("num_labels")
-
-
-def check_config(config: dict, base_dir: str | Path = ".", config_files=()) -> None:
-    """Schema plus the checks a schema cannot express; raises ConfigError."""
-    for config_file in config_files:
-        dups = find_duplicate_keys(config_file)
-        if dups:
-            raise ConfigError(
-                f"config file {config_file} repeats key(s) {', '.join(dups)}; each task, "
-                "family and setting may appear once"
-            )
-    validate_schema(config)
-    fill_defaults(config)
-    base_dir = Path(base_dir)
-    needs = {"fisher": "full", "mask": "mask"}
-    for method in config["merge"]["methods"]:
-        if method in needs and needs[method] not in config["fisher"]["methods"]:
-            raise ConfigError(
-                f"merge.methods: {method!r} needs the {needs[method]!r} Fisher; add it to fisher.methods"
-            )
-    tasks = config["tasks"]
-    for name, task in tasks.items():
-        where = f"tasks.{name}"
-        if not NAME.match(name):
-            raise ConfigError(f"{where}: task names may hold letters, digits, '_' and '-' only")
-        source = task["source"]
-        if source in ("glue", "builtin"):
-            known = GLUE_TASKS if source == "glue" else BUILTIN_TASKS
-            real = task.get("name", name)
-            if real not in known:
-                raise ConfigError(
-                    f"{where}: unknown {source} task {real!r}; known {source} tasks are "
-                    f"{', '.join(known)} (set 'name:' if the key differs)"
-                )
-        else:
-            for key in ("train_file", "validation_file", "column_map"):
-                if key not in task:
-                    raise ConfigError(f"{where}: a local task needs '{key}'")
-            for key in ("train_file", "validation_file"):
-                path = resolve_path(task[key], base_dir)
-                if not path.is_file():
-                    raise ConfigError(f"{where}.{key}: file {task[key]!r} does not exist")
-                columns = file_columns(path, task.get("format"))
-                missing = [c for c in task["column_map"].values() if c not in (columns or [])]
-                if columns is not None and missing:
-                    raise ConfigError(
-                        f"{where}.column_map: column(s) {missing} are not in {key} {task[key]!r}, "
-                        f"which has columns {columns}; fix the column_map or the file"
-                    )
-    for family, spec in config["families"].items():
-        where = f"families.{family}"
-        if not NAME.match(family):
-            raise ConfigError(f"{where}: family names may hold letters, digits, '_' and '-' only")
-        if "base" in spec:
-            classify_source(spec["base"], base_dir)
-        for task, ckpt in spec["checkpoints"].items():
-            cwhere = f"{where}.checkpoints.{task}"
-            if task not in tasks:
-                raise ConfigError(
-                    f"{cwhere}: no task {task!r} is defined under 'tasks' "
-                    f"(defined: {', '.join(tasks)})"
-                )
-            has_source, tune = "source" in ckpt, bool(ckpt.get("finetune"))
-            if has_source == tune:
-                raise ConfigError(f"{cwhere}: give exactly one of 'source' or 'finetune: true'")
-            if tune and "base" not in spec:
-                raise ConfigError(f"{cwhere}: 'finetune: true' needs the family's 'base' model")
-            if has_source:
-                try:
-                    kind = classify_source(ckpt["source"], base_dir)
-                except ConfigError as exc:
-                    raise ConfigError(f"{cwhere}.source: {exc}") from None
-                if kind == "local":
-                    have = checkpoint_label_count(resolve_path(ckpt["source"], base_dir))
-                    need = task_label_count(task, tasks[task])
-                    if have is not None and need is not None and have != need:
-                        raise ConfigError(
-                            f"{cwhere}.source: checkpoint {ckpt['source']!r} has {have} labels "
-                            f"but task {task!r} has {need}; point it at a checkpoint fine-tuned "
-                            "on this task (or fix the task's label_names)"
-                        )
-            label_map = ckpt.get("label_map")
-            if label_map is not None and sorted(label_map) != list(range(len(label_map))):
-                raise ConfigError(f"{cwhere}.label_map: {label_map} must be a permutation of 0..{len(label_map) - 1}")
-        for size in config.get("merge", {}).get("subset_sizes", [2]):
-            if size > len(spec["checkpoints"]):
-                raise ConfigError(
-                    f"merge.subset_sizes: {size} exceeds the {len(spec['checkpoints'])} "
-                    f"checkpoints of family {family!r}"
-                )
+#: ``fisher`` settings the workflow plans with; every other one is a ``fisher`` flag.
+FISHER_WORKFLOW_KEYS = ("n", "methods", "allow_full_split")
 
 
 @dataclass(frozen=True)
 class Merge:
     family: str
     subset: tuple[str, ...]
-    method: str  # average | fisher | mask | mask-released
-    n: int | None  # None for average
+    variant: registry.Variant
+    n: int | None  # None for methods without a per-n artifact (average)
+
+    @property
+    def method(self) -> str:
+        """The variant's key: what the report calls the method (``mask-released``)."""
+        return self.variant.key
 
     @property
     def subset_id(self) -> str:
@@ -241,35 +38,26 @@ class Merge:
 
     @property
     def merge_id(self) -> str:
-        return self.method if self.n is None else f"{self.method}-n{self.n}"
+        return self.variant.merge_id(self.n)
 
     @property
     def fisher_method(self) -> str | None:
-        return {"fisher": "full", "mask": "mask", "mask-released": "mask"}.get(self.method)
-
-
-def parse_merge_id(merge_id: str) -> tuple[str, int | None]:
-    match = re.fullmatch(r"(average)|(fisher|mask|mask-released)-n(\d+)", merge_id)
-    if not match:
-        raise ValueError(f"bad merge id {merge_id!r}")
-    if match.group(1):
-        return "average", None
-    return match.group(2), int(match.group(3))
+        return self.variant.method.fisher
 
 
 class Plan:
-    """Targets and per-job facts derived from a validated config."""
+    """Targets and per-job facts derived from a checked config (:func:`config.check_config`)."""
 
     def __init__(self, config: dict):
         self.config = config
         self.tasks = config["tasks"]
         self.families = config["families"]
-        self.fisher = config.get("fisher", {})
-        self.merge_cfg = config.get("merge", {})
+        self.fisher = config["fisher"]
+        self.merge_cfg = config["merge"]
 
     # -- per task / checkpoint facts ---------------------------------------
     def task_ns(self, task: str) -> list[int]:
-        return list(self.tasks[task].get("n", self.fisher.get("n", [128])))
+        return list(self.tasks[task].get("n", self.fisher["n"]))
 
     def family_tasks(self, family: str) -> list[str]:
         return list(self.families[family]["checkpoints"])
@@ -285,22 +73,25 @@ class Plan:
         mapping = self.checkpoint(family, task).get("label_map")
         return ",".join(str(i) for i in mapping) if mapping else ""
 
+    def allow_pickle(self, family: str) -> bool:
+        return bool(self.families[family].get("allow_pickle", False))
+
     def checkpoint_dir(self, family: str, task: str) -> str:
-        if self.is_finetuned_here(family, task):
-            return f"results/finetuned/{family}/{task}"
-        return f"resources/models/{family}/{task}"
+        kind = "finetuned_model" if self.is_finetuned_here(family, task) else "fetched_model"
+        return path(kind, family=family, task=task)
 
     # -- merges ------------------------------------------------------------
-    def merge_methods(self) -> list[str]:
-        methods = list(self.merge_cfg.get("methods", ["average", "fisher", "mask"]))
-        if self.merge_cfg.get("released_scheme") and "mask" in methods:
-            methods.append("mask-released")
-        return methods
+    def schemes(self) -> list[str]:
+        """The mask schemes merged with: the default, plus the released one if asked."""
+        return [DEFAULT_SCHEME] + (["released"] if self.merge_cfg["released_scheme"] else [])
+
+    def variants(self) -> list[registry.Variant]:
+        return registry.variants(self.merge_cfg["methods"], self.schemes())
 
     def subsets(self, family: str) -> list[tuple[str, ...]]:
         tasks = self.family_tasks(family)
         out = []
-        for size in sorted(self.merge_cfg.get("subset_sizes", [2])):
+        for size in sorted(self.merge_cfg["subset_sizes"]):
             out.extend(itertools.combinations(tasks, size))
         return out
 
@@ -314,46 +105,41 @@ class Plan:
         out = []
         for family in self.families:
             for subset in self.subsets(family):
-                for method in self.merge_methods():
-                    if method == "average":
-                        out.append(Merge(family, subset, method, None))
+                for variant in self.variants():
+                    if variant.per_n:
+                        out.extend(Merge(family, subset, variant, n) for n in self.common_ns(subset))
                     else:
-                        out.extend(Merge(family, subset, method, n) for n in self.common_ns(subset))
+                        out.append(Merge(family, subset, variant, None))
         return out
 
     def merge_from_wildcards(self, family: str, subset_id: str, merge_id: str) -> Merge:
-        method, n = parse_merge_id(merge_id)
-        return Merge(family, tuple(subset_id.split("+")), method, n)
+        variant, n = registry.parse_merge_id(merge_id)
+        return Merge(family, tuple(subset_id.split("+")), variant, n)
 
     # -- paths ---------------------------------------------------------------
-    @staticmethod
-    def samples_path(task: str, n: int, seed: int) -> str:
-        return f"results/samples/{task}/n{n}-seed{seed}.parquet"
+    def samples_path(self, task: str, n: int) -> str:
+        return path("samples", task=task, n=n, seed=self.fisher["seed"])
 
     @staticmethod
     def fisher_path(family: str, task: str, n: int, method: str) -> str:
-        return f"results/fisher/{family}/{task}/n{n}/{method}.safetensors"
-
-    @staticmethod
-    def merged_dir(merge: Merge) -> str:
-        return f"results/merged/{merge.family}/{merge.subset_id}/{merge.merge_id}"
+        return path("fisher", family=family, task=task, n=n, method=method)
 
     @staticmethod
     def merged_eval_path(merge: Merge, task: str) -> str:
-        return f"results/eval/{merge.family}/merged/{merge.subset_id}/{merge.merge_id}/{task}.json"
+        return path("eval_merged", family=merge.family, subset=merge.subset_id,
+                    merge_id=merge.merge_id, task=task)
 
     @staticmethod
     def finetuned_eval_path(family: str, task: str) -> str:
-        return f"results/eval/{family}/finetuned/{task}.json"
+        return path("eval_finetuned", family=family, task=task)
 
     def fisher_paths(self) -> list[str]:
-        methods = self.fisher.get("methods", list(FISHER_METHODS))
         return [
             self.fisher_path(family, task, n, method)
             for family in self.families
             for task in self.family_tasks(family)
             for n in self.task_ns(task)
-            for method in methods
+            for method in self.fisher["methods"]
         ]
 
     def eval_paths(self) -> list[str]:
@@ -369,57 +155,66 @@ class Plan:
     def task_metrics(self) -> dict[str, str]:
         return {name: task["metric"] for name, task in self.tasks.items() if "metric" in task}
 
+    # -- command flags -------------------------------------------------------
+    def prepare_task_flags(self, task: str) -> str:
+        spec = dict(self.tasks[task])
+        name = spec.pop("name", task)
+        return " ".join([flag("task", name), cli_flags(spec, exclude=("n", "metric"))])
 
-def visible_gpu_count() -> int:
-    """GPUs that ``nvidia-smi -L`` lists here (0 without the tool); no torch import."""
-    import shutil
-    import subprocess
+    def model_flags(self, family: str, task: str | None = None) -> str:
+        """``--label-map`` (of a checkpoint) and ``--allow-pickle`` (of a family)."""
+        return cli_flags({
+            "label_map": self.label_map(family, task) if task else None,
+            "allow_pickle": self.allow_pickle(family) or None,
+        })
 
-    if shutil.which("nvidia-smi") is None:
-        return 0
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+    def fetch_flags(self, family: str, task: str | None = None) -> str:
+        """``--revision`` (of a checkpoint) and ``--allow-pickle`` for ``fetch-model``."""
+        return cli_flags({
+            "revision": self.checkpoint(family, task).get("revision") if task else None,
+            "allow_pickle": self.allow_pickle(family) or None,
+        })
 
+    def fisher_flags(self) -> str:
+        return cli_flags(self.fisher, exclude=FISHER_WORKFLOW_KEYS) + " " + \
+            self.device_flag()
 
-def write_if_changed(path: str | Path, lines: list[str]) -> bool:
-    """Write one line per entry unless the file already holds exactly that.
+    def finetune_flags(self, family: str) -> str:
+        return " ".join([cli_flags(self.config["finetune"]), self.model_flags(family),
+                         self.device_flag()])
 
-    Keeps the file's mtime (and so Snakemake's view of it) stable across runs
-    of an unchanged config.
-    """
-    path = Path(path)
-    text = "".join(f"{line}\n" for line in lines)
-    if path.exists() and path.read_text() == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return True
+    def evaluate_flags(self) -> str:
+        return cli_flags(self.config["evaluation"]) + " " + self.device_flag()
 
+    def device_flag(self) -> str:
+        return flag("device", self.config["compute"]["device"])
 
-def export_job_environment(package_root: str, python: str) -> None:
-    """Let shell jobs find this package and, outside conda envs, this Python."""
-    parts = [package_root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
-    os.environ["PATH"] = os.pathsep.join([os.path.dirname(python), os.environ.get("PATH", "")])
+    def merge_flags(self, merge: Merge) -> str:
+        maps = [self.label_map(merge.family, t) or "-" for t in merge.subset]
+        variant = merge.variant
+        return cli_flags({
+            "method": variant.method.name,
+            "names": list(merge.subset),
+            "scheme": variant.scheme.name if variant.scheme and not variant.scheme.default else None,
+            "floor": self.merge_cfg["floor"] if variant.method.fisher and self.merge_cfg["floor"] else None,
+            "label_maps": maps if any(m != "-" for m in maps) else None,
+            "allow_pickle": self.allow_pickle(merge.family) or None,
+        })
 
+    def merged_eval_meta(self, merge: Merge, task: str) -> str:
+        meta = [f"family={merge.family}", "kind=merged", f"method={merge.method}",
+                f"subset={merge.subset_id}", f"task={task}"]
+        if merge.n is not None:
+            meta.append(f"n={merge.n}")
+        return " ".join(meta)
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("check-config", help="validate a workflow config file")
-    parser.add_argument("config", help="config YAML file")
-    parser.set_defaults(func=run)
-
-
-def run(args) -> None:
-    config = yaml.safe_load(Path(args.config).read_text())
-    check_config(config, base_dir=os.getcwd(), config_files=[args.config])
-    plan = Plan(config)
-    print(
-        f"config {args.config} is valid: {len(plan.families)} families, {len(plan.tasks)} tasks, "
-        f"{len(plan.fisher_paths())} Fisher artifacts, {len(plan.merges())} merges, "
-        f"{len(plan.eval_paths())} evaluations"
-    )
+    def report_flags(self, near_chance: bool = False) -> str:
+        report = self.config["report"]
+        flags = {
+            "default_metric": report["default_metric"],
+            "task_metric": [f"{t}={m}" for t, m in self.task_metrics().items()] or None,
+            "runtime_n": report.get("runtime_n"),
+        }
+        if near_chance:
+            flags["accept_near_chance"] = report["accept_near_chance"] or None
+        return cli_flags(flags)

@@ -1,47 +1,20 @@
 """Fisher samples: the first n rows of one seeded permutation of a task's train split.
 
-``sample --train TRAIN.parquet --n N --seed S [--allow-full] --out SAMPLES.parquet``
-
-For a given train split and seed the permutation is fixed
-(``numpy.random.default_rng(seed).permutation(len(train))``), so smaller sample
-sets nest inside larger ones: the n=8 file holds exactly the first 8 rows of
-the n=32 file.  Rows are written in permutation order and sampled without
-replacement.  Output Parquet is written with fixed settings, so the same
-inputs give a bit-identical file.
+For a given train split and seed the permutation is fixed, so smaller sample
+sets nest inside larger ones.  The ``sample`` command's help
+(:mod:`workflow_scripts.cli.sample`) says more.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from .cli import UserError
-from .data import SCHEMA, Samples, read_samples
-from .io import atomic_path
+from .data import Samples, read_samples, write_samples
+from .errors import UserError
 
 log = logging.getLogger(__name__)
-
-# Fixed Parquet writer settings (do not depend on pyarrow's defaults).
-PARQUET_SETTINGS = dict(
-    compression="zstd",
-    compression_level=3,
-    use_dictionary=True,
-    write_statistics=True,
-    version="2.6",
-    data_page_version="1.0",
-    row_group_size=1 << 20,
-    store_schema=True,
-)
-
-
-def write_samples_fixed(samples: Samples, path) -> None:
-    """Write samples atomically with fixed Parquet settings (deterministic bytes)."""
-    table = samples.to_table().cast(SCHEMA).replace_schema_metadata(None)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, **PARQUET_SETTINGS)
 
 
 def sample_rows(size: int, n: int, seed: int) -> np.ndarray:
@@ -73,34 +46,10 @@ def draw_samples(
     return train.subset(int(i) for i in rows)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "sample",
-        help="draw n Fisher samples from a task's train split (nested across n)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--train", required=True, help="the task's train split (Parquet)")
-    p.add_argument("--n", required=True, type=_positive_int, help="number of samples")
-    p.add_argument("--seed", type=int, default=0, help="permutation seed (default 0)")
-    p.add_argument("--allow-full", action="store_true",
-                   help="if n exceeds the split, use the whole split (with a warning)")
-    p.add_argument("--out", required=True, help="output samples (Parquet)")
-    p.set_defaults(func=run)
-
-
-def run(args) -> None:
-    train = read_samples(args.train)
-    samples = draw_samples(train, args.n, args.seed, args.allow_full, where=f"task file {args.train}")
-    write_samples_fixed(samples, args.out)
-    log.info("wrote %d samples (seed %d) from %s to %s", len(samples), args.seed, args.train, args.out)
+def sample_file(train_path, n: int, seed: int, out, allow_full: bool = False) -> Samples:
+    """Draw n samples from the train split file ``train_path``; write them to ``out``."""
+    train = read_samples(train_path)
+    samples = draw_samples(train, n, seed, allow_full, where=f"task file {train_path}")
+    write_samples(samples, out)
+    log.info("wrote %d samples (seed %d) from %s to %s", len(samples), seed, train_path, out)
+    return samples

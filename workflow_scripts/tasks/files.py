@@ -1,7 +1,7 @@
 """Local data files (Parquet, CSV, TSV): their format and header, standard library only.
 
-Kept light on purpose: the config check (``plan``, run by Snakemake while it
-parses the workflow) reads headers with it, and ``tasks`` reads the files.
+Kept light on purpose: the config check (run by Snakemake while it parses the
+workflow) reads headers with it; :mod:`.local` reads the files.
 """
 
 from __future__ import annotations

@@ -1,25 +1,14 @@
-"""``plots``: the report's figures, from the same inputs as ``report``.
+"""The report's figures: ``scores_vs_n.png``, ``pair_heatmap.png``, ``runtime.png`` and
+``mask_fisher_layers_{family}.png`` (the ``plots`` command's help describes each).
 
-Writes under ``--out-dir``:
-
-- ``scores_vs_n.png``: median normalised score against n per method, one panel
-  per model family; averaging as a horizontal line, the fine-tuned level (100)
-  dashed.
-- ``pair_heatmap.png``: merged / fine-tuned score (%) per merged subset and
-  task, one row of panels per family, one column per method (at ``--heatmap-n``).
-- ``runtime.png``: mask vs full Fisher time per family and task (log scale),
-  with the speed-up of the mean times.
-- ``mask_fisher_layers_{family}.png``: per layer, box plots of the mask Fisher
-  values of heads and neurons for each fine-tuned model (at ``--layers-n``);
-  ``family`` with characters other than letters, digits, ``.``, ``_`` and
-  ``-`` replaced by ``_`` (:func:`family_slug`).
-
-Figures are deterministic: Agg backend, no software/date metadata in the PNGs.
+Labels and colours of the merge methods come from
+:data:`workflow_scripts.merging.registry.ALL_VARIANTS`; a Fisher kind is drawn
+in the label and colour of the merge that uses it.  Figures are deterministic:
+Agg backend, no software/date metadata in the PNGs.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import re
@@ -27,37 +16,26 @@ from pathlib import Path
 
 import polars as pl
 
-from . import artifacts, report
-from .cli import UserError
-from .io import atomic_path
+from .. import artifacts
+from ..errors import UserError
+from ..io import atomic_path
+from ..merging.registry import ALL_VARIANTS
+from .inputs import Inputs, runs_at
+from .tables import fisher_tables, median_scores, task_rank
 
 log = logging.getLogger(__name__)
 
-METHOD_COLORS = {"average": "tab:gray", "fisher": "tab:blue", "mask": "tab:red",
-                 "mask-released": "tab:orange", "full": "tab:blue"}
 RC = {"svg.hashsalt": "fisher-mask-merging", "savefig.dpi": 110, "font.size": 9}
-
-
-def register(subparsers) -> None:
-    if "plots" in subparsers.choices:
-        return
-    parser = subparsers.add_parser(
-        "plots", help="figures from evaluation JSONs and Fisher artifacts",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    report.add_input_args(parser)
-    parser.add_argument("--out-dir", required=True, type=Path)
-    parser.add_argument("--heatmap-n", type=int, default=None, metavar="N",
-                        help="n of the Fisher-weighted merges in pair_heatmap.png "
-                             "(default: the smallest present)")
-    parser.add_argument("--layers-n", type=int, default=None, metavar="N",
-                        help="n of the mask Fisher artifacts in mask_fisher_layers_*.png "
-                             "(default: the largest present)")
-    parser.set_defaults(func=run)
 
 
 def family_slug(family: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", family)
+
+
+def kind_style(kind: str) -> tuple[str, str]:
+    """(label, colour) of a Fisher kind: those of the first merge variant that uses it."""
+    variant = next(v for v in ALL_VARIANTS.values() if v.method.fisher == kind)
+    return variant.label, variant.color
 
 
 def _grid(plt, count: int, width: float, height: float, max_cols: int = 4):
@@ -75,6 +53,17 @@ def _no_data(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def _legend(fig, handles: dict) -> None:
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center",
+                   ncol=min(len(handles), 3), frameon=False)
+
+
+def _collect(ax, handles: dict) -> None:
+    for handle, label in zip(*ax.get_legend_handles_labels()):
+        handles.setdefault(label, handle)
 
 
 def _save(plt, fig, path: Path) -> None:
@@ -97,23 +86,24 @@ def _pick_n(available, requested: int | None, flag: str, largest: bool = False) 
 
 
 def plot_scores_vs_n(plt, scores: pl.DataFrame, path: Path) -> None:
-    medians = report.median_scores(scores)
+    medians = median_scores(scores)
     families = sorted(set(medians["family"]))
     fig, axes = _grid(plt, len(families), 4.2, 3.3)
     handles = {}
     for ax, family in zip(axes, families):
         fam = medians.filter(pl.col("family") == family)
         ax.axhline(100, color="black", ls="--", lw=1, label="Fine-tuned")
-        average = fam.filter(pl.col("method") == "average")
-        if average.height:
-            ax.axhline(average["median_normalised"][0], color=METHOD_COLORS["average"], lw=1.5,
-                       label=report.METHOD_LABELS["average"])
+        for key, variant in ALL_VARIANTS.items():  # merges without n: horizontal lines
+            level = fam.filter(pl.col("method") == key)
+            if not variant.per_n and level.height:
+                ax.axhline(level["median_normalised"][0], color=variant.color, lw=1.5,
+                           label=variant.label)
         ns = sorted(set(fam.filter(pl.col("n").is_not_null())["n"]))
-        for method in report.MERGE_METHODS[1:]:
-            sub = fam.filter(pl.col("method") == method).sort("n")
-            if sub.height:
+        for key, variant in ALL_VARIANTS.items():
+            sub = fam.filter(pl.col("method") == key).sort("n")
+            if variant.per_n and sub.height:
                 ax.plot(sub["n"].to_list(), sub["median_normalised"].to_list(), marker="o",
-                        color=METHOD_COLORS[method], label=report.METHOD_LABELS[method])
+                        color=variant.color, label=variant.label)
         if ns:
             ax.set_xscale("log", base=2)
             ax.set_xticks(ns, [f"{n:,}" for n in ns])
@@ -121,13 +111,10 @@ def plot_scores_vs_n(plt, scores: pl.DataFrame, path: Path) -> None:
         ax.set_title(family)
         ax.set_xlabel("Fisher samples n")
         ax.set_ylabel("median normalised score (%)")
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, handle)
+        _collect(ax, handles)
     if not families:
         _no_data(axes[0], "no merged evaluations")
-    if handles:
-        fig.legend(handles.values(), handles.keys(), loc="outside lower center",
-                   ncol=min(len(handles), 3), frameon=False)
+    _legend(fig, handles)
     _save(plt, fig, path)
 
 
@@ -135,10 +122,10 @@ def plot_pair_heatmap(plt, scores: pl.DataFrame, n: int | None, path: Path) -> N
     import numpy as np
     from matplotlib.colors import Normalize
 
-    scores = scores.filter((pl.col("method") == "average") | (pl.col("n") == n))
+    scores = scores.filter(pl.col("n").is_null() | (pl.col("n") == n))
     families = sorted(set(scores["family"]))
-    methods = [m for m in report.MERGE_METHODS if m in set(scores["method"])]
-    tasks = scores.select("task").unique().sort(report.task_rank(), "task")["task"].to_list()
+    methods = [m for m in ALL_VARIANTS if m in set(scores["method"])]
+    tasks = scores.select("task").unique().sort(task_rank(), "task")["task"].to_list()
     subsets = {f: sorted(set(scores.filter(pl.col("family") == f)["subset"])) for f in families}
     tallest = max((len(s) for s in subsets.values()), default=1)
     fig, axes = plt.subplots(max(1, len(families)), max(1, len(methods)), squeeze=False,
@@ -165,7 +152,8 @@ def plot_pair_heatmap(plt, scores: pl.DataFrame, n: int | None, path: Path) -> N
             ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
             ax.set_yticks(range(len(subsets[family])),
                           subsets[family] if j == 0 else [""] * len(subsets[family]))
-            label = report.METHOD_LABELS[method] + ("" if method == "average" else f", n={n:,}")
+            variant = ALL_VARIANTS[method]
+            label = variant.label + (f", n={n:,}" if variant.per_n else "")
             ax.set_title(f"{family}: {label}", fontsize=8)
     if image is None:
         _no_data(axes[0][0], "no merged evaluations")
@@ -175,21 +163,21 @@ def plot_pair_heatmap(plt, scores: pl.DataFrame, n: int | None, path: Path) -> N
 
 
 def plot_runtime(plt, fishers: pl.DataFrame, families: list[str], n: int | None, path: Path) -> None:
-    tables = report.fisher_tables(report.runs_at(fishers, n), families)
+    tables = fisher_tables(runs_at(fishers, n), families)
     speedups = {r["family"]: r["speedup"] for r in tables.speedup.iter_rows(named=True)}
     shown = [f for f in families if f in tables.mask_seconds.columns or f in tables.full_seconds.columns]
     fig, axes = _grid(plt, len(shown), 4.2, 3.3)
     handles = {}
     for ax, family in zip(axes, shown):
-        for k, (method, wide) in enumerate((("mask", tables.mask_seconds),
-                                            ("full", tables.full_seconds))):
+        for k, (kind, wide) in enumerate((("mask", tables.mask_seconds),
+                                          ("full", tables.full_seconds))):
             if family not in wide.columns:
                 continue
             rows = wide.filter(pl.col("task") != "Mean").drop_nulls(family)
             tasks = rows["task"].to_list()
+            label, color = kind_style(kind)
             ax.bar([t + (k - 0.5) * 0.4 for t in range(len(tasks))], rows[family].to_list(),
-                   width=0.4, color=METHOD_COLORS[method],
-                   label="Ours (mask)" if method == "mask" else "Fisher (full)")
+                   width=0.4, color=color, label=label)
             ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
         ax.set_yscale("log")
         ax.set_ylabel("Fisher time (s)")
@@ -197,22 +185,16 @@ def plot_runtime(plt, fishers: pl.DataFrame, families: list[str], n: int | None,
         if family in speedups:
             title += f": speed-up {speedups[family]:.1f}x"
         ax.set_title(title)
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, handle)
+        _collect(ax, handles)
     if not shown:
         _no_data(axes[0], "no Fisher artifacts")
-    if handles:
-        fig.legend(handles.values(), handles.keys(), loc="outside lower center",
-                   ncol=min(len(handles), 3), frameon=False)
+    _legend(fig, handles)
     fig.suptitle("Fisher computation time" + ("" if n is None else f", n = {n:,}"))
     _save(plt, fig, path)
 
 
 def _mask_tensors(path: str) -> dict:
-    try:
-        tensors, _ = artifacts.load_fisher(path)
-    except artifacts.CorruptArtifactError as exc:
-        raise UserError(str(exc)) from None
+    tensors, _ = artifacts.load_fisher(path)
     lacking = [k for k in ("head", "neuron") if k not in tensors]
     if lacking:
         raise UserError(f"mask Fisher artifact {path} has no {' or '.join(lacking)} tensor")
@@ -221,8 +203,7 @@ def _mask_tensors(path: str) -> dict:
 
 def plot_mask_layers(plt, runs: pl.DataFrame, family: str, n: int | None, path: Path) -> None:
     """``runs``: the family's mask Fisher runs at n; the first file per task is shown."""
-    runs = runs.sort(report.task_rank(), "task", "file").unique("task", keep="first",
-                                                                 maintain_order=True)
+    runs = runs.sort(task_rank(), "task", "file").unique("task", keep="first", maintain_order=True)
     fig, axes = plt.subplots(max(1, runs.height), 2, squeeze=False,
                              figsize=(10, 2.4 * max(1, runs.height)), layout="constrained")
     for row, (task, file) in enumerate(runs.select("task", "file").iter_rows()):
@@ -247,18 +228,24 @@ def plot_mask_layers(plt, runs: pl.DataFrame, family: str, n: int | None, path: 
     _save(plt, fig, path)
 
 
-def run(args) -> None:
+def write_plots(data: Inputs, out_dir: Path, heatmap_n: int | None = None,
+                layers_n: int | None = None) -> None:
+    """Every figure under ``out_dir``.
+
+    ``heatmap_n``: n of the merges in ``pair_heatmap.png`` (None: the smallest
+    present); ``layers_n``: n of the mask Fisher artifacts in
+    ``mask_fisher_layers_*.png`` (None: the largest present).
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    data = report.load_inputs(args)
-    out = args.out_dir
+    out = Path(out_dir)
     merged_n = data.scores.filter(pl.col("n").is_not_null())["n"]
-    heatmap_n = _pick_n(merged_n, args.heatmap_n, "--heatmap-n")
+    heatmap_n = _pick_n(merged_n, heatmap_n, "--heatmap-n")
     mask_runs = data.fishers.filter(pl.col("method") == "mask")
-    layers_n = _pick_n(mask_runs["n"], args.layers_n, "--layers-n", largest=True)
+    layers_n = _pick_n(mask_runs["n"], layers_n, "--layers-n", largest=True)
     with matplotlib.rc_context(RC):
         plot_scores_vs_n(plt, data.scores, out / "scores_vs_n.png")
         plot_pair_heatmap(plt, data.scores, heatmap_n, out / "pair_heatmap.png")

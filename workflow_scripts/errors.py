@@ -1,0 +1,45 @@
+"""The engine's domain errors: problems a user can fix.
+
+Every error here names the input at fault and, where there is one, the fix.
+The command line prints them as ``error: ...`` without a traceback; any other
+exception is a bug and keeps its traceback.  The engine owns this module; the
+CLI only reads it.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem with the user's input, files or settings (printed without a traceback)."""
+
+
+class ConfigError(UserError, ValueError):
+    """A workflow config entry is wrong; the message names the entry and the fix."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """An input file or directory the user named does not exist."""
+
+
+class SampleError(UserError, ValueError):
+    """A samples / task Parquet file does not match the engine's schema or the model."""
+
+
+class ModelLoadError(UserError, RuntimeError):
+    """A checkpoint cannot be loaded (missing, pickle-only, unreachable hub, ...)."""
+
+
+class UnsupportedArchitectureError(UserError, ValueError):
+    """A model type that :mod:`workflow_scripts.architectures` does not know."""
+
+
+class MergeError(UserError, ValueError):
+    """The inputs of a merge do not fit together."""
+
+
+class CorruptArtifactError(UserError, ValueError):
+    """A Fisher (or other) artifact file is damaged; the message says what to delete."""
+
+
+class FisherValueError(UserError, ValueError):
+    """A Fisher holds NaN, infinite, negative or only zero values."""

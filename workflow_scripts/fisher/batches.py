@@ -1,0 +1,79 @@
+"""The batches a Fisher estimator runs over, and the model facts every estimator needs.
+
+Tokenisation and padding happen here, up front, so that the Fisher timing of
+:func:`.runner.compute_fisher` measures the gradients alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import data as data_mod
+
+
+def model_device(model: nn.Module, device) -> torch.device:
+    """``device`` as a ``torch.device``; ``None``: the device of the model's parameters."""
+    if device is None:
+        return next(model.parameters()).device
+    return torch.device(device)
+
+
+def model_precision(model: nn.Module) -> tuple[torch.dtype, torch.device, torch.dtype]:
+    """``(dtype, device, accumulator dtype)`` of the model's parameters.
+
+    The squared gradients are summed in the accumulator dtype: the parameter
+    dtype promoted to at least float32.
+    """
+    param = next(model.parameters())
+    return param.dtype, param.device, torch.promote_types(param.dtype, torch.float32)
+
+
+def prepare_batches(
+    tokenizer,
+    samples: data_mod.Samples,
+    *,
+    batch_size: int,
+    max_length: int,
+    sort_by_length: bool,
+    device,
+    encoded=None,
+) -> list[data_mod.Batch]:
+    """Tokenise and pad every batch up front (kept out of the Fisher timing)."""
+    if len(samples) == 0:
+        raise ValueError("no samples: the Fisher needs at least one example")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be positive, not {batch_size}")
+    return list(
+        data_mod.batches(
+            tokenizer, samples, batch_size, max_length,
+            sort_by_length=sort_by_length, device=device, encoded=encoded,
+        )
+    )
+
+
+def model_batches(
+    model: nn.Module, tokenizer, samples: data_mod.Samples, *, batch_size: int, max_length: int,
+    sort_by_length: bool, device,
+) -> tuple[list[data_mod.Batch], torch.device]:
+    """The samples' batches for ``model`` and the device they are on.
+
+    The labels are checked against the model's label count first; ``device``
+    ``None`` means the model's own device.
+    """
+    data_mod.check_labels(samples, int(model.config.num_labels))
+    device = model_device(model, device)
+    batches = prepare_batches(
+        tokenizer, samples, batch_size=batch_size, max_length=max_length,
+        sort_by_length=sort_by_length, device=device,
+    )
+    return batches, device
+
+
+def progress_bar(items, desc: str, progress: bool):
+    """``items``, wrapped in a tqdm progress bar when ``progress``."""
+    if not progress:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="batch", leave=False)

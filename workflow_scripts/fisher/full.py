@@ -1,0 +1,204 @@
+"""The full diagonal Fisher of the shared body (Matena & Raffel's baseline).
+
+The mean over samples of the squared per-example gradient of ``log p(y|x)``,
+for every body parameter (the task head excluded), with the dataset labels
+(``empirical``) or the exact expectation over the model's predicted classes
+(``expected``).  Per-example gradients are vectorised with ``torch.func``
+(``functional_call`` + ``vmap(grad)``), ``chunk_size`` examples at a time,
+each example carrying its own attention mask so that padding never changes
+its gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import architectures as arch
+from .. import data as data_mod
+from .batches import model_batches, model_precision, progress_bar
+from .hooks import attn_implementation, eval_mode
+from .kinds import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_LENGTH,
+    LABEL_MODES,
+    check_choice,
+    default_chunk_size,
+)
+
+
+def _trim(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop trailing columns that are padding for every row."""
+    mask = inputs["attention_mask"]
+    cols = torch.nonzero(mask.any(0)).flatten()
+    length = int(cols.max()) + 1 if cols.numel() else mask.shape[1]
+    if length == mask.shape[1]:
+        return inputs
+    return {k: v[:, :length] for k, v in inputs.items()}
+
+
+def _word_embedding_name(model: nn.Module) -> str:
+    """Full-model name of the input word-embedding matrix."""
+    weight = model.get_input_embeddings().weight
+    for name, p in model.named_parameters():
+        if p is weight:
+            return name
+    raise ValueError("the model's input embedding matrix is not among its parameters")
+
+
+def full_fisher_batches(
+    model: nn.Module, batches: Sequence[data_mod.Batch], *, labels: str, chunk_size: int,
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Full diagonal Fisher over prepared batches (see :func:`full_fisher`).
+
+    Every body parameter but the word-embedding matrix is differentiated
+    directly: ``vmap`` over the examples of a chunk of ``grad`` (or ``vjp`` for
+    the expected Fisher) of a ``functional_call`` that runs one example with a
+    batch dimension of 1.  The word-embedding matrix (a quarter of BERT-base's
+    body, of which an example touches a hundred rows) is handled sparsely: a
+    zero offset added to the embedding lookup's output is differentiated
+    instead, and each example's gradient of row ``v`` is the sum of that
+    offset's gradient over the example's tokens equal to ``v`` (the padding
+    row gets none, as ``nn.Embedding(padding_idx=...)`` does).  The squares go
+    into float accumulators in place, example by example.
+    """
+    from torch.func import functional_call, grad, vjp, vmap
+
+    check_choice("labels", labels, LABEL_MODES)
+    if chunk_size < 1:
+        raise ValueError(f"chunk size must be positive, not {chunk_size}")
+    prefix = arch.body_prefix(model)
+    arch.body(model)  # unsupported architectures fail here
+    embedding = model.get_input_embeddings()
+    emb_name = _word_embedding_name(model)
+    if not emb_name.startswith(prefix):
+        raise ValueError(f"word embeddings {emb_name!r} lie outside the body {prefix!r}")
+    named = dict(model.named_parameters())
+    diff = {k: p.detach() for k, p in named.items() if k.startswith(prefix) and k != emb_name}
+    fixed = {k: p.detach() for k, p in named.items() if k not in diff}
+    fixed.update(dict(model.named_buffers()))
+    dtype, device, acc = model_precision(model)
+    fisher = {k: torch.zeros(p.shape, dtype=acc, device=device) for k, p in diff.items()}
+    emb_fisher = torch.zeros(named[emb_name].shape, dtype=acc, device=device)
+    vocab, width = emb_fisher.shape
+    pad_row = embedding.padding_idx
+    num_labels = int(model.config.num_labels)
+    very_negative = torch.finfo(dtype).min
+    expected = labels == "expected"
+    # examples per vmap call: chunk_size per-example gradients in flight
+    examples_per_call = max(1, chunk_size // num_labels) if expected else chunk_size
+    offset = {}
+
+    def add_offset(module, args, out):
+        return out + offset["delta"]
+
+    def logits_of(params, delta, inputs):
+        # One example with a batch dimension of 1; its own additive attention
+        # mask is already 4-D, so no mask preparation (data-dependent control
+        # flow) runs under vmap, and padding only ever meets a masked key.
+        offset["delta"] = delta
+        kwargs = {k: v.unsqueeze(0) for k, v in inputs.items()}
+        return functional_call(model, {**params, **fixed}, (), kwargs).logits[0]
+
+    def empirical_grads(params, delta, inputs, label):
+        def loss(p, dl):
+            return F.cross_entropy(logits_of(p, dl, inputs).unsqueeze(0), label.unsqueeze(0))
+
+        g, g_delta = grad(loss, argnums=(0, 1))(params, delta)
+        one = torch.ones(1, dtype=dtype, device=device)
+        # a class dimension of 1 with weight 1, as the expected form has C
+        return {k: v.unsqueeze(0) for k, v in g.items()}, g_delta.unsqueeze(0), one
+
+    eye = torch.eye(num_labels, dtype=dtype, device=device)
+
+    def expected_grads(params, delta, inputs, label):
+        del label
+
+        def log_probs(p, dl):
+            return torch.log_softmax(logits_of(p, dl, inputs), dim=-1)
+
+        logp, pullback = vjp(log_probs, params, delta)
+        g, g_delta = vmap(pullback)(eye)  # d log p(c|x) / dθ for every class c
+        return g, g_delta, logp.exp()
+
+    per_example = vmap(expected_grads if expected else empirical_grads, in_dims=(None, 0, 0, 0))
+
+    def accumulate(grads, g_delta, weights, ids, valid):
+        # grads[k]: [examples, classes, *shape]; weights: [examples, classes]
+        w = weights.tolist()
+        for k, g in grads.items():
+            target = fisher[k]
+            for e, row in enumerate(w):
+                for c, weight in enumerate(row):
+                    target.addcmul_(g[e, c], g[e, c], value=weight)
+        # word embeddings: g_delta [examples, classes, 1, tokens, width]
+        examples = ids.shape[0]
+        keys = (torch.arange(examples, device=device)[:, None] * vocab + ids)[valid]
+        per_token = g_delta[:, :, 0].transpose(1, 2)[valid]  # [K, classes, width]
+        rows, where = torch.unique(keys, return_inverse=True)
+        summed = torch.zeros(rows.numel(), *per_token.shape[1:], dtype=per_token.dtype, device=device)
+        summed.index_add_(0, where, per_token)
+        squares = (summed.square_() * weights[rows // vocab][:, :, None]).sum(1)
+        emb_fisher.index_add_(0, rows % vocab, squares.to(acc))
+
+    offset_handle = embedding.register_forward_hook(add_offset)
+    n = 0
+    try:
+        with eval_mode(model), attn_implementation(model, "eager"), torch.enable_grad():
+            for batch in progress_bar(batches, f"full fisher ({labels})", progress):
+                rows = len(batch.rows)
+                n += rows
+                for start in range(0, rows, examples_per_call):
+                    stop = start + examples_per_call
+                    inputs = _trim({k: v[start:stop] for k, v in batch.inputs.items()})
+                    attn = inputs.pop("attention_mask")
+                    additive = (1.0 - attn.to(dtype)) * very_negative
+                    inputs["attention_mask"] = additive[:, None, None, :]  # [chunk, 1, 1, tokens]
+                    ids = inputs["input_ids"]
+                    delta = torch.zeros(*ids.shape[:1], 1, ids.shape[1], width, dtype=dtype, device=device)
+                    grads, g_delta, weights = per_example(diff, delta, inputs, batch.labels[start:stop])
+                    valid = attn.bool()
+                    if pad_row is not None:
+                        valid &= ids != pad_row
+                    accumulate(grads, g_delta, weights, ids, valid)
+                    del grads, g_delta
+    finally:
+        offset_handle.remove()
+        offset.clear()
+    fisher[emb_name] = emb_fisher
+    body_names = [k for k, _ in model.base_model.named_parameters()]
+    return {k: fisher[prefix + k] / n for k in body_names}
+
+
+def full_fisher(
+    model: nn.Module,
+    tokenizer,
+    samples: data_mod.Samples,
+    *,
+    labels: str = "empirical",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    chunk_size: int | None = None,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    device=None,
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Diagonal Fisher of every body parameter, keyed as in ``model.base_model.state_dict()``.
+
+    Mean over samples of the squared per-example gradient of ``log p(y|x)``:
+    ``labels="empirical"`` uses the samples' labels; ``"expected"`` the exact
+    expectation over the model's predictive distribution (Matena & Raffel).
+    Samples are padded in batches of ``batch_size`` (sorted by length) and
+    differentiated ``chunk_size`` at a time with ``torch.func.vmap``
+    (``None``: :func:`default_chunk_size` of the device).
+    """
+    batches, device = model_batches(
+        model, tokenizer, samples, batch_size=batch_size, max_length=max_length,
+        sort_by_length=True, device=device,
+    )
+    if chunk_size is None:
+        chunk_size = default_chunk_size(device)
+    return full_fisher_batches(model, batches, labels=labels, chunk_size=chunk_size, progress=progress)

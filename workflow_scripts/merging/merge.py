@@ -1,0 +1,85 @@
+"""Merge loaded models in place: checks, the method's weights, the arithmetic.
+
+The method's weights come from its module (named by the registry), so a new
+method never falls into another method's branch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import torch
+
+from .. import architectures as arch
+from ..errors import MergeError
+from . import registry
+from .core import check_compatible, merge_bodies
+from .schemes import DEFAULT_SCHEME
+
+
+@dataclass
+class MergeInputs:
+    """What a method's ``weights(inputs)`` may read."""
+
+    spec: arch.ArchSpec
+    dims: arch.Dims
+    shapes: dict[str, torch.Size]  # the body's floating-point parameters
+    labels: list[str]  # the models, for messages
+    artifacts: list[dict[str, torch.Tensor]] | None  # one per model (e.g. a Fisher)
+    artifact_labels: list[str]  # the artifacts, for messages
+    scheme: str = DEFAULT_SCHEME
+
+
+def method_module(name: str):
+    """The module computing the weights of merge method ``name``."""
+    return importlib.import_module(f"{__package__}.{registry.method(name).module}")
+
+
+def merge_loaded(
+    models: list,
+    method: str,
+    fishers: list[dict[str, torch.Tensor]] | None = None,
+    scheme: str = DEFAULT_SCHEME,
+    floor: float = 0.0,
+    labels: list[str] | None = None,
+    fisher_labels: list[str] | None = None,
+) -> None:
+    """Merge the bodies of loaded models in place; heads are left alone.
+
+    ``fishers`` holds one artifact (tensor dict) per model for methods that need
+    one (mask: ``head`` and ``neuron``; fisher: one tensor per body parameter);
+    ``labels`` and ``fisher_labels`` name the models and files in error messages.
+    """
+    spec_method = registry.method(method)
+    labels = labels or [f"model {j}" for j in range(len(models))]
+    if len(models) < 2:
+        raise MergeError(f"a merge needs two or more models, got {len(models)}")
+    specs = [arch.spec_for(m) for m in models]
+    bodies = [arch.body_state(m) for m in models]
+    check_compatible(bodies, labels, [s.model_type for s in specs])
+    all_dims = [arch.dims(m) for m in models]
+    for j in range(1, len(models)):
+        if all_dims[j] != all_dims[0]:
+            raise MergeError(
+                f"cannot merge {labels[0]} and {labels[j]}: dimensions {all_dims[0]} "
+                f"differ from {all_dims[j]}"
+            )
+    kind = spec_method.fisher
+    if kind is not None and (fishers is None or len(fishers) != len(models)):
+        got = 0 if fishers is None else len(fishers)
+        raise MergeError(
+            f"--method {method} needs one Fisher file per model: {len(models)} models "
+            f"but {got} Fisher file(s)"
+        )
+    inputs = MergeInputs(
+        spec=specs[0],
+        dims=all_dims[0],
+        shapes={k: v.shape for k, v in bodies[0].items() if v.is_floating_point()},
+        labels=labels,
+        artifacts=fishers if kind is not None else None,
+        artifact_labels=fisher_labels or [f"{kind} Fisher of {label}" for label in labels],
+        scheme=scheme,
+    )
+    weights = method_module(method).weights(inputs)
+    merge_bodies(bodies, weights, floor=floor, inplace=True, labels=labels)

@@ -1,0 +1,92 @@
+"""The report's checks: the near-chance error and the warnings of ``warnings.md``."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from ..errors import UserError
+
+
+def undefined_warnings(merged: pl.DataFrame) -> list[str]:
+    """Merged evaluations whose metric is undefined (null); they count as 0."""
+    undefined = merged.filter(pl.col("merged").is_null())
+    if undefined.is_empty():
+        return []
+    return [f"{undefined.height} merged evaluations have an undefined metric (recorded as null, "
+            "e.g. a correlation of constant predictions); their normalised score counts as 0: "
+            + ", ".join(undefined["file"])]
+
+
+def near_chance(finetuned: pl.DataFrame, margin: float) -> pl.DataFrame:
+    """Fine-tuned models at or below chance + margin on their own task (below chance counts:
+    a label-order mismatch usually scores under chance)."""
+    return finetuned.filter(pl.col("accuracy") <= pl.col("chance") + margin)
+
+
+def parse_accepted(items: list[str]) -> set[tuple[str, str]]:
+    """``["FAMILY:TASK", ...]`` -> {(family, task)} (lower-cased)."""
+    out = set()
+    for item in items:
+        family, sep, task = item.rpartition(":")
+        if not sep or not family or not task:
+            raise UserError(f"--accept-near-chance {item!r}: expected FAMILY:TASK")
+        out.add((family.lower(), task.lower()))
+    return out
+
+
+def check_near_chance(finetuned: pl.DataFrame, margin: float, accepted_items: list[str]) -> list[str]:
+    """Error for near-chance fine-tuned models unless accepted; the accepted ones as warnings.
+
+    Chance is the majority-class rate of the model's evaluated validation samples
+    (see :mod:`.inputs`), so a model that always predicts the majority class fails.
+    """
+    accepted = parse_accepted(accepted_items)
+    errors, warnings = [], []
+    for r in near_chance(finetuned, margin).iter_rows(named=True):
+        what = (f"{r['family']}/{r['task']}: fine-tuned model {r['model']} ({r['file']}) has "
+                f"accuracy {r['accuracy']:.3f} on its own validation set, within {margin} of or "
+                f"below chance ({r['chance']:.3f})")
+        if (r["family"].lower(), r["task"].lower()) in accepted:
+            warnings.append(f"{what}; accepted with --accept-near-chance, so the normalised "
+                            f"scores on {r['task']} divide by a near-chance score.")
+        else:
+            errors.append(what)
+    if errors:
+        raise UserError(
+            "fine-tuned models score near chance on their own task; their label order "
+            "probably differs from the dataset's. Set a `label_map` for them in the config "
+            "(or pass --accept-near-chance FAMILY:TASK to report them anyway):\n  - "
+            + "\n  - ".join(errors)
+        )
+    return warnings
+
+
+def coverage_warnings(scores: pl.DataFrame, medians: pl.DataFrame) -> list[str]:
+    """Medians of one family that rest on fewer (subset, task) scores than the family has."""
+    totals = scores.group_by("family").agg(pl.struct("subset", "task").n_unique().alias("total"))
+    short = (medians.join(totals, on="family")
+             .filter(pl.col("n_scores") < pl.col("total")))
+    return [f"{r['family']}: the median for {r['method']}"
+            + ("" if r["n"] is None else f" n={r['n']}")
+            + f" rests on {r['n_scores']} of {r['total']} (subset, task) scores; the grid is "
+            "incomplete, so Table 1 compares medians over different sets."
+            for r in short.iter_rows(named=True)]
+
+
+def runtime_warnings(fishers: pl.DataFrame, n) -> list[str]:
+    """Runtimes at ``n`` from different devices; mask Fisher runs without FLOPs."""
+    at_n = fishers.filter(pl.col("n") == n)
+    devices = sorted(set(at_n["device"]))
+    out = []
+    if len(devices) > 1:
+        out.append(f"Fisher runtimes at n={n} were measured on different devices "
+                   f"({', '.join(devices)}); Tables 2-3 and the speed-ups mix them.")
+    if at_n.filter(pl.col("method") == "mask")["flops"].null_count():
+        out.append(f"some mask Fisher artifacts at n={n} record no FLOPs; Table 4 leaves them out.")
+    return out
+
+
+def empty_runtime_warnings(tables: dict[str, pl.DataFrame], n) -> list[str]:
+    """``tables``: Fisher kind -> its runtime table at ``n``; one warning per empty table."""
+    return [f"no {kind} Fisher artifacts at n={n}: its runtime table is empty."
+            for kind, wide in tables.items() if wide.is_empty()]

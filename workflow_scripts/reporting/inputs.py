@@ -1,0 +1,306 @@
+"""The report's inputs: evaluation JSONs and Fisher artifacts, read and checked.
+
+Evaluation JSONs (one per evaluated model and task, written by ``evaluate``)::
+
+    {"task", "model", "n_examples", "num_labels", "label_counts": [c0, c1, ...],
+     "metrics": {"accuracy", ...}, "seconds", "device",
+     "context": {"family", "kind": "finetuned"|"merged",
+                 "method": a merge variant of merging.registry.ALL_VARIANTS,
+                 "n" (variants whose Fisher depends on n), "subset": "a+b[+c]", "task"}}
+
+Every task is a classification (``num_labels`` >= 2).  A fine-tuned model's
+chance level is its task's majority-class rate on the evaluated validation
+samples, ``max(1/num_labels, max(label_counts) / sum(label_counts))``; a JSON
+without ``label_counts`` (written by an older ``evaluate``) falls back to
+1/num_labels, with a warning.
+
+Fisher artifacts (safetensors) are read through their header only
+(:func:`workflow_scripts.artifacts.read_metadata`): ``method`` (a Fisher kind of
+:mod:`workflow_scripts.fisher.kinds`), ``task``, ``n``, ``seconds``, ``flops``,
+``device`` and ``context.family``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from .. import artifacts
+from ..errors import MissingFileError, UserError
+from ..fisher.kinds import METHODS as FISHER_KINDS
+from ..merging.registry import ALL_VARIANTS
+from .checks import undefined_warnings
+
+FINETUNED_SCHEMA = {"family": pl.String, "task": pl.String, "model": pl.String,
+                    "metric": pl.String, "file": pl.String, "score": pl.Float64,
+                    "accuracy": pl.Float64, "num_labels": pl.Int64, "n_examples": pl.Int64,
+                    "chance": pl.Float64}
+MERGED_SCHEMA = {"family": pl.String, "task": pl.String, "model": pl.String, "metric": pl.String,
+                 "file": pl.String, "subset": pl.String, "method": pl.String, "n": pl.Int64,
+                 "merged": pl.Float64}
+FISHER_SCHEMA = {"method": pl.String, "family": pl.String, "task": pl.String, "n": pl.Int64,
+                 "seconds": pl.Float64, "flops": pl.Int64, "device": pl.String,
+                 "estimator": pl.String, "model": pl.String, "file": pl.String}
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def gather_paths(direct: list[str], listed_in: list[str], what: str) -> list[Path]:
+    """Paths given directly plus those listed in files (one a line; blank and # lines skipped)."""
+    paths = list(direct)
+    for listing in listed_in:
+        try:
+            text = Path(listing).read_text()
+        except FileNotFoundError:
+            raise MissingFileError(f"list of {what} {listing} does not exist") from None
+        paths += [s for line in text.splitlines() if (s := line.strip()) and not s.startswith("#")]
+    return [Path(p) for p in dict.fromkeys(paths)]
+
+
+def parse_task_metrics(items: list[str]) -> dict[str, str]:
+    """``["mrpc=f1", ...]`` -> {"mrpc": "f1", ...} (task names lower-cased)."""
+    out = {}
+    for item in items:
+        task, sep, metric = item.partition("=")
+        if not sep or not task.strip() or not metric.strip():
+            raise UserError(f"--task-metric {item!r}: expected TASK=METRIC, e.g. mrpc=f1")
+        out[task.strip().lower()] = metric.strip()
+    return out
+
+
+# ---------------------------------------------------------------- evaluations
+
+
+def _need(mapping: dict, key: str, path, where: str = ""):
+    if key not in mapping or mapping[key] is None:
+        raise UserError(f"evaluation file {path}: no {where}{key!r} (keys present: "
+                        f"{', '.join(sorted(mapping)) or 'none'})")
+    return mapping[key]
+
+
+def _metric(data: dict, metric: str, path) -> float | None:
+    """The metric's value; None where evaluate recorded it as undefined (null)."""
+    metrics = data["metrics"]
+    if metric not in metrics:
+        raise UserError(
+            f"evaluation file {path} (task {data['task']!r}) has no metric {metric!r}; "
+            f"metrics present: {', '.join(sorted(metrics)) or 'none'}. Choose one with "
+            f"--task-metric {data['task']}=METRIC or --default-metric"
+        )
+    value = metrics[metric]
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise UserError(f"evaluation file {path}: metric {metric!r} is {value!r}, not a finite number")
+    return float(value)
+
+
+def _num_labels(data: dict, path) -> int:
+    num_labels = _need(data, "num_labels", path)
+    if not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 2:
+        raise UserError(f"evaluation file {path}: num_labels is {num_labels!r}; every task is a "
+                        "classification with 2 or more labels")
+    return num_labels
+
+
+def _chance(data: dict, num_labels: int, path) -> tuple[float, str | None]:
+    """(chance level, warning or None): the majority-class rate of the evaluated samples,
+    at least 1/num_labels; 1/num_labels with a warning when no label counts are recorded."""
+    counts = data.get("label_counts")
+    if counts is None:
+        return 1.0 / num_labels, (
+            f"evaluation file {path} records no label counts; chance taken as 1/{num_labels}; "
+            "rerun its evaluation to check the model against its task's majority-class rate")
+    if (not isinstance(counts, list) or len(counts) != num_labels
+            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
+            or sum(counts) == 0):
+        raise UserError(f"evaluation file {path}: label_counts is {counts!r}, not {num_labels} "
+                        "non-negative counts (one per label id) with a positive sum")
+    return max(1.0 / num_labels, max(counts) / sum(counts)), None
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MissingFileError(f"evaluation file {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"evaluation file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"evaluation file {path} does not hold a JSON object")
+    return data
+
+
+def read_evals(paths: list[Path], task_metrics: dict[str, str], default_metric: str):
+    """(fine-tuned rows, merged rows, warnings): two DataFrames and a list of strings.
+
+    Every structural problem is a UserError naming the file.
+    """
+    finetuned, merged, warnings = [], [], []
+    for path in paths:
+        data = _load_json(path)
+        task = str(_need(data, "task", path))
+        if not isinstance(_need(data, "metrics", path), dict):
+            raise UserError(f"evaluation file {path}: 'metrics' is not an object")
+        num_labels = _num_labels(data, path)
+        ctx = _need(data, "context", path)
+        family = str(_need(ctx, "family", path, "context."))
+        kind = _need(ctx, "kind", path, "context.")
+        metric = task_metrics.get(task.lower(), default_metric)
+        row = {"family": family, "task": task, "model": str(data.get("model", "")),
+               "metric": metric, "file": str(path)}
+        if kind == "finetuned":
+            score = _metric(data, metric, path)
+            if score is None or score <= 0:
+                raise UserError(f"evaluation file {path}: fine-tuned {metric} is {score}; "
+                                "scores cannot be normalised by it")
+            chance, warning = _chance(data, num_labels, path)
+            if warning:
+                warnings.append(warning)
+            finetuned.append(row | {
+                "score": score,
+                "accuracy": _metric(data, "accuracy", path),
+                "num_labels": num_labels,
+                "n_examples": data.get("n_examples"),
+                "chance": chance,
+            })
+        elif kind == "merged":
+            method = _need(ctx, "method", path, "context.")
+            if method not in ALL_VARIANTS:
+                raise UserError(f"evaluation file {path}: unknown merge method {method!r} "
+                                f"(known: {', '.join(ALL_VARIANTS)})")
+            subset = str(_need(ctx, "subset", path, "context."))
+            if task not in subset.split("+"):
+                raise UserError(f"evaluation file {path}: task {task!r} is not one of the "
+                                f"merged subset {subset!r}")
+            n = None
+            if ALL_VARIANTS[method].per_n:
+                n = int(_need(ctx, "n", path, "context."))
+            merged.append(row | {"subset": subset, "method": method, "n": n,
+                                 "merged": _metric(data, metric, path)})
+        else:
+            raise UserError(f"evaluation file {path}: context.kind is {kind!r}, "
+                            "expected 'finetuned' or 'merged'")
+    ft = pl.DataFrame(finetuned, schema=FINETUNED_SCHEMA)
+    mg = pl.DataFrame(merged, schema=MERGED_SCHEMA)
+    _no_duplicates(ft, ["family", "task"], "fine-tuned models")
+    _no_duplicates(mg, ["family", "method", "n", "subset", "task"], "merged evaluations")
+    return ft, mg, warnings
+
+
+def _no_duplicates(df: pl.DataFrame, key: list[str], what: str) -> None:
+    dup = (df.group_by(key, maintain_order=True)
+           .agg(pl.col("file"), pl.len().alias("count"))
+           .filter(pl.col("count") > 1))
+    if not dup.is_empty():
+        first = dup.row(0, named=True)
+        where = ", ".join(f"{k}={first[k]}" for k in key)
+        raise UserError(f"{dup.height} duplicate {what}; e.g. {where} in "
+                        f"{', '.join(first['file'])}: pass each evaluation once")
+
+
+def normalise(finetuned: pl.DataFrame, merged: pl.DataFrame) -> pl.DataFrame:
+    """Each merged score / the fine-tuned score on the same task and family, x 100.
+
+    An undefined merged score (null: e.g. the correlation of constant predictions)
+    counts as 0; :func:`.checks.undefined_warnings` names them.
+    """
+    joined = merged.join(
+        finetuned.select("family", "task", pl.col("score").alias("finetuned")),
+        on=["family", "task"], how="left",
+    )
+    lacking = joined.filter(pl.col("finetuned").is_null())
+    if not lacking.is_empty():
+        pairs = lacking.select("family", "task").unique(maintain_order=True)
+        listed = ", ".join(f"{f}/{t}" for f, t in pairs.iter_rows())
+        raise UserError(f"no fine-tuned evaluation for {listed} (needed by e.g. "
+                        f"{lacking['file'][0]}); pass the fine-tuned models' evaluations too")
+    return joined.with_columns(
+        normalised=pl.col("merged").fill_null(0.0) / pl.col("finetuned") * 100
+    ).select("family", "subset", "task", "method", "n", "metric", "merged", "finetuned",
+             "normalised", "model")
+
+
+# ---------------------------------------------------------------- Fisher artifacts
+
+
+def read_fishers(paths: list[Path]) -> pl.DataFrame:
+    """One row per Fisher artifact, from its header; every problem is a UserError."""
+    rows = []
+    for path in paths:
+        if not path.exists():
+            raise MissingFileError(f"Fisher artifact {path} does not exist")
+        meta = artifacts.read_metadata(path)
+        lacking = [k for k in ("method", "task", "n", "seconds") if meta.get(k) is None]
+        family = (meta.get("context") or {}).get("family")
+        if family is None:
+            lacking.append("context.family")
+        if lacking:
+            raise UserError(f"Fisher artifact {path}: metadata lacks {', '.join(lacking)}")
+        if meta["method"] not in FISHER_KINDS:
+            raise UserError(f"Fisher artifact {path}: unknown method {meta['method']!r} "
+                            f"(known: {', '.join(FISHER_KINDS)})")
+        rows.append({
+            "method": meta["method"], "family": str(family), "task": str(meta["task"]),
+            "n": int(meta["n"]), "seconds": float(meta["seconds"]),
+            "flops": None if meta.get("flops") is None else int(meta["flops"]),
+            "device": str(meta.get("device", "")), "estimator": str(meta.get("estimator", "")),
+            "model": str(meta.get("model", "")), "file": str(path),
+        })
+    return pl.DataFrame(rows, schema=FISHER_SCHEMA)
+
+
+def choose_runtime_n(fishers: pl.DataFrame, requested: int | None) -> int | None:
+    """--runtime-n, else the smallest n that every method present has (else the smallest n)."""
+    if fishers.is_empty():
+        return requested
+    present = sorted(set(fishers["n"]))
+    if requested is not None:
+        if requested not in present:
+            raise UserError(f"--runtime-n {requested}: no Fisher artifact has that n "
+                            f"(present: {', '.join(map(str, present))})")
+        return requested
+    per_method = [set(g["n"]) for _, g in fishers.group_by("method")]
+    common = set.intersection(*per_method)
+    return min(common) if common else present[0]
+
+
+def runs_at(fishers: pl.DataFrame, n: int | None) -> pl.DataFrame:
+    """The Fisher runs with ``n`` samples (none when n is None: no runs at all)."""
+    return fishers.clear() if n is None else fishers.filter(pl.col("n") == n)
+
+
+# ---------------------------------------------------------------- shared loading
+
+
+@dataclass
+class Inputs:
+    finetuned: pl.DataFrame
+    scores: pl.DataFrame
+    fishers: pl.DataFrame
+    runtime_n: int | None
+    families: list[str]
+    warnings: list[str]
+
+
+def load_inputs(eval_paths: list[str | Path], fisher_paths: list[str | Path],
+                task_metrics: dict[str, str] | None = None, default_metric: str = "accuracy",
+                runtime_n: int | None = None) -> Inputs:
+    """Read, check and normalise everything the report and the plots need.
+
+    ``task_metrics``: task -> metric (lower-case task names), ``default_metric``
+    for the others; ``runtime_n``: the n of the runtime tables (None: see
+    :func:`choose_runtime_n`).
+    """
+    finetuned, merged, warnings = read_evals([Path(p) for p in eval_paths], task_metrics or {},
+                                             default_metric)
+    scores = normalise(finetuned, merged)
+    fishers = read_fishers([Path(p) for p in fisher_paths])
+    families = sorted(set(finetuned["family"]) | set(scores["family"]) | set(fishers["family"]))
+    return Inputs(finetuned, scores, fishers, choose_runtime_n(fishers, runtime_n), families,
+                  warnings + undefined_warnings(merged))

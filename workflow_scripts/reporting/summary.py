@@ -1,0 +1,105 @@
+"""Writing the report: every table as CSV and Markdown, ``warnings.md`` and ``summary.md``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import polars as pl
+
+from ..io import atomic_path, write_text
+from . import checks
+from .inputs import Inputs, runs_at
+from .tables import (
+    fisher_tables, finetuned_markdown, fmt_gflops, fmt_seconds, kind_rank, median_scores,
+    method_rank, speedup_markdown, table1_markdown, task_rank, wide_markdown,
+)
+
+log = logging.getLogger(__name__)
+
+
+def write_csv(path: Path, df: pl.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        df.write_csv(tmp)
+
+
+def write_report(data: Inputs, out_dir: Path, chance_margin: float = 0.05,
+                 accept_near_chance: list[str] = ()) -> list[str]:
+    """Check ``data`` and write the report under ``out_dir``; returns the warnings.
+
+    A fine-tuned model whose own-task accuracy is at most chance + ``chance_margin``
+    is an error unless ``accept_near_chance`` lists it as ``FAMILY:TASK`` (then a
+    warning).  Nothing is written when a check fails.
+    """
+    if chance_margin < 0:
+        raise ValueError(f"chance_margin must not be negative, not {chance_margin}")
+    out = Path(out_dir)
+    warnings = data.warnings + checks.check_near_chance(data.finetuned, chance_margin,
+                                                        list(accept_near_chance))
+    medians = median_scores(data.scores)
+    warnings += checks.coverage_warnings(data.scores, medians)
+    families = data.families
+    n = data.runtime_n
+
+    table1 = table1_markdown(medians, families)
+
+    fishers_n = runs_at(data.fishers, n)
+    ft = fisher_tables(fishers_n, families)
+    table2, table3, speedup = ft.mask_seconds, ft.full_seconds, ft.speedup
+    table4 = pl.concat([ft.mask_gflops.select(pl.lit("mask").alias("method"), pl.all()),
+                        ft.full_gflops.select(pl.lit("full").alias("method"), pl.all())],
+                       how="diagonal")
+    if not data.fishers.is_empty():
+        warnings += checks.runtime_warnings(data.fishers, n)
+        warnings += checks.empty_runtime_warnings({"mask": table2, "full": table3}, n)
+
+    ntext = "" if n is None else f" (n = {n:,})"
+    md = {
+        "table1_scores": table1,
+        "table2_mask_runtime": wide_markdown(table2, fmt_seconds),
+        "table3_full_runtime": wide_markdown(table3, fmt_seconds),
+        "runtime_speedup": speedup_markdown(speedup),
+        "table4_flops": wide_markdown(ft.mask_gflops, fmt_gflops),
+    }
+    csv = {
+        "table1_scores": medians,
+        "table2_mask_runtime": table2,
+        "table3_full_runtime": table3,
+        "runtime_speedup": speedup,
+        "table4_flops": table4,
+        "scores_long": data.scores.sort("family", "subset", task_rank(), "task", method_rank(), "n"),
+        "finetuned": data.finetuned.sort("family", task_rank(), "task"),
+        "fisher_runs": data.fishers.sort("family", kind_rank(), "n", task_rank(), "task", "file"),
+    }
+    for name, df in csv.items():
+        write_csv(out / f"{name}.csv", df)
+    for name, text in md.items():
+        write_text(out / f"{name}.md", text)
+    warnings_md = "".join(f"- {w}\n" for w in warnings) or "No warnings.\n"
+    write_text(out / "warnings.md", "# Warnings\n\n" + warnings_md)
+
+    def devices(kind):
+        runs = fishers_n.filter(pl.col("method") == kind)
+        return "Device: " + (", ".join(sorted(set(runs["device"]) - {""})) or "not recorded") + "."
+
+    sections = [
+        ("Table 1: normalised scores",
+         "Median over all (subset, task) scores of merged / fine-tuned metric x 100; "
+         "in brackets the difference from averaging.", table1),
+        (f"Table 2: mask Fisher time (s){ntext}", devices("mask"), md["table2_mask_runtime"]),
+        (f"Table 3: full Fisher time (s){ntext}", devices("full"), md["table3_full_runtime"]),
+        (f"Speed-up{ntext}", "Mean full Fisher time / mean mask Fisher time.",
+         md["runtime_speedup"]),
+        (f"Table 4: mask Fisher GFLOPs{ntext}", "", md["table4_flops"]),
+        ("Fine-tuned models", "Each checkpoint's own score on its task's validation set.",
+         finetuned_markdown(data.finetuned)),
+        ("Warnings", "", warnings_md),
+    ]
+    summary = "# Results\n" + "".join(
+        f"\n## {title}\n\n" + (f"{note}\n\n" if note else "") + body for title, note, body in sections
+    )
+    write_text(out / "summary.md", summary)
+    for w in warnings:
+        log.warning(w)
+    log.info("wrote the report to %s", out)
+    return warnings

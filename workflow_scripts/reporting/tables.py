@@ -1,0 +1,202 @@
+"""The paper's tables: Table 1 (normalised scores), Tables 2-3 (Fisher time),
+the speed-ups and Table 4 (mask Fisher GFLOPs), as DataFrames and Markdown.
+
+Merge methods appear in the order of
+:data:`workflow_scripts.merging.registry.ALL_VARIANTS`, under their registry
+labels; Fisher kinds in the order of :data:`workflow_scripts.fisher.kinds.METHODS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+from tabulate import tabulate
+
+from ..fisher.kinds import METHODS as FISHER_KINDS
+from ..merging.registry import ALL_VARIANTS
+from ..tasks.glue import GLUE_TASKS
+
+BASELINE = "average"  # the merge whose median Table 1's "(+x.x)" differences are taken from
+# The paper's task order (Tables 2-4): the GLUE tasks but CoLA; other tasks follow alphabetically.
+PAPER_TASKS = GLUE_TASKS[:6]
+MISSING = "–"
+
+
+# ---------------------------------------------------------------- order
+
+
+def _rank(expr: pl.Expr, order) -> pl.Expr:
+    """``expr``'s position in ``order`` (values not in it: after all of them)."""
+    order = tuple(order)
+    return expr.replace_strict({v: i for i, v in enumerate(order)}, default=len(order),
+                               return_dtype=pl.Int32)
+
+
+def task_rank() -> pl.Expr:
+    """Sort key of the ``task`` column: the paper's order, then the rest (tie: sort by name)."""
+    return _rank(pl.col("task").str.to_lowercase().str.replace_all("-", ""), PAPER_TASKS)
+
+
+def method_rank(col: str = "method") -> pl.Expr:
+    """Sort key of a merge-method column: the registry's order (unknown names last)."""
+    return _rank(pl.col(col), ALL_VARIANTS)
+
+
+def kind_rank(col: str = "method") -> pl.Expr:
+    """Sort key of a Fisher-kind column: the order of ``fisher.kinds.METHODS``."""
+    return _rank(pl.col(col), FISHER_KINDS)
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def fmt_score(x) -> str:
+    return MISSING if x is None else f"{x:.1f}"
+
+
+def fmt_diff(x) -> str:
+    return f"{round(x, 1) + 0.0:+.1f}"  # + 0.0 turns -0.0 into 0.0
+
+
+def fmt_seconds(x) -> str:
+    return MISSING if x is None else f"{x:.3f}"
+
+
+def fmt_gflops(x) -> str:
+    return MISSING if x is None else f"{x:,.2f}"
+
+
+def markdown(headers: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
+    """A pipe table; the first ``text_columns`` left-aligned, the rest (numbers) right-aligned."""
+    if not rows:
+        return "_No data._\n"
+    align = ("left",) * text_columns + ("right",) * (len(headers) - text_columns)
+    return tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True,
+                    colalign=align) + "\n"
+
+
+# ---------------------------------------------------------------- Table 1
+
+
+def median_scores(scores: pl.DataFrame) -> pl.DataFrame:
+    """Table 1 in long form: per (family, method, n) the median normalised score."""
+    medians = (scores.group_by("family", "method", "n")
+               .agg(pl.col("normalised").median().alias("median_normalised"),
+                    pl.len().alias("n_scores")))
+    average = medians.filter(pl.col("method") == BASELINE).select(
+        "family", pl.col("median_normalised").alias("_average"))
+    return (medians.join(average, on="family", how="left")
+            .with_columns(diff_vs_average=pl.when(pl.col("method") != BASELINE)
+                          .then(pl.col("median_normalised") - pl.col("_average")))
+            .sort("family", method_rank(), "n", nulls_last=False)
+            .select("family", "method", "n", "median_normalised", "diff_vs_average", "n_scores"))
+
+
+def table1_markdown(medians: pl.DataFrame, families: list[str]) -> str:
+    """One column per merge without n (always) and per (merge, n) present, registry order."""
+    columns = [(key, None) for key, v in ALL_VARIANTS.items() if not v.per_n] + [
+        (m, n) for m, n in medians.filter(pl.col("n").is_not_null())
+        .select("method", "n").unique().sort(method_rank(), "n").iter_rows()
+    ]
+    cells = {(r["family"], r["method"], r["n"]): r for r in medians.iter_rows(named=True)}
+    headers = ["Model"] + [ALL_VARIANTS[m].label if n is None
+                           else f"{ALL_VARIANTS[m].label}, n = {n:,}" for m, n in columns]
+    rows = []
+    for family in families:
+        if not any(k[0] == family for k in cells):
+            continue
+        row = [family]
+        for method, n in columns:
+            cell = cells.get((family, method, n))
+            if cell is None:
+                row.append(MISSING)
+                continue
+            text = fmt_score(cell["median_normalised"])
+            if ALL_VARIANTS[method].method.vs_average and cell["diff_vs_average"] is not None:
+                text += f" ({fmt_diff(cell['diff_vs_average'])})"
+            row.append(text)
+        rows.append(row)
+    return markdown(headers, rows)
+
+
+# ---------------------------------------------------------------- Tables 2-4
+
+
+def task_by_family(df: pl.DataFrame, value: str, families: list[str]) -> pl.DataFrame:
+    """Wide table: one row per task (paper order) and a Mean row; one column per family.
+
+    ``df`` may hold repeated runs of one (family, task): their mean is taken.
+    """
+    if df.is_empty():
+        return pl.DataFrame(schema={"task": pl.String} | {f: pl.Float64 for f in families})
+    per_task = df.group_by("family", "task").agg(pl.col(value).cast(pl.Float64).mean())
+    wide = per_task.pivot(on="family", index="task", values=value)
+    wide = (wide.with_columns(pl.lit(None, pl.Float64).alias(f) for f in families
+                              if f not in wide.columns)
+            .sort(task_rank(), "task").select("task", *families))
+    mean = wide.select(pl.lit("Mean").alias("task"), *(pl.col(f).mean() for f in families))
+    return pl.concat([wide, mean])
+
+
+@dataclass
+class FisherTables:
+    mask_seconds: pl.DataFrame  # Table 2
+    full_seconds: pl.DataFrame  # Table 3
+    speedup: pl.DataFrame
+    mask_gflops: pl.DataFrame  # Table 4
+    full_gflops: pl.DataFrame
+
+
+def fisher_tables(fishers_n: pl.DataFrame, families: list[str]) -> FisherTables:
+    """Tables 2-4 and the speed-ups from the Fisher runs of one n."""
+    wide = {}
+    for kind in FISHER_KINDS:
+        runs = fishers_n.filter(pl.col("method") == kind).with_columns(
+            gflops=pl.col("flops").cast(pl.Float64) / 1e9)
+        present = [f for f in families if f in set(runs["family"])]
+        wide[kind] = (task_by_family(runs, "seconds", present),
+                      task_by_family(runs, "gflops", present))
+    n = fishers_n["n"][0] if fishers_n.height else None
+    return FisherTables(wide["mask"][0], wide["full"][0],
+                        speedup_table(wide["mask"][0], wide["full"][0], n),
+                        wide["mask"][1], wide["full"][1])
+
+
+def wide_markdown(wide: pl.DataFrame, fmt) -> str:
+    headers = ["Task"] + wide.columns[1:]
+    rows = [[r[0]] + [fmt(v) for v in r[1:]] for r in wide.iter_rows()]
+    return markdown(headers, rows)
+
+
+def speedup_table(mask_wide: pl.DataFrame, full_wide: pl.DataFrame, n) -> pl.DataFrame:
+    """Per family: mean mask and full Fisher time (the tables' Mean rows) and their ratio."""
+    def means(wide, name):
+        if wide.is_empty():
+            return pl.DataFrame(schema={"family": pl.String, name: pl.Float64})
+        return (wide.filter(pl.col("task") == "Mean").drop("task")
+                .unpivot(variable_name="family", value_name=name))
+
+    return (means(mask_wide, "mean_mask_seconds")
+            .join(means(full_wide, "mean_full_seconds"), on="family", how="inner")
+            .drop_nulls()
+            .with_columns(n=pl.lit(n, pl.Int64),
+                          speedup=pl.col("mean_full_seconds") / pl.col("mean_mask_seconds"))
+            .select("family", "n", "mean_mask_seconds", "mean_full_seconds", "speedup"))
+
+
+def speedup_markdown(speedup: pl.DataFrame) -> str:
+    rows = [[r["family"], fmt_seconds(r["mean_mask_seconds"]), fmt_seconds(r["mean_full_seconds"]),
+             f"{r['speedup']:.1f}x"] for r in speedup.iter_rows(named=True)]
+    return markdown(["Model", "Ours, mean time (s)", "Fisher (full), mean time (s)", "Speed-up"], rows)
+
+
+def finetuned_markdown(finetuned: pl.DataFrame) -> str:
+    def fmt(x):
+        return MISSING if x is None else f"{x:.4f}"
+
+    rows = [[r["family"], r["task"], r["model"], r["metric"], fmt(r["score"]),
+             fmt(r["accuracy"]), fmt(r["chance"])]
+            for r in finetuned.sort("family", task_rank(), "task").iter_rows(named=True)]
+    return markdown(["Model", "Task", "Checkpoint", "Metric", "Score", "Accuracy", "Chance"], rows,
+                    text_columns=4)

@@ -1,0 +1,50 @@
+"""What the task sources share: the :class:`Source` interface and the checks of
+sources with a fixed list of task names (GLUE, builtin)."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+
+# config keys that only the local source reads; prepare-task rejects them elsewhere
+LOCAL_KEYS = ("train_file", "validation_file", "format", "column_map", "label_names")
+
+
+class Source:
+    """A task source (see :mod:`.registry`); subclasses set ``name`` and ``tasks`` and
+    define :meth:`prepare`."""
+
+    name: str = ""
+    tasks: tuple[str, ...] | None = None  # None: any task name goes
+
+    def label_count(self, key: str, spec: dict) -> int | None:
+        """The task's label count when the config alone tells it, else None."""
+        return None
+
+    def check_config(self, key: str, spec: dict, base_dir) -> None:
+        """The checks a schema cannot express; raises ConfigError naming ``tasks.<key>``."""
+
+    def info_name(self, name: str | None, spec: dict) -> str | None:
+        """The task name recorded in the info file (``name`` as given by default)."""
+        return name
+
+    def prepare(self, name: str | None, spec: dict, seed: int):
+        """``(train, validation, label_names, origin, extra)`` of task ``name``."""
+        raise NotImplementedError
+
+
+class NamedSource(Source):
+    """A source whose task names are a fixed list (``tasks.T.name``, default ``T``)."""
+
+    def check_config(self, key: str, spec: dict, base_dir) -> None:
+        real = spec.get("name", key)
+        if real not in self.tasks:
+            raise ConfigError(
+                f"tasks.{key}: unknown {self.name} task {real!r}; known {self.name} tasks are "
+                f"{', '.join(self.tasks)} (set 'name:' if the key differs)"
+            )
+        for option in LOCAL_KEYS:
+            if option in spec:
+                raise ConfigError(
+                    f"tasks.{key}.{option}: applies to local tasks only (this task's source is "
+                    f"{self.name}); remove it"
+                )

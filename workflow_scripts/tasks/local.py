@@ -1,0 +1,251 @@
+"""Local task files (Parquet, CSV, TSV) mapped onto the engine's columns by a column map."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..configpaths import resolve_path
+from ..errors import ConfigError, MissingFileError, UserError
+from .base import Source
+from .files import FORMATS, csv_header, delimiter, file_columns, guess_format
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ..data import Samples
+
+# the engine columns a column map may name (text_a and label are required)
+COLUMN_KEYS = ("text_a", "text_b", "label", "idx")
+
+
+def parse_column_map(text: str) -> dict[str, str]:
+    """``"text_a=sentence,label=y"`` -> {"text_a": "sentence", "label": "y"}."""
+    mapping: dict[str, str] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not value:
+            raise UserError(f"--column-map entry {item!r} must look like KEY=COLUMN")
+        if key not in COLUMN_KEYS:
+            raise UserError(
+                f"--column-map key {key!r} is not one of {', '.join(COLUMN_KEYS)}"
+            )
+        if key in mapping:
+            raise UserError(f"--column-map names {key!r} twice")
+        mapping[key] = value
+    for key in ("text_a", "label"):
+        if key not in mapping:
+            raise UserError(f"--column-map must map {key!r} (e.g. text_a=sentence,label=label)")
+    return mapping
+
+
+def infer_format(path: str | Path) -> str:
+    fmt = guess_format(path)
+    if fmt is None:
+        raise UserError(
+            f"cannot infer the format of {path} from its suffix; pass --format parquet, csv or tsv"
+        )
+    return fmt
+
+
+def read_table(path: str | Path, fmt: str | None, text_columns=()) -> pa.Table:
+    import pyarrow as pa
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"data file {path} does not exist")
+    fmt = fmt or infer_format(path)
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}; use parquet, csv or tsv")
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path)
+        import pyarrow.csv as pcsv
+
+        header = csv_header(path, delimiter(fmt))
+        types = {c: pa.string() for c in text_columns if c in header}
+        return pcsv.read_csv(
+            path,
+            parse_options=pcsv.ParseOptions(delimiter=delimiter(fmt),
+                                            newlines_in_values=True),
+            convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise UserError(f"cannot read {path} as {fmt}: {exc}") from exc
+
+
+def _column(table: pa.Table, column: str, path, key: str) -> list:
+    if column not in table.column_names:
+        raise UserError(
+            f"{path}: column {column!r} (mapped to {key}) is missing; the file has columns "
+            f"{table.column_names}"
+        )
+    return table.column(column).to_pylist()
+
+
+def _is_integral(value) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value) and value == int(value)
+    return False
+
+
+def encode_labels(
+    train_raw: list, valid_raw: list, label_names: list[str] | None, files=("train", "validation")
+) -> tuple[list[int], list[int], list[str], str]:
+    """Raw label values of both splits -> integer labels, label names, and how they were mapped."""
+    for raw, path in ((train_raw, files[0]), (valid_raw, files[1])):
+        nulls = [i for i, v in enumerate(raw) if v is None or (isinstance(v, str) and not v.strip())]
+        if nulls:
+            raise UserError(
+                f"{path}: {len(nulls)} row(s) have no label (first at data row {nulls[0] + 1})"
+            )
+    values = train_raw + valid_raw
+    if all(isinstance(v, str) for v in values):
+        stripped = [v.strip() for v in values]
+        if all(re.fullmatch(r"[+-]?\d+", v) for v in stripped) and not (
+            label_names and set(stripped) <= set(label_names)
+        ):
+            values = [int(v) for v in stripped]
+        else:
+            if label_names:
+                order = list(label_names)
+                how = "label names given (--label-names)"
+            else:
+                order = sorted(set(v.strip() for v in train_raw))
+                how = "sorted distinct train labels"
+            index = {name: i for i, name in enumerate(order)}
+            for raw, path in ((train_raw, files[0]), (valid_raw, files[1])):
+                unknown = sorted({v.strip() for v in raw} - set(index))
+                if unknown:
+                    raise UserError(
+                        f"{path}: label(s) {unknown[:10]} are not among the known labels "
+                        f"{order} ({how})"
+                    )
+            return ([index[v.strip()] for v in train_raw], [index[v.strip()] for v in valid_raw],
+                    order, how)
+    bad = [v for v in values if not _is_integral(v)]
+    if bad:
+        raise UserError(
+            f"labels must be integers 0..K-1 or strings (class names); found {bad[:5]} in "
+            f"{files[0]} / {files[1]} (regression targets are not supported here)"
+        )
+    ints = [int(v) for v in values]
+    if min(ints) < 0:
+        raise UserError(f"integer labels must be >= 0; found {min(ints)} in {files[0]} / {files[1]}")
+    n_train = len(train_raw)
+    if label_names:
+        if max(ints) >= len(label_names):
+            raise UserError(
+                f"integer label {max(ints)} has no name among --label-names {label_names} "
+                f"(labels index that list from 0)"
+            )
+        names = list(label_names)
+    else:
+        names = [str(i) for i in range(max(ints) + 1)]
+    return ints[:n_train], ints[n_train:], names, "integer labels"
+
+
+def local_splits(
+    train_file, validation_file, column_map: dict[str, str], fmt: str | None = None,
+    label_names: list[str] | None = None,
+) -> tuple[Samples, Samples, list[str], dict]:
+    from ..data import Samples
+
+    text_cols = [column_map[k] for k in ("text_a", "text_b") if k in column_map]
+    raw = {}
+    for split, path in (("train", train_file), ("validation", validation_file)):
+        table = read_table(path, fmt, text_cols)
+        cols = {key: _column(table, col, path, key) for key, col in column_map.items()}
+        if len(cols["text_a"]) == 0:
+            raise UserError(f"{path} has no rows")
+        for key in ("text_a",):
+            empty = [i for i, v in enumerate(cols[key]) if v is None or not str(v).strip()]
+            if empty:
+                raise UserError(
+                    f"{path}: column {column_map[key]!r} ({key}) is empty in {len(empty)} row(s) "
+                    f"(first at data row {empty[0] + 1})"
+                )
+        raw[split] = cols
+    train_labels, valid_labels, names, how = encode_labels(
+        raw["train"]["label"], raw["validation"]["label"], label_names,
+        files=(str(train_file), str(validation_file)),
+    )
+    out = []
+    for split, labels, path in (("train", train_labels, train_file),
+                                ("validation", valid_labels, validation_file)):
+        cols = raw[split]
+        n = len(labels)
+        if "idx" in cols:
+            try:
+                idx = [int(v) for v in cols["idx"]]
+            except (TypeError, ValueError) as exc:
+                raise UserError(f"{path}: idx column {column_map['idx']!r} must hold integers") from exc
+            if len(set(idx)) != n:
+                raise UserError(f"{path}: idx column {column_map['idx']!r} has duplicate values")
+        else:
+            idx = list(range(n))
+        text_a = [str(v) for v in cols["text_a"]]
+        text_b = ([None if v is None else str(v) for v in cols["text_b"]]
+                  if "text_b" in cols else [None] * n)
+        out.append(Samples(idx, text_a, text_b, labels))
+    return out[0], out[1], names, {"label_mapping": how}
+
+
+class LocalSource(Source):
+    """Two files (train, validation) and a column map; any task name goes."""
+
+    name = "local"
+    tasks = None
+
+    def label_count(self, key: str, spec: dict) -> int | None:
+        return len(spec["label_names"]) if spec.get("label_names") else None
+
+    def check_config(self, key: str, spec: dict, base_dir) -> None:
+        """Both files and the column map are given, the files exist, the mapped columns
+        are in their headers (when this check can read the header; Parquet imports pyarrow)."""
+        where = f"tasks.{key}"
+        for option in ("train_file", "validation_file", "column_map"):
+            if option not in spec:
+                raise ConfigError(f"{where}: a local task needs '{option}'")
+        for option in ("train_file", "validation_file"):
+            path = resolve_path(spec[option], base_dir)
+            if not path.is_file():
+                raise ConfigError(f"{where}.{option}: file {spec[option]!r} does not exist")
+            columns = file_columns(path, spec.get("format"))
+            missing = [c for c in spec["column_map"].values() if c not in (columns or [])]
+            if columns is not None and missing:
+                raise ConfigError(
+                    f"{where}.column_map: column(s) {missing} are not in {option} "
+                    f"{spec[option]!r}, which has columns {columns}; fix the column_map or the file"
+                )
+
+    def info_name(self, name: str | None, spec: dict) -> str:
+        """The given name, else the train file's name up to its first dot."""
+        return name or Path(spec["train_file"]).name.split(".")[0]
+
+    def prepare(self, name, spec: dict, seed: int):
+        train_file, validation_file = spec.get("train_file"), spec.get("validation_file")
+        column_map, fmt = spec.get("column_map"), spec.get("format")
+        if train_file is None or validation_file is None or column_map is None:
+            raise UserError("--source local needs --train-file, --validation-file and --column-map")
+        cmap = parse_column_map(column_map) if isinstance(column_map, str) else dict(column_map)
+        train, valid, names, how = local_splits(train_file, validation_file, cmap, fmt,
+                                                spec.get("label_names"))
+        origin = f"local files {train_file}, {validation_file}"
+        extra = dict(files={"train": str(train_file), "validation": str(validation_file)},
+                     column_map=cmap, format=fmt or infer_format(train_file), **how)
+        return train, valid, names, origin, extra
+
+
+SOURCE = LocalSource()
