@@ -14,6 +14,7 @@ from workflow_scripts.merging.registry import MERGE_ID_PATTERN
 from workflow_scripts.fisher.kinds import METHODS as FISHER_METHODS
 from workflow_scripts.paths import PATHS
 from workflow_scripts.plan import Plan
+from workflow_scripts.replicates import PATTERN as REPLICATE_PATTERN
 
 min_version("9.0")
 
@@ -39,6 +40,7 @@ wildcard_constraints:
     task=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     subset=r"[A-Za-z0-9][A-Za-z0-9_-]*(\+[A-Za-z0-9][A-Za-z0-9_-]*)+",
     merge_id=MERGE_ID_PATTERN,
+    rep=REPLICATE_PATTERN,
     method="|".join(FISHER_METHODS),
     n=r"\d+",
     seed=r"\d+",
@@ -53,7 +55,7 @@ def task_files(wildcards):
 
 
 def checkpoint_dir(wildcards):
-    return PLAN.checkpoint_dir(wildcards.family, wildcards.task)
+    return PLAN.checkpoint_dir(wildcards.family, wildcards.task, wildcards.rep)
 
 
 def model_flags(wildcards):
@@ -61,23 +63,25 @@ def model_flags(wildcards):
 
 
 def fisher_samples(wildcards):
-    return PLAN.samples_path(wildcards.task, wildcards.n)
+    return PLAN.samples_path(wildcards.task, wildcards.n, wildcards.seed)
 
 
 def wildcard_merge(wildcards):
     return PLAN.merge_from_wildcards(
-        wildcards.family, wildcards.subset, wildcards.merge_id
+        wildcards.family, wildcards.rep, wildcards.subset, wildcards.merge_id
     )
 
 
 def merge_inputs(wildcards):
     merge = wildcard_merge(wildcards)
-    inputs = {"models": [PLAN.checkpoint_dir(merge.family, t) for t in merge.subset]}
-    if merge.fisher_method:
-        inputs["fishers"] = [
-            PLAN.fisher_path(merge.family, t, merge.n, merge.fisher_method)
-            for t in merge.subset
+    inputs = {
+        "models": [
+            PLAN.checkpoint_dir(merge.family, t, merge.replicate) for t in merge.subset
         ]
+    }
+    fishers = PLAN.merge_fisher_paths(merge)
+    if fishers:
+        inputs["fishers"] = fishers
     return inputs
 
 
@@ -120,6 +124,7 @@ def gpu_resources(runtime_key):
 
 REPORT_TABLES = [
     "table1_scores",
+    "paired_comparisons",
     "table2_mask_runtime",
     "table3_full_runtime",
     "runtime_speedup",

@@ -5,7 +5,7 @@ rule fisher:
     output:
         PATHS["fisher"],
     log:
-        "logs/fisher/{family}/{task}/n{n}/{method}.log",
+        "logs/fisher/{family}/{rep}/{task}/n{n}-seed{seed}/{method}.log",
     conda:
         ENV
     threads: heavy_threads()
@@ -17,5 +17,6 @@ rule fisher:
     shell:
         "python -m workflow_scripts fisher --model {input.model} {params.model} "
         "--data {input.samples} --method {wildcards.method} "
-        "--task {wildcards.task} --n {wildcards.n} {params.flags} "
-        "--meta family={wildcards.family} --out {output} > {log} 2>&1"
+        "--task {wildcards.task} --n {wildcards.n} --seed {wildcards.seed} "
+        "{params.flags} --meta family={wildcards.family} replicate={wildcards.rep} "
+        "--out {output} > {log} 2>&1"

@@ -4,7 +4,7 @@ rule merge:
     output:
         merged_output(directory(PATHS["merged"])),
     log:
-        "logs/merge/{family}/{subset}/{merge_id}.log",
+        "logs/merge/{family}/{rep}/{subset}/{merge_id}.log",
     conda:
         ENV
     threads: 1
@@ -24,7 +24,7 @@ rule evaluate_merged:
     output:
         PATHS["eval_merged"],
     log:
-        "logs/evaluate_merged/{family}/{subset}/{merge_id}/{task}.log",
+        "logs/evaluate_merged/{family}/{rep}/{subset}/{merge_id}/{task}.log",
     conda:
         ENV
     threads: 1

@@ -35,14 +35,14 @@ rule finetune:
     output:
         directory(PATHS["finetuned_model"]),
     log:
-        "logs/finetune/{family}/{task}.log",
+        "logs/finetune/{family}/{rep}/{task}.log",
     conda:
         ENV
     threads: heavy_threads()
     resources:
         **gpu_resources("finetune_runtime"),
     params:
-        flags=lambda wc: PLAN.finetune_flags(wc.family),
+        flags=lambda wc: PLAN.finetune_flags(wc.family, wc.rep),
     shell:
         "python -m workflow_scripts finetune --base {input.base} --train {input.train} "
         "--validation {input.validation} --info {input.info} {params.flags} "
@@ -56,7 +56,7 @@ rule evaluate_finetuned:
     output:
         PATHS["eval_finetuned"],
     log:
-        "logs/evaluate_finetuned/{family}/{task}.log",
+        "logs/evaluate_finetuned/{family}/{rep}/{task}.log",
     conda:
         ENV
     threads: 1
@@ -65,9 +65,9 @@ rule evaluate_finetuned:
     params:
         model=model_flags,
         flags=PLAN.evaluate_flags(),
+        meta=lambda wc: PLAN.finetuned_eval_meta(wc.family, wc.rep, wc.task),
     shell:
         "python -m workflow_scripts evaluate --model {input.model} "
         "--data {input.validation} --task-info {input.info} --task {wildcards.task} "
-        "{params.model} {params.flags} "
-        "--meta family={wildcards.family} kind=finetuned task={wildcards.task} "
+        "{params.model} {params.flags} --meta {params.meta} "
         "--out {output} > {log} 2>&1"

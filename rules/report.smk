@@ -33,6 +33,11 @@ rule report:
             caption="../report/finetuned.rst",
             category="Data",
         ),
+        spread=report(
+            f"{REPORT}/seed_spread.md",
+            caption="../report/seed_spread.rst",
+            category="Tables",
+        ),
         warnings=report(
             f"{REPORT}/warnings.md",
             caption="../report/warnings.rst",
@@ -68,6 +73,15 @@ rule plots:
             caption="../report/pair_heatmap.rst",
             category="Plots",
         ),
+        paired=[
+            report(
+                f"{PLOTS}/paired_{family}.png",
+                caption="../report/paired.rst",
+                category="Plots",
+                subcategory="Against averaging",
+            )
+            for family in PLAN.families
+        ],
         runtime=report(
             f"{PLOTS}/runtime.png",
             caption="../report/runtime.rst",

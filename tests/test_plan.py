@@ -51,26 +51,80 @@ def test_plan_subsets_ns_and_paths(config, tmp_path):
     assert plan.common_ns(("a", "b")) == [8, 16]
     assert plan.common_ns(("a", "c")) == [8]
     ids = {(m.subset_id, m.merge_id) for m in plan.merges()}
-    assert ("a+b", "mask-n16") in ids and ("a+c", "mask-n16") not in ids
-    assert ("a+b+c", "mask-released-n8") in ids and ("a+b+c", "average") in ids
-    assert plan.checkpoint_dir("fam", "a") == "results/finetuned/fam/a"
-    assert plan.checkpoint_dir("fam", "c") == "resources/models/fam/c"
+    assert ("a+b", "mask-n16-seed0") in ids and ("a+c", "mask-n16-seed0") not in ids
+    assert ("a+b+c", "mask-released-n8-seed0") in ids and ("a+b+c", "average") in ids
+    assert plan.replicates("fam") == ["ft0"]
+    assert plan.checkpoint_dir("fam", "a", "ft0") == "results/finetuned/fam/ft0/a"
+    assert plan.checkpoint_dir("fam", "c", "ft0") == "resources/models/fam/c"
     assert plan.label_map("fam", "b") == "1,0" and plan.label_map("fam", "a") == ""
     # every merged evaluation covers each task of its subset once
     evals = plan.eval_paths()
     assert len(evals) == len(set(evals))
-    assert "results/eval/fam/merged/a+b+c/fisher-n8/c.json" in evals
+    assert "results/eval/fam/ft0/merged/a+b+c/fisher-n8-seed0/c.json" in evals
     fishers = plan.fisher_paths()
-    assert "results/fisher/fam/b/n16/full.safetensors" in fishers
-    assert "results/fisher/fam/c/n16/full.safetensors" not in fishers
+    assert "results/fisher/fam/ft0/b/n16-seed0/full.safetensors" in fishers
+    assert "results/fisher/fam/ft0/c/n16-seed0/full.safetensors" not in fishers
+
+
+def test_seeds_multiply_only_what_depends_on_them(config, tmp_path):
+    config["fisher"]["seeds"] = [0, 7]
+    config["finetune"] = {"seeds": [1, 2]}
+    check_config(config, base_dir=tmp_path)
+    plan = Plan(config)
+    assert plan.replicates("fam") == ["ft1", "ft2"]
+    merges = plan.merges()
+    averages = [m for m in merges if m.method == "average"]
+    # averaging: once per replicate and subset, never per Fisher seed
+    assert len(averages) == 2 * len(plan.subsets("fam"))
+    masks = {(m.replicate, m.subset_id, m.merge_id) for m in merges if m.method == "mask"}
+    assert ("ft2", "a+b", "mask-n16-seed7") in masks and ("ft1", "a+b", "mask-n16-seed0") in masks
+    assert "results/finetuned/fam/ft2/b" == plan.checkpoint_dir("fam", "b", "ft2")
+    assert "--seed 2" in plan.finetune_flags("fam", "ft2")
+    fishers = plan.fisher_paths()
+    assert "results/fisher/fam/ft1/a/n8-seed7/mask.safetensors" in fishers
+    assert len(fishers) == len(set(fishers)) == 2 * 2 * 2 * (2 + 2 + 1)  # reps, seeds, kinds, ns
+    merge = next(m for m in merges if m.merge_id == "fisher-n8-seed7" and m.replicate == "ft2")
+    assert plan.merge_fisher_paths(merge)[0] == (
+        f"results/fisher/fam/ft2/{merge.subset[0]}/n8-seed7/full.safetensors")
+    meta = plan.merged_eval_meta(merge, merge.subset[0])
+    assert "replicate=ft2" in meta and "seed=7" in meta and "n=8" in meta
+
+
+def test_given_checkpoints_have_one_replicate(config, tmp_path):
+    for spec in config["families"]["fam"]["checkpoints"].values():
+        spec.pop("finetune", None)
+        spec["source"] = "org/model"
+    config["finetune"] = {"seeds": [1, 2]}
+    check_config(config, base_dir=tmp_path)
+    assert Plan(config).replicates("fam") == ["ckpt"]
+
+
+@pytest.mark.parametrize("section", ["fisher", "finetune"])
+def test_seed_shorthand_and_bad_seeds(config, tmp_path, section):
+    one = copy.deepcopy(config)
+    one.setdefault(section, {})["seed"] = 5
+    check_config(one, base_dir=tmp_path)
+    assert one[section]["seeds"] == [5] and "seed" not in one[section]
+    for seeds, message in (([0, 0], "non-unique"), ([-1], "less than the minimum"),
+                           ([], "should be non-empty")):
+        bad = copy.deepcopy(config)
+        bad.setdefault(section, {})["seeds"] = seeds
+        with pytest.raises(ConfigError, match=f"{section}.seeds.*{message}"):
+            check_config(bad, base_dir=tmp_path)
+    both = copy.deepcopy(config)
+    both.setdefault(section, {}).update(seed=1, seeds=[2])
+    with pytest.raises(ConfigError, match=f"{section}.seed .*disagree"):
+        check_config(both, base_dir=tmp_path)
 
 
 def test_merge_id_roundtrip():
-    variant, n = parse_merge_id("average")
-    assert (variant.key, n) == ("average", None)
-    variant, n = parse_merge_id("mask-released-n128")
-    assert (variant.key, variant.method.name, variant.scheme.name, n) == ("mask-released", "mask", "released", 128)
-    for bad in ("mask", "average-n8", "ties-n8", "mask-n"):
+    variant, n, seed = parse_merge_id("average")
+    assert (variant.key, n, seed) == ("average", None, None)
+    variant, n, seed = parse_merge_id("mask-released-n128-seed2")
+    assert (variant.key, variant.method.name, variant.scheme.name, n, seed) == (
+        "mask-released", "mask", "released", 128, 2)
+    for bad in ("mask", "average-n8", "ties-n8", "mask-n", "mask-n8", "average-n8-seed0",
+                "mask-n8-seed"):
         with pytest.raises(ValueError):
             parse_merge_id(bad)
 

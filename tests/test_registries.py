@@ -58,11 +58,11 @@ def test_every_schema_ref_is_filled():
 
 def test_merge_ids_round_trip_and_match_the_wildcard_constraint():
     for key, variant in registry.ALL_VARIANTS.items():
-        n = 128 if variant.per_n else None
-        merge_id = variant.merge_id(n)
+        n, seed = (128, 3) if variant.per_n else (None, None)
+        merge_id = variant.merge_id(n, seed)
         assert re.fullmatch(registry.MERGE_ID_PATTERN, merge_id)
-        got, got_n = registry.parse_merge_id(merge_id)
-        assert (got.key, got_n) == (key, n)
+        got, got_n, got_seed = registry.parse_merge_id(merge_id)
+        assert (got.key, got_n, got_seed) == (key, n, seed)
     assert registry.ALL_VARIANTS["mask-released"].label == "Ours (mask, released scheme)"
     assert [v.key for v in registry.variants(["average", "mask"], ["paper", "released"])] == [
         "average", "mask", "mask-released"]
@@ -85,7 +85,8 @@ def test_every_scheme_maps_every_role_to_a_known_rule():
 
 
 def test_paths_table_fills_and_stays_under_the_workflow_folders():
-    assert path("fisher", family="f", task="t", n=8, method="mask") == "results/fisher/f/t/n8/mask.safetensors"
+    assert path("fisher", family="f", rep="ft0", task="t", n=8, seed=1, method="mask") == (
+        "results/fisher/f/ft0/t/n8-seed1/mask.safetensors")
     for template in PATHS.values():
         assert template.split("/")[0] in OUTPUT_ROOTS
     with pytest.raises(KeyError, match="unknown artifact kind"):
@@ -107,8 +108,7 @@ def test_schema_defaults_agree_with_the_commands(section, command, argv):
     props = load_schema()["properties"][section]["properties"]
     args = vars(_cli_defaults(command, argv))
     checked = 0
-    # Planning settings, and the sampling seed (``fisher`` only records it as metadata).
-    workflow_only = (*FISHER_WORKFLOW_KEYS, "seed") if section == "fisher" else ()
+    workflow_only = FISHER_WORKFLOW_KEYS if section == "fisher" else ()
     for key, spec in props.items():
         if "default" in spec and key in args and key not in workflow_only:
             assert args[key] == spec["default"], (section, key)

@@ -45,7 +45,7 @@ SETUP_TARGETS = [
     *(f"resources/models/tiny/{t}" for t in TASKS),
     *(f"results/samples/{t}/n8-seed0.parquet" for t in TASKS),
 ]
-MASK_FISHERS = [f"results/fisher/tiny/{t}/n8/mask.safetensors" for t in TASKS]
+MASK_FISHERS = [f"results/fisher/tiny/ckpt/{t}/n8-seed0/mask.safetensors" for t in TASKS]
 
 HOOK = '''
 import os, time
@@ -194,7 +194,7 @@ def leftovers(work: Path) -> list[Path]:
 
 
 def test_sigint_during_fisher_write_then_rerun_reuses_completed(workspace):
-    targets = [f"results/fisher/tiny/{t}/n8/full.safetensors" for t in TASKS]
+    targets = [f"results/fisher/tiny/ckpt/{t}/n8-seed0/full.safetensors" for t in TASKS]
     proc, hung = start_and_stall(workspace, "full.safetensors", targets)
     kill(proc, signal.SIGINT)
     assert proc.returncode != 0
@@ -217,7 +217,7 @@ def test_sigint_during_fisher_write_then_rerun_reuses_completed(workspace):
 
 
 def test_sigkill_during_evaluation_write_then_rerun_reuses_completed(workspace):
-    targets = [f"results/eval/tiny/finetuned/{t}.json" for t in TASKS]
+    targets = [f"results/eval/tiny/ckpt/finetuned/{t}.json" for t in TASKS]
     proc, hung = start_and_stall(workspace, "results/eval/", targets, finished="evaluate_finetuned")
     kill(proc, signal.SIGKILL)
     # the evaluation killed half-way left only its temporary; the other one is whole
@@ -234,7 +234,7 @@ def test_sigkill_during_evaluation_write_then_rerun_reuses_completed(workspace):
     assert {k: after[k] for k in before if ".part" not in k} == {
         k: v for k, v in before.items() if ".part" not in k}
     for task in TASKS:
-        result = json.loads((workspace / f"results/eval/tiny/finetuned/{task}.json").read_text())
+        result = json.loads((workspace / f"results/eval/tiny/ckpt/finetuned/{task}.json").read_text())
         assert result["num_labels"] == LABELS[task]
     assert not leftovers(workspace)  # the killed writer's temporary was cleaned up
 
@@ -244,7 +244,7 @@ def test_sigkill_during_evaluation_write_then_rerun_reuses_completed(workspace):
 
 def test_corrupt_fisher_is_named_and_only_it_and_dependants_rerun(workspace):
     fishers = MASK_FISHERS  # written by the prepared workspace
-    merged = "results/merged/tiny/topic+pair/mask-n8"
+    merged = "results/merged/tiny/ckpt/topic+pair/mask-n8-seed0"
     bad = workspace / fishers[1]
     data = bytearray(bad.read_bytes())
     data[-8:] = bytes(b ^ 0xFF for b in data[-8:])  # edit values, keep the size
@@ -252,7 +252,7 @@ def test_corrupt_fisher_is_named_and_only_it_and_dependants_rerun(workspace):
 
     proc = snakemake(workspace, merged, check=False)
     assert proc.returncode != 0
-    log = (workspace / "logs/merge/tiny/topic+pair/mask-n8.log").read_text()
+    log = (workspace / "logs/merge/tiny/ckpt/topic+pair/mask-n8-seed0.log").read_text()
     assert "checksum mismatch" in log and f"rm '{fishers[1]}'" in log
     assert not (workspace / merged).exists()
 
@@ -336,7 +336,7 @@ def test_local_file_missing_a_mapped_column_fails_the_config_check(tmp_path):
 def test_checkpoint_whose_label_count_differs_from_its_task_fails_its_evaluation(prepared, tmp_path,
                                                                                    capsys):
     # the workflow passes the task's info to the evaluation of each checkpoint
-    dry = snakemake(prepared, "-n", "-p", "results/eval/tiny/finetuned/topic.json")
+    dry = snakemake(prepared, "-n", "-p", "results/eval/tiny/ckpt/finetuned/topic.json")
     assert "--task-info resources/tasks/topic/info.json" in dry.stdout
     # a 2-label checkpoint given to the 3-label topic task; also a 3-label one for pair
     for task, wrong in (("topic", "pair"), ("pair", "topic")):

@@ -127,7 +127,8 @@ def report_dir(grid, tmp_path_factory):
 def test_table1_medians(report_dir):
     table = pl.read_csv(report_dir / "table1_scores.csv")
     assert table.columns == ["family", "method", "n", "median_normalised", "diff_vs_average",
-                             "n_scores"]
+                             "n_scores", "ci_low", "ci_high", "n_cells", "n_runs", "run_mean",
+                             "run_sd"]
     assert table.height == len(BASE)
     for row in table.iter_rows(named=True):
         base = BASE[(row["family"], row["method"], row["n"])]
@@ -147,8 +148,18 @@ def test_table1_markdown_layout(report_dir):
                       "Ours (mask), n = 8", "Ours (mask), n = 16"]
     rows = {cells[0]: cells[1:] for cells in
             ([c.strip() for c in line.strip("|").split("|")] for line in md[2:])}
-    assert rows["fam-a"] == ["90.3", "91.3", "92.3", "94.3 (+4.0)", "93.3 (+3.0)"]
-    assert rows["fam-b"] == ["88.3", "87.3", "89.3", "85.3 (-3.0)", "90.3 (+2.0)"]
+    table = pl.read_csv(report_dir / "table1_scores.csv")
+    ci = {(r["family"], r["method"], r["n"]): f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}]"
+          for r in table.iter_rows(named=True)}
+    assert rows["fam-a"] == [f"90.3 {ci['fam-a', 'average', None]}",
+                             f"91.3 {ci['fam-a', 'fisher', 8]}", f"92.3 {ci['fam-a', 'fisher', 16]}",
+                             f"94.3 {ci['fam-a', 'mask', 8]} (+4.0)",
+                             f"93.3 {ci['fam-a', 'mask', 16]} (+3.0)"]
+    assert rows["fam-b"][3] == f"85.3 {ci['fam-b', 'mask', 8]} (-3.0)"
+    # every cell has the same offsets in the same order: the same interval, shifted
+    shifts = {(round(r["ci_low"] - r["median_normalised"], 9),
+               round(r["ci_high"] - r["median_normalised"], 9)) for r in table.iter_rows(named=True)}
+    assert len(shifts) == 1 and next(iter(shifts))[0] < 0 < next(iter(shifts))[1]
 
 
 def test_scores_long_and_finetuned(report_dir):
@@ -198,7 +209,15 @@ def test_summary_and_warnings(report_dir):
     summary = (report_dir / "summary.md").read_text()
     for heading in ("Table 1", "Table 2", "Table 3", "Table 4", "Speed-up", "Warnings"):
         assert f"## {heading}" in summary
-    assert "94.3 (+4.0)" in summary
+    assert (report_dir / "table1_scores.md").read_text() in summary
+    for heading in ("What the data shows", "Paired comparisons", "Spread across seeds"):
+        assert f"## {heading}" in summary
+    # fam-a's mask n = 8 is 4.0 above averaging on all 6 cells: the exact two-sided
+    # Wilcoxon p of 6 equal positive differences is 2 / 2**6
+    assert ("Ours (mask), n = 8: median 94.3 % of fine-tuned" in summary
+            and "above averaging in 6 of 6 paired scores (below in 0), median difference +4.0 "
+            "points" in summary and "Wilcoxon p = 0.031: significantly above it at 0.05" in summary)
+    assert "One run (one seed) per cell" in summary
     assert (report_dir / "warnings.md").read_text().strip().endswith("No warnings.")
 
 
@@ -273,7 +292,8 @@ def test_plots(grid, report_dir, tmp_path):
             "--task-metric", "mrpc=f1"]
     assert cli.main(args + ["--out-dir", str(tmp_path / "a"), "--heatmap-n", "16"]) == 0
     names = ["scores_vs_n.png", "pair_heatmap.png", "runtime.png",
-             "mask_fisher_layers_fam-a.png", "mask_fisher_layers_fam-b.png"]
+             "mask_fisher_layers_fam-a.png", "mask_fisher_layers_fam-b.png",
+             "paired_fam-a.png", "paired_fam-b.png"]
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(names)
     for name in names:
         data = (tmp_path / "a" / name).read_bytes()

@@ -173,10 +173,11 @@ def test_whole_workflow_and_incremental_reruns(tmp_path):
     snakemake(work, "--report", "report.html")
     payloads = report_payloads((work / "report.html").read_text())
     expected = [f"results/report/plots/{name}.png"
-                for name in ("scores_vs_n", "pair_heatmap", "runtime", "mask_fisher_layers_tiny")]
+                for name in ("scores_vs_n", "pair_heatmap", "runtime", "mask_fisher_layers_tiny",
+                             "paired_tiny")]
     expected += [f"results/report/{name}.md" for name in (
-        "summary", "table1_scores", "table2_mask_runtime", "table3_full_runtime",
-        "runtime_speedup", "table4_flops", "warnings")]
+        "summary", "table1_scores", "paired_comparisons", "seed_spread", "table2_mask_runtime",
+        "table3_full_runtime", "runtime_speedup", "table4_flops", "warnings")]
     expected += ["results/report/scores_long.csv", "results/report/finetuned.csv"]
     for path in expected:
         assert payloads.get(path) == (work / path).read_bytes(), path
@@ -194,9 +195,25 @@ def test_whole_workflow_and_incremental_reruns(tmp_path):
     assert set(jobs) <= {"sample", "fisher", "report", "plots", "all", "total"}, jobs
     assert re.findall(r"wildcards: .*task=(\w+)", dry.stdout) == ["topic"] * 3
     snakemake(work)
-    assert (work / "results" / "fisher" / "tiny" / "topic" / "n12" / "mask.safetensors").exists()
+    assert (work / "results/fisher/tiny/ft0/topic/n12-seed0/mask.safetensors").exists()
     final = snakemake(work, "-n")
     assert "Nothing to be done" in final.stdout + final.stderr
+
+    # adding a Fisher seed plans only that seed's samples, Fishers, merges and evaluations:
+    # no fine-tuning, no averaging, nothing of seed 0
+    config["fisher"]["seeds"] = [0, 1]
+    (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    dry = snakemake(work, "-n")
+    jobs = planned_jobs(dry.stdout + dry.stderr)
+    # samples: topic n=8,12 and pair n=8; Fishers: 2 kinds each; merges: fisher and mask at
+    # the pair's common n=8, each evaluated on both tasks
+    assert (jobs.get("sample"), jobs.get("fisher"), jobs.get("merge"),
+            jobs.get("evaluate_merged")) == (3, 6, 2, 4), jobs
+    assert set(jobs) <= {"sample", "fisher", "merge", "evaluate_merged", "report", "plots",
+                         "all", "total"}, jobs
+    assert set(re.findall(r"seed=(\d+)", dry.stdout)) == {"1"}
+    assert set(re.findall(r"merge_id=([\w-]+)", dry.stdout)) == {"fisher-n8-seed1",
+                                                                  "mask-n8-seed1"}
 
 
 def test_configfile_replaces_the_default_config(tmp_path):

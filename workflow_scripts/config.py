@@ -194,6 +194,20 @@ def _check_families(config: dict, base_dir: Path) -> None:
                 )
 
 
+def _one_seed_shorthand(config: dict, section: str) -> None:
+    """``SECTION.seed: S`` is ``SECTION.seeds: [S]``; both at once must agree."""
+    settings = config.get(section)
+    if not isinstance(settings, dict) or "seed" not in settings:
+        return
+    seed = settings.pop("seed")
+    if "seeds" in settings and settings["seeds"] != [seed]:
+        raise ConfigError(
+            f"{section}.seed ({seed}) and {section}.seeds ({settings['seeds']}) disagree; "
+            f"give only {section}.seeds"
+        )
+    settings["seeds"] = [seed]
+
+
 def check_config(config: dict, base_dir: str | Path = ".", config_files=()) -> dict:
     """Validate ``config`` against the schema, fill its defaults (in place), check the rest.
 
@@ -207,6 +221,8 @@ def check_config(config: dict, base_dir: str | Path = ".", config_files=()) -> d
                 "family and setting may appear once"
             )
     validate_schema(config)
+    for section in ("fisher", "finetune"):
+        _one_seed_shorthand(config, section)
     fill_defaults(config)
     base_dir = Path(base_dir)
     for method in config["merge"]["methods"]:

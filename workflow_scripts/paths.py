@@ -15,15 +15,16 @@ PATHS = {
     # fetch-model: local copies of checkpoints the workflow does not fine-tune
     "base_model": "resources/base_models/{family}",
     "fetched_model": "resources/models/{family}/{task}",
-    # finetune: checkpoints fine-tuned by the workflow
-    "finetuned_model": "results/finetuned/{family}/{task}",
-    # sample / fisher
+    # finetune: checkpoints fine-tuned by the workflow, one per fine-tuning seed
+    # ({rep} = ft{seed}; see :mod:`.replicates`)
+    "finetuned_model": "results/finetuned/{family}/{rep}/{task}",
+    # sample / fisher: one sample draw and Fisher artifact per Fisher seed
     "samples": "results/samples/{task}/n{n}-seed{seed}.parquet",
-    "fisher": "results/fisher/{family}/{task}/n{n}/{method}.safetensors",
-    # merge / evaluate
-    "merged": "results/merged/{family}/{subset}/{merge_id}",
-    "eval_finetuned": "results/eval/{family}/finetuned/{task}.json",
-    "eval_merged": "results/eval/{family}/merged/{subset}/{merge_id}/{task}.json",
+    "fisher": "results/fisher/{family}/{rep}/{task}/n{n}-seed{seed}/{method}.safetensors",
+    # merge / evaluate ({merge_id} holds n and the Fisher seed where the merge has them)
+    "merged": "results/merged/{family}/{rep}/{subset}/{merge_id}",
+    "eval_finetuned": "results/eval/{family}/{rep}/finetuned/{task}.json",
+    "eval_merged": "results/eval/{family}/{rep}/merged/{subset}/{merge_id}/{task}.json",
     # report
     "report_dir": "results/report",
     "report_plots": "results/report/plots",
@@ -35,7 +36,7 @@ OUTPUT_ROOTS = ("results", "resources", "logs")
 
 
 def path(kind: str, **wildcards) -> str:
-    """The path of one artifact: ``path("fisher", family="f", task="t", n=8, method="mask")``."""
+    """The path of one artifact: ``path("samples", task="t", n=8, seed=0)``."""
     try:
         template = PATHS[kind]
     except KeyError:

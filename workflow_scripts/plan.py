@@ -15,17 +15,20 @@ from .jobs import cli_flags, flag
 from .merging import registry
 from .merging.schemes import DEFAULT_SCHEME
 from .paths import path
+from . import replicates
 
 #: ``fisher`` settings the workflow plans with; every other one is a ``fisher`` flag.
-FISHER_WORKFLOW_KEYS = ("n", "methods", "allow_full_split")
+FISHER_WORKFLOW_KEYS = ("n", "seeds", "methods", "allow_full_split")
 
 
 @dataclass(frozen=True)
 class Merge:
     family: str
+    replicate: str  # ft{seed} or ckpt: see workflow_scripts.replicates
     subset: tuple[str, ...]
     variant: registry.Variant
     n: int | None  # None for methods without a per-n artifact (average)
+    seed: int | None = None  # the Fisher samples' seed; None where n is None
 
     @property
     def method(self) -> str:
@@ -38,7 +41,7 @@ class Merge:
 
     @property
     def merge_id(self) -> str:
-        return self.variant.merge_id(self.n)
+        return self.variant.merge_id(self.n, self.seed)
 
     @property
     def fisher_method(self) -> str | None:
@@ -76,9 +79,20 @@ class Plan:
     def allow_pickle(self, family: str) -> bool:
         return bool(self.families[family].get("allow_pickle", False))
 
-    def checkpoint_dir(self, family: str, task: str) -> str:
-        kind = "finetuned_model" if self.is_finetuned_here(family, task) else "fetched_model"
-        return path(kind, family=family, task=task)
+    def checkpoint_dir(self, family: str, task: str, replicate: str) -> str:
+        if self.is_finetuned_here(family, task):
+            return path("finetuned_model", family=family, rep=replicate, task=task)
+        return path("fetched_model", family=family, task=task)
+
+    def fisher_seeds(self) -> list[int]:
+        return list(self.fisher["seeds"])
+
+    def replicates(self, family: str) -> list[str]:
+        """``ft{seed}`` per ``finetune.seeds`` where the workflow fine-tunes a checkpoint of
+        ``family``; else the one replicate of its given checkpoints."""
+        if any(self.is_finetuned_here(family, t) for t in self.family_tasks(family)):
+            return [replicates.finetuned(s) for s in self.config["finetune"]["seeds"]]
+        return [replicates.GIVEN]
 
     # -- merges ------------------------------------------------------------
     def schemes(self) -> list[str]:
@@ -102,50 +116,69 @@ class Plan:
         return sorted(common)
 
     def merges(self) -> list[Merge]:
+        """Every merge: per family, replicate, subset and variant; per (n, Fisher seed) for
+        variants whose artifact depends on the Fisher samples (averaging: once)."""
         out = []
         for family in self.families:
-            for subset in self.subsets(family):
-                for variant in self.variants():
-                    if variant.per_n:
-                        out.extend(Merge(family, subset, variant, n) for n in self.common_ns(subset))
-                    else:
-                        out.append(Merge(family, subset, variant, None))
+            for rep in self.replicates(family):
+                for subset in self.subsets(family):
+                    for variant in self.variants():
+                        if variant.per_n:
+                            out.extend(Merge(family, rep, subset, variant, n, seed)
+                                       for n in self.common_ns(subset)
+                                       for seed in self.fisher_seeds())
+                        else:
+                            out.append(Merge(family, rep, subset, variant, None))
         return out
 
-    def merge_from_wildcards(self, family: str, subset_id: str, merge_id: str) -> Merge:
-        variant, n = registry.parse_merge_id(merge_id)
-        return Merge(family, tuple(subset_id.split("+")), variant, n)
+    def merge_from_wildcards(self, family: str, replicate: str, subset_id: str,
+                             merge_id: str) -> Merge:
+        variant, n, seed = registry.parse_merge_id(merge_id)
+        return Merge(family, replicate, tuple(subset_id.split("+")), variant, n, seed)
 
     # -- paths ---------------------------------------------------------------
-    def samples_path(self, task: str, n: int) -> str:
-        return path("samples", task=task, n=n, seed=self.fisher["seed"])
+    @staticmethod
+    def samples_path(task: str, n: int, seed: int) -> str:
+        return path("samples", task=task, n=n, seed=seed)
 
     @staticmethod
-    def fisher_path(family: str, task: str, n: int, method: str) -> str:
-        return path("fisher", family=family, task=task, n=n, method=method)
+    def fisher_path(family: str, replicate: str, task: str, n: int, seed: int,
+                    method: str) -> str:
+        return path("fisher", family=family, rep=replicate, task=task, n=n, seed=seed,
+                    method=method)
 
     @staticmethod
     def merged_eval_path(merge: Merge, task: str) -> str:
-        return path("eval_merged", family=merge.family, subset=merge.subset_id,
-                    merge_id=merge.merge_id, task=task)
+        return path("eval_merged", family=merge.family, rep=merge.replicate,
+                    subset=merge.subset_id, merge_id=merge.merge_id, task=task)
 
     @staticmethod
-    def finetuned_eval_path(family: str, task: str) -> str:
-        return path("eval_finetuned", family=family, task=task)
+    def finetuned_eval_path(family: str, replicate: str, task: str) -> str:
+        return path("eval_finetuned", family=family, rep=replicate, task=task)
+
+    def merge_fisher_paths(self, merge: Merge) -> list[str]:
+        """The Fisher artifacts a merge reads, one per task of its subset (none for averaging)."""
+        if merge.fisher_method is None:
+            return []
+        return [self.fisher_path(merge.family, merge.replicate, t, merge.n, merge.seed,
+                                 merge.fisher_method) for t in merge.subset]
 
     def fisher_paths(self) -> list[str]:
         return [
-            self.fisher_path(family, task, n, method)
+            self.fisher_path(family, rep, task, n, seed, method)
             for family in self.families
+            for rep in self.replicates(family)
             for task in self.family_tasks(family)
             for n in self.task_ns(task)
+            for seed in self.fisher_seeds()
             for method in self.fisher["methods"]
         ]
 
     def eval_paths(self) -> list[str]:
         paths = [
-            self.finetuned_eval_path(family, task)
+            self.finetuned_eval_path(family, rep, task)
             for family in self.families
+            for rep in self.replicates(family)
             for task in self.family_tasks(family)
         ]
         for merge in self.merges():
@@ -164,7 +197,7 @@ class Plan:
     def model_flags(self, family: str, task: str | None = None) -> str:
         """``--label-map`` (of a checkpoint) and ``--allow-pickle`` (of a family)."""
         return cli_flags({
-            "label_map": self.label_map(family, task) if task else None,
+            "label_map": (self.label_map(family, task) or None) if task else None,
             "allow_pickle": self.allow_pickle(family) or None,
         })
 
@@ -179,9 +212,11 @@ class Plan:
         return cli_flags(self.fisher, exclude=FISHER_WORKFLOW_KEYS) + " " + \
             self.device_flag()
 
-    def finetune_flags(self, family: str) -> str:
-        return " ".join([cli_flags(self.config["finetune"]), self.model_flags(family),
-                         self.device_flag()])
+    def finetune_flags(self, family: str, replicate: str) -> str:
+        """The ``finetune`` section's flags, with the replicate's seed as ``--seed``."""
+        return " ".join([cli_flags(self.config["finetune"], exclude=("seeds",)),
+                         flag("seed", replicates.seed_of(replicate)),
+                         self.model_flags(family), self.device_flag()])
 
     def evaluate_flags(self) -> str:
         return cli_flags(self.config["evaluation"]) + " " + self.device_flag()
@@ -202,11 +237,16 @@ class Plan:
         })
 
     def merged_eval_meta(self, merge: Merge, task: str) -> str:
-        meta = [f"family={merge.family}", "kind=merged", f"method={merge.method}",
-                f"subset={merge.subset_id}", f"task={task}"]
+        meta = [f"family={merge.family}", f"replicate={merge.replicate}", "kind=merged",
+                f"method={merge.method}", f"subset={merge.subset_id}", f"task={task}"]
         if merge.n is not None:
-            meta.append(f"n={merge.n}")
+            meta += [f"n={merge.n}", f"seed={merge.seed}"]
         return " ".join(meta)
+
+    @staticmethod
+    def finetuned_eval_meta(family: str, replicate: str, task: str) -> str:
+        return " ".join([f"family={family}", f"replicate={replicate}", "kind=finetuned",
+                         f"task={task}"])
 
     def report_flags(self, near_chance: bool = False) -> str:
         report = self.config["report"]

@@ -3,10 +3,14 @@
 Writes under ``--out-dir``:
 
 - ``scores_vs_n.png``: median normalised score against n per method, one panel
-  per model family; averaging as a horizontal line, the fine-tuned level (100)
-  dashed.
+  per model family, with 95 % bootstrap intervals of the medians as error bars;
+  averaging as a horizontal line with its interval as a band, the fine-tuned
+  level (100) dashed.
 - ``pair_heatmap.png``: merged / fine-tuned score (%) per merged subset and
   task, one row of panels per family, one column per method (at ``--heatmap-n``).
+- ``paired_{family}.png``: one panel per merge and n, each (subset, task, seed)
+  normalised score against averaging's on the same (subset, task), with the
+  diagonal: points above it are where the merge beats averaging.
 - ``runtime.png``: mask vs full Fisher time per family and task (log scale),
   with the speed-up of the mean times.
 - ``mask_fisher_layers_{family}.png``: per layer, box plots of the mask Fisher

@@ -78,10 +78,12 @@ class Variant:
         """Its artifact (and so its merge id) depends on the Fisher sample count n."""
         return self.method.fisher is not None
 
-    def merge_id(self, n: int | None) -> str:
-        if self.per_n != (n is not None):
-            raise ValueError(f"merge {self.key!r} {'needs' if self.per_n else 'takes no'} n")
-        return self.key if n is None else f"{self.key}-n{n}"
+    def merge_id(self, n: int | None, seed: int | None = None) -> str:
+        """``average``; ``mask-n128-seed0`` (the Fisher samples' count and seed)."""
+        if self.per_n != (n is not None) or self.per_n != (seed is not None):
+            raise ValueError(f"merge {self.key!r} {'needs' if self.per_n else 'takes no'} "
+                             "n and seed")
+        return self.key if n is None else f"{self.key}-n{n}-seed{seed}"
 
 
 def method(name: str) -> MergeMethod:
@@ -123,15 +125,15 @@ def _alternatives(keys) -> str:
 # The wildcard constraint of {merge_id} in the rules.
 MERGE_ID_PATTERN = (
     f"({_alternatives(k for k, v in ALL_VARIANTS.items() if not v.per_n)})"
-    f"|({_alternatives(k for k, v in ALL_VARIANTS.items() if v.per_n)})-n([0-9]+)"
+    f"|({_alternatives(k for k, v in ALL_VARIANTS.items() if v.per_n)})-n([0-9]+)-seed([0-9]+)"
 )
 
 
-def parse_merge_id(merge_id: str) -> tuple[Variant, int | None]:
-    """``mask-released-n128`` -> (the mask/released variant, 128)."""
+def parse_merge_id(merge_id: str) -> tuple[Variant, int | None, int | None]:
+    """``mask-released-n128-seed0`` -> (the mask/released variant, 128, 0)."""
     match = re.fullmatch(MERGE_ID_PATTERN, merge_id)
     if not match:
         raise ValueError(f"bad merge id {merge_id!r} (expected {MERGE_ID_PATTERN})")
     if match.group(1):
-        return ALL_VARIANTS[match.group(1)], None
-    return ALL_VARIANTS[match.group(2)], int(match.group(3))
+        return ALL_VARIANTS[match.group(1)], None, None
+    return ALL_VARIANTS[match.group(2)], int(match.group(3)), int(match.group(4))

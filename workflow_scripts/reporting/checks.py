@@ -62,13 +62,15 @@ def check_near_chance(finetuned: pl.DataFrame, margin: float, accepted_items: li
 
 
 def coverage_warnings(scores: pl.DataFrame, medians: pl.DataFrame) -> list[str]:
-    """Medians of one family that rest on fewer (subset, task) scores than the family has."""
-    totals = scores.group_by("family").agg(pl.struct("subset", "task").n_unique().alias("total"))
+    """Medians of one family that rest on fewer (replicate, subset, task) cells than the
+    family has."""
+    totals = scores.group_by("family").agg(
+        pl.struct("replicate", "subset", "task").n_unique().alias("total"))
     short = (medians.join(totals, on="family")
-             .filter(pl.col("n_scores") < pl.col("total")))
+             .filter(pl.col("n_cells") < pl.col("total")))
     return [f"{r['family']}: the median for {r['method']}"
             + ("" if r["n"] is None else f" n={r['n']}")
-            + f" rests on {r['n_scores']} of {r['total']} (subset, task) scores; the grid is "
+            + f" rests on {r['n_cells']} of {r['total']} (subset, task) cells; the grid is "
             "incomplete, so Table 1 compares medians over different sets."
             for r in short.iter_rows(named=True)]
 

@@ -4,9 +4,14 @@ Evaluation JSONs (one per evaluated model and task, written by ``evaluate``)::
 
     {"task", "model", "n_examples", "num_labels", "label_counts": [c0, c1, ...],
      "metrics": {"accuracy", ...}, "seconds", "device",
-     "context": {"family", "kind": "finetuned"|"merged",
+     "context": {"family", "replicate" (ft<seed> or ckpt; absent: ckpt),
+                 "kind": "finetuned"|"merged",
                  "method": a merge variant of merging.registry.ALL_VARIANTS,
-                 "n" (variants whose Fisher depends on n), "subset": "a+b[+c]", "task"}}
+                 "n", "seed" (variants whose Fisher depends on the samples),
+                 "subset": "a+b[+c]", "task"}}
+
+A merged score is normalised by the fine-tuned score of the same family,
+replicate and task.
 
 Every task is a classification (``num_labels`` >= 2).  A fine-tuned model's
 chance level is its task's majority-class rate on the evaluated validation
@@ -29,19 +34,19 @@ from pathlib import Path
 
 import polars as pl
 
-from .. import artifacts
+from .. import artifacts, replicates
 from ..errors import MissingFileError, UserError
 from ..fisher.kinds import METHODS as FISHER_KINDS
 from ..merging.registry import ALL_VARIANTS
 from .checks import undefined_warnings
 
-FINETUNED_SCHEMA = {"family": pl.String, "task": pl.String, "model": pl.String,
+FINETUNED_SCHEMA = {"family": pl.String, "replicate": pl.String, "task": pl.String, "model": pl.String,
                     "metric": pl.String, "file": pl.String, "score": pl.Float64,
                     "accuracy": pl.Float64, "num_labels": pl.Int64, "n_examples": pl.Int64,
                     "chance": pl.Float64}
-MERGED_SCHEMA = {"family": pl.String, "task": pl.String, "model": pl.String, "metric": pl.String,
-                 "file": pl.String, "subset": pl.String, "method": pl.String, "n": pl.Int64,
-                 "merged": pl.Float64}
+MERGED_SCHEMA = {"family": pl.String, "replicate": pl.String, "task": pl.String,
+                 "model": pl.String, "metric": pl.String, "file": pl.String, "subset": pl.String,
+                 "method": pl.String, "n": pl.Int64, "seed": pl.Int64, "merged": pl.Float64}
 FISHER_SCHEMA = {"method": pl.String, "family": pl.String, "task": pl.String, "n": pl.Int64,
                  "seconds": pl.Float64, "flops": pl.Int64, "device": pl.String,
                  "estimator": pl.String, "model": pl.String, "file": pl.String}
@@ -152,8 +157,9 @@ def read_evals(paths: list[Path], task_metrics: dict[str, str], default_metric: 
         family = str(_need(ctx, "family", path, "context."))
         kind = _need(ctx, "kind", path, "context.")
         metric = task_metrics.get(task.lower(), default_metric)
-        row = {"family": family, "task": task, "model": str(data.get("model", "")),
-               "metric": metric, "file": str(path)}
+        replicate = str(ctx.get("replicate") or replicates.GIVEN)
+        row = {"family": family, "replicate": replicate, "task": task,
+               "model": str(data.get("model", "")), "metric": metric, "file": str(path)}
         if kind == "finetuned":
             score = _metric(data, metric, path)
             if score is None or score <= 0:
@@ -178,18 +184,20 @@ def read_evals(paths: list[Path], task_metrics: dict[str, str], default_metric: 
             if task not in subset.split("+"):
                 raise UserError(f"evaluation file {path}: task {task!r} is not one of the "
                                 f"merged subset {subset!r}")
-            n = None
+            n = seed = None
             if ALL_VARIANTS[method].per_n:
                 n = int(_need(ctx, "n", path, "context."))
-            merged.append(row | {"subset": subset, "method": method, "n": n,
+                seed = int(ctx.get("seed") or 0)
+            merged.append(row | {"subset": subset, "method": method, "n": n, "seed": seed,
                                  "merged": _metric(data, metric, path)})
         else:
             raise UserError(f"evaluation file {path}: context.kind is {kind!r}, "
                             "expected 'finetuned' or 'merged'")
     ft = pl.DataFrame(finetuned, schema=FINETUNED_SCHEMA)
     mg = pl.DataFrame(merged, schema=MERGED_SCHEMA)
-    _no_duplicates(ft, ["family", "task"], "fine-tuned models")
-    _no_duplicates(mg, ["family", "method", "n", "subset", "task"], "merged evaluations")
+    _no_duplicates(ft, ["family", "replicate", "task"], "fine-tuned models")
+    _no_duplicates(mg, ["family", "replicate", "method", "n", "seed", "subset", "task"],
+                   "merged evaluations")
     return ft, mg, warnings
 
 
@@ -205,25 +213,25 @@ def _no_duplicates(df: pl.DataFrame, key: list[str], what: str) -> None:
 
 
 def normalise(finetuned: pl.DataFrame, merged: pl.DataFrame) -> pl.DataFrame:
-    """Each merged score / the fine-tuned score on the same task and family, x 100.
+    """Each merged score / the fine-tuned score on the same task, family and replicate, x 100.
 
     An undefined merged score (null: e.g. the correlation of constant predictions)
     counts as 0; :func:`.checks.undefined_warnings` names them.
     """
     joined = merged.join(
-        finetuned.select("family", "task", pl.col("score").alias("finetuned")),
-        on=["family", "task"], how="left",
+        finetuned.select("family", "replicate", "task", pl.col("score").alias("finetuned")),
+        on=["family", "replicate", "task"], how="left",
     )
     lacking = joined.filter(pl.col("finetuned").is_null())
     if not lacking.is_empty():
-        pairs = lacking.select("family", "task").unique(maintain_order=True)
-        listed = ", ".join(f"{f}/{t}" for f, t in pairs.iter_rows())
+        pairs = lacking.select("family", "replicate", "task").unique(maintain_order=True)
+        listed = ", ".join(f"{f}/{t} (replicate {r})" for f, r, t in pairs.iter_rows())
         raise UserError(f"no fine-tuned evaluation for {listed} (needed by e.g. "
                         f"{lacking['file'][0]}); pass the fine-tuned models' evaluations too")
     return joined.with_columns(
         normalised=pl.col("merged").fill_null(0.0) / pl.col("finetuned") * 100
-    ).select("family", "subset", "task", "method", "n", "metric", "merged", "finetuned",
-             "normalised", "model")
+    ).select("family", "replicate", "subset", "task", "method", "n", "seed", "metric", "merged",
+             "finetuned", "normalised", "model")
 
 
 # ---------------------------------------------------------------- Fisher artifacts

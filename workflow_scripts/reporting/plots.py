@@ -21,7 +21,7 @@ from ..errors import UserError
 from ..io import atomic_path
 from ..merging.registry import ALL_VARIANTS
 from .inputs import Inputs, runs_at
-from .tables import fisher_tables, median_scores, task_rank
+from .tables import BASELINE, column_label, fisher_tables, median_scores, method_rank, task_rank
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,8 @@ def _pick_n(available, requested: int | None, flag: str, largest: bool = False) 
 
 
 def plot_scores_vs_n(plt, scores: pl.DataFrame, path: Path) -> None:
+    import numpy as np
+
     medians = median_scores(scores)
     families = sorted(set(medians["family"]))
     fig, axes = _grid(plt, len(families), 4.2, 3.3)
@@ -98,12 +100,19 @@ def plot_scores_vs_n(plt, scores: pl.DataFrame, path: Path) -> None:
             if not variant.per_n and level.height:
                 ax.axhline(level["median_normalised"][0], color=variant.color, lw=1.5,
                            label=variant.label)
+                if level["ci_low"][0] is not None:  # its 95 % interval as a band
+                    ax.axhspan(level["ci_low"][0], level["ci_high"][0], color=variant.color,
+                               alpha=0.12, lw=0)
         ns = sorted(set(fam.filter(pl.col("n").is_not_null())["n"]))
         for key, variant in ALL_VARIANTS.items():
             sub = fam.filter(pl.col("method") == key).sort("n")
             if variant.per_n and sub.height:
-                ax.plot(sub["n"].to_list(), sub["median_normalised"].to_list(), marker="o",
-                        color=variant.color, label=variant.label)
+                y = sub["median_normalised"].to_numpy()
+                low = sub["ci_low"].fill_null(float("nan")).to_numpy()
+                high = sub["ci_high"].fill_null(float("nan")).to_numpy()
+                yerr = np.nan_to_num(np.vstack([y - low, high - y]))
+                ax.errorbar(sub["n"].to_list(), y, yerr=yerr, marker="o", capsize=3,
+                            color=variant.color, label=variant.label)
         if ns:
             ax.set_xscale("log", base=2)
             ax.set_xticks(ns, [f"{n:,}" for n in ns])
@@ -159,6 +168,38 @@ def plot_pair_heatmap(plt, scores: pl.DataFrame, n: int | None, path: Path) -> N
         _no_data(axes[0][0], "no merged evaluations")
     else:
         fig.colorbar(image, ax=axes.ravel().tolist(), label="merged / fine-tuned (%)", shrink=0.8)
+    _save(plt, fig, path)
+
+
+def plot_paired(plt, scores: pl.DataFrame, family: str, path: Path) -> None:
+    """One panel per merge and n: each score against averaging's on the same cell."""
+    fam = scores.filter(pl.col("family") == family)
+    base = fam.filter(pl.col("method") == BASELINE).select(
+        "replicate", "subset", "task", pl.col("normalised").alias("_average"))
+    panels = (fam.filter(pl.col("method") != BASELINE).select("method", "n").unique()
+              .sort(method_rank(), "n", nulls_last=False).rows())
+    fig, axes = _grid(plt, max(1, len(panels)), 3.0, 3.0)
+    values = fam["normalised"].to_list() or [100.0]
+    lo, hi = min(values + [100.0]) - 2, max(values + [100.0]) + 2
+    for ax, (method, n) in zip(axes, panels):
+        pairs = (fam.filter((pl.col("method") == method)
+                            & (pl.col("n").is_null() if n is None else pl.col("n") == n))
+                 .join(base, on=["replicate", "subset", "task"]))
+        ax.plot([lo, hi], [lo, hi], color="black", lw=0.8, ls="--")
+        variant = ALL_VARIANTS.get(method)
+        ax.scatter(pairs["_average"].to_list(), pairs["normalised"].to_list(), s=14,
+                   color=variant.color if variant else "gray", alpha=0.8)
+        above = int((pairs["normalised"] > pairs["_average"]).sum())
+        ax.set_title(f"{column_label(method, n)}\nabove averaging: {above} of {pairs.height}",
+                     fontsize=8)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal")
+        ax.set_xlabel("averaging (% of fine-tuned)")
+        ax.set_ylabel("this merge (% of fine-tuned)")
+    if not panels or base.is_empty():
+        _no_data(axes[0], "no merges paired with averaging")
+    fig.suptitle(f"{family}: each (subset, task, seed) score against averaging")
     _save(plt, fig, path)
 
 
@@ -250,6 +291,8 @@ def write_plots(data: Inputs, out_dir: Path, heatmap_n: int | None = None,
         plot_scores_vs_n(plt, data.scores, out / "scores_vs_n.png")
         plot_pair_heatmap(plt, data.scores, heatmap_n, out / "pair_heatmap.png")
         plot_runtime(plt, data.fishers, data.families, data.runtime_n, out / "runtime.png")
+        for family in data.families:
+            plot_paired(plt, data.scores, family, out / f"paired_{family_slug(family)}.png")
         for family in data.families:
             runs = mask_runs.filter((pl.col("family") == family) & (pl.col("n") == layers_n))
             plot_mask_layers(plt, runs, family, layers_n,

@@ -8,11 +8,12 @@ from pathlib import Path
 import polars as pl
 
 from ..io import atomic_path, write_text
-from . import checks
+from . import checks, stats
 from .inputs import Inputs, runs_at
 from .tables import (
-    fisher_tables, finetuned_markdown, fmt_gflops, fmt_seconds, kind_rank, median_scores,
-    method_rank, speedup_markdown, table1_markdown, task_rank, wide_markdown,
+    BASELINE, column_label, fisher_tables, finetuned_markdown, fmt_ci, fmt_diff, fmt_gflops,
+    fmt_seconds, kind_rank, median_scores, method_rank, paired_markdown, speedup_markdown,
+    spread_markdown, table1_markdown, task_rank, wide_markdown,
 )
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ def write_report(data: Inputs, out_dir: Path, chance_margin: float = 0.05,
     n = data.runtime_n
 
     table1 = table1_markdown(medians, families)
+    paired = stats.paired_comparisons(data.scores).sort(
+        "family", method_rank(), "n", method_rank("baseline"))
 
     fishers_n = runs_at(data.fishers, n)
     ft = fisher_tables(fishers_n, families)
@@ -56,6 +59,8 @@ def write_report(data: Inputs, out_dir: Path, chance_margin: float = 0.05,
     ntext = "" if n is None else f" (n = {n:,})"
     md = {
         "table1_scores": table1,
+        "paired_comparisons": paired_markdown(paired),
+        "seed_spread": spread_markdown(medians, families),
         "table2_mask_runtime": wide_markdown(table2, fmt_seconds),
         "table3_full_runtime": wide_markdown(table3, fmt_seconds),
         "runtime_speedup": speedup_markdown(speedup),
@@ -63,11 +68,13 @@ def write_report(data: Inputs, out_dir: Path, chance_margin: float = 0.05,
     }
     csv = {
         "table1_scores": medians,
+        "paired_comparisons": paired,
         "table2_mask_runtime": table2,
         "table3_full_runtime": table3,
         "runtime_speedup": speedup,
         "table4_flops": table4,
-        "scores_long": data.scores.sort("family", "subset", task_rank(), "task", method_rank(), "n"),
+        "scores_long": data.scores.sort("family", "replicate", "subset", task_rank(), "task",
+                                        method_rank(), "n", "seed"),
         "finetuned": data.finetuned.sort("family", task_rank(), "task"),
         "fisher_runs": data.fishers.sort("family", kind_rank(), "n", task_rank(), "task", "file"),
     }
@@ -84,8 +91,17 @@ def write_report(data: Inputs, out_dir: Path, chance_margin: float = 0.05,
 
     sections = [
         ("Table 1: normalised scores",
-         "Median over all (subset, task) scores of merged / fine-tuned metric x 100; "
-         "in brackets the difference from averaging.", table1),
+         "Median over all (subset, task) scores (seeds pooled) of merged / fine-tuned metric "
+         "x 100; in square brackets its 95 % bootstrap confidence interval (cells resampled, "
+         f"{stats.RESAMPLES:,} resamples), in round brackets the difference from averaging.",
+         table1),
+        ("Paired comparisons",
+         "Each merge against averaging and against full Fisher at the same n, over the "
+         "same (subset, task, seed) scores: wins / ties / losses, the median difference in "
+         "points with its 95 % bootstrap interval, and the two-sided Wilcoxon signed-rank "
+         "p-value over cells (seeds averaged within a cell).", md["paired_comparisons"]),
+        ("Spread across seeds", "Median of each run (fine-tune replicate x Fisher seed), "
+         "mean and standard deviation over runs.", md["seed_spread"]),
         (f"Table 2: mask Fisher time (s){ntext}", devices("mask"), md["table2_mask_runtime"]),
         (f"Table 3: full Fisher time (s){ntext}", devices("full"), md["table3_full_runtime"]),
         (f"Speed-up{ntext}", "Mean full Fisher time / mean mask Fisher time.",
@@ -95,7 +111,7 @@ def write_report(data: Inputs, out_dir: Path, chance_margin: float = 0.05,
          finetuned_markdown(data.finetuned)),
         ("Warnings", "", warnings_md),
     ]
-    summary = "# Results\n" + "".join(
+    summary = "# Results\n\n" + findings_markdown(paired, medians, families) + "".join(
         f"\n## {title}\n\n" + (f"{note}\n\n" if note else "") + body for title, note, body in sections
     )
     write_text(out / "summary.md", summary)
@@ -103,3 +119,32 @@ def write_report(data: Inputs, out_dir: Path, chance_margin: float = 0.05,
         log.warning(w)
     log.info("wrote the report to %s", out)
     return warnings
+
+
+def findings(paired: pl.DataFrame, medians: pl.DataFrame, family: str) -> list[str]:
+    """Plain sentences for one family, one per merge and n against averaging; none claims
+    more than its Wilcoxon test supports (:func:`.stats.verdict`)."""
+    out = []
+    rows = paired.filter((pl.col("family") == family) & (pl.col("baseline") == BASELINE))
+    for r in rows.iter_rows(named=True):
+        cell = medians.filter((pl.col("family") == family) & (pl.col("method") == r["method"])
+                              & (pl.col("n") == r["n"])).row(0, named=True)
+        out.append(
+            f"{column_label(r['method'], r['n'])}: median {cell['median_normalised']:.1f} % of "
+            f"fine-tuned{fmt_ci(cell['ci_low'], cell['ci_high'])}; above averaging in "
+            f"{r['wins']} of {r['pairs']} paired scores (below in {r['losses']}), median "
+            f"difference {fmt_diff(r['median_diff'])} points"
+            + (f", 95 % CI of the median difference{fmt_ci(r['ci_low'], r['ci_high'])}"
+               if r["ci_low"] is not None else "")
+            + f"; {stats.verdict(r)}.")
+    return out
+
+
+def findings_markdown(paired: pl.DataFrame, medians: pl.DataFrame, families: list[str]) -> str:
+    parts = []
+    for family in families:
+        sentences = findings(paired, medians, family)
+        if sentences:
+            parts.append(f"**{family}**\n\n" + "".join(f"- {s}\n" for s in sentences))
+    return ("## What the data shows\n\n" + "\n".join(parts) + "\n") if parts else ""
+

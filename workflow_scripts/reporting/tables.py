@@ -16,6 +16,7 @@ from tabulate import tabulate
 from ..fisher.kinds import METHODS as FISHER_KINDS
 from ..merging.registry import ALL_VARIANTS
 from ..tasks.glue import GLUE_TASKS
+from . import stats
 
 BASELINE = "average"  # the merge whose median Table 1's "(+x.x)" differences are taken from
 # The paper's task order (Tables 2-4): the GLUE tasks but CoLA; other tasks follow alphabetically.
@@ -80,8 +81,12 @@ def markdown(headers: list[str], rows: list[list[str]], text_columns: int = 1) -
 
 
 def median_scores(scores: pl.DataFrame) -> pl.DataFrame:
-    """Table 1 in long form: per (family, method, n) the median normalised score."""
-    medians = (scores.group_by("family", "method", "n")
+    """Table 1 in long form: per (family, method, n) the median normalised score over all
+    its scores (cells and seeds pooled), the difference from averaging's, the 95 %
+    bootstrap interval of the median, and the spread of the per-run medians
+    (:mod:`.stats`)."""
+    keys = ["family", "method", "n"]
+    medians = (scores.group_by(keys)
                .agg(pl.col("normalised").median().alias("median_normalised"),
                     pl.len().alias("n_scores")))
     average = medians.filter(pl.col("method") == BASELINE).select(
@@ -89,19 +94,36 @@ def median_scores(scores: pl.DataFrame) -> pl.DataFrame:
     return (medians.join(average, on="family", how="left")
             .with_columns(diff_vs_average=pl.when(pl.col("method") != BASELINE)
                           .then(pl.col("median_normalised") - pl.col("_average")))
+            .join(stats.table1_uncertainty(scores), on=keys, how="left", nulls_equal=True)
+            .join(stats.seed_spread(scores), on=keys, how="left", nulls_equal=True)
             .sort("family", method_rank(), "n", nulls_last=False)
-            .select("family", "method", "n", "median_normalised", "diff_vs_average", "n_scores"))
+            .select(*keys, "median_normalised", "diff_vs_average", "n_scores", "ci_low",
+                    "ci_high", "n_cells", "n_runs", "run_mean", "run_sd"))
 
 
-def table1_markdown(medians: pl.DataFrame, families: list[str]) -> str:
-    """One column per merge without n (always) and per (merge, n) present, registry order."""
-    columns = [(key, None) for key, v in ALL_VARIANTS.items() if not v.per_n] + [
+def fmt_ci(low, high) -> str:
+    return "" if low is None else f" [{low:.1f}, {high:.1f}]"
+
+
+def column_label(method: str, n: int | None) -> str:
+    label = ALL_VARIANTS[method].label if method in ALL_VARIANTS else method
+    return label if n is None else f"{label}, n = {n:,}"
+
+
+def _columns(medians: pl.DataFrame) -> list[tuple[str, int | None]]:
+    """Table 1's columns: each merge without n (always), then each (merge, n) present."""
+    return [(key, None) for key, v in ALL_VARIANTS.items() if not v.per_n] + [
         (m, n) for m, n in medians.filter(pl.col("n").is_not_null())
         .select("method", "n").unique().sort(method_rank(), "n").iter_rows()
     ]
+
+
+def table1_markdown(medians: pl.DataFrame, families: list[str]) -> str:
+    """One column per merge without n (always) and per (merge, n) present, registry order:
+    ``median [95 % CI] (difference from averaging)``."""
+    columns = _columns(medians)
     cells = {(r["family"], r["method"], r["n"]): r for r in medians.iter_rows(named=True)}
-    headers = ["Model"] + [ALL_VARIANTS[m].label if n is None
-                           else f"{ALL_VARIANTS[m].label}, n = {n:,}" for m, n in columns]
+    headers = ["Model"] + [column_label(m, n) for m, n in columns]
     rows = []
     for family in families:
         if not any(k[0] == family for k in cells):
@@ -112,7 +134,7 @@ def table1_markdown(medians: pl.DataFrame, families: list[str]) -> str:
             if cell is None:
                 row.append(MISSING)
                 continue
-            text = fmt_score(cell["median_normalised"])
+            text = fmt_score(cell["median_normalised"]) + fmt_ci(cell["ci_low"], cell["ci_high"])
             if ALL_VARIANTS[method].method.vs_average and cell["diff_vs_average"] is not None:
                 text += f" ({fmt_diff(cell['diff_vs_average'])})"
             row.append(text)
@@ -200,3 +222,39 @@ def finetuned_markdown(finetuned: pl.DataFrame) -> str:
             for r in finetuned.sort("family", task_rank(), "task").iter_rows(named=True)]
     return markdown(["Model", "Task", "Checkpoint", "Metric", "Score", "Accuracy", "Chance"], rows,
                     text_columns=4)
+
+
+# ---------------------------------------------------------------- uncertainty
+
+
+def fmt_p(p) -> str:
+    return MISSING if p is None else (f"{p:.3f}" if p >= 0.001 else "< 0.001")
+
+
+def paired_markdown(paired: pl.DataFrame) -> str:
+    """The paired comparisons, one row per (family, merge, n, baseline)."""
+    rows = []
+    for r in paired.sort("family", method_rank(), "n", method_rank("baseline")).iter_rows(
+            named=True):
+        ci = fmt_ci(r["ci_low"], r["ci_high"]).strip() or MISSING
+        rows.append([r["family"], column_label(r["method"], r["n"]),
+                     column_label(r["baseline"], None if r["baseline"] == BASELINE else r["n"]),
+                     f"{r['wins']} / {r['ties']} / {r['losses']}", fmt_diff(r["median_diff"]), ci,
+                     fmt_p(r["wilcoxon_p"]) if r["wilcoxon_p"] is not None else r["note"]])
+    return markdown(["Model", "Merge", "Against", "Wins / ties / losses", "Median difference",
+                     "95 % CI", "Wilcoxon p"], rows, text_columns=3)
+
+
+def spread_markdown(medians: pl.DataFrame, families: list[str]) -> str:
+    """Mean +- sd of the per-run medians of every Table 1 cell (runs: replicate x seed)."""
+    if medians.is_empty() or medians["n_runs"].max() < 2:
+        return "_One run (one seed) per cell: no spread across seeds._\n"
+    rows = []
+    for r in medians.iter_rows(named=True):
+        if r["family"] not in families:
+            continue
+        sd = MISSING if r["run_sd"] is None else f"{r['run_sd']:.1f}"
+        rows.append([r["family"], column_label(r["method"], r["n"]), str(r["n_runs"]),
+                     fmt_score(r["run_mean"]), sd])
+    return markdown(["Model", "Merge", "Runs", "Mean of run medians", "SD"], rows, text_columns=2)
+
