@@ -59,10 +59,11 @@ KINDS = (LINEAR, CONV1D, OTHER)
 # How the full Fisher gives one example its attention mask inside vmap (no
 # data-dependent control flow may run there): ``keys`` an additive [1, 1, T]
 # mask over keys (BERT family); ``binary`` the tokenizer's 0/1 mask as is (the
-# model's own mask code is vmap-safe); ``layer-types`` one additive 4-D mask per
+# model's own mask code is vmap-safe); ``causal`` an additive causal-and-padding
+# [1, T, T] mask (decoders: left padding would leave rows fully masked); ``layer-types`` one additive 4-D mask per
 # ``config.layer_types`` entry, built by transformers' own mask functions
 # outside vmap (ModernBERT's global and sliding-window layers).
-MASK_FORMS = ("keys", "binary", "layer-types")
+MASK_FORMS = ("keys", "binary", "causal", "layer-types")
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ _LLAMA_LIKE = dict(
         other(r"post_attention_layernorm", FFN_OUT),
     ),
     global_patterns=(r"embed_tokens\..+", r"norm\..+"),
-    full_fisher_mask="binary",
+    full_fisher_mask="causal",
     position_ids_from_mask=True,
     config_kv_heads="num_key_value_heads",
 )
@@ -297,7 +298,7 @@ SPECS: dict[str, ArchSpec] = {
             lin(r"mlp\.c_proj", FFN_OUT, in_unit=NEURON, kind=CONV1D),
         ),
         global_patterns=(r"wte\..+", r"wpe\..+", r"ln_f\..+"),
-        full_fisher_mask="binary",
+        full_fisher_mask="causal",
         position_ids_from_mask=True,
         config_layers="n_layer",
         config_heads="n_head",

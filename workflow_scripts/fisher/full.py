@@ -51,6 +51,15 @@ def _vmap_mask(model: nn.Module, form: str, attn: torch.Tensor, dtype, very_nega
         return ((1.0 - attn.to(dtype)) * very_negative)[:, None, None, :]
     if form == "binary":  # the model's own vmap-safe mask code runs on [chunk, tokens]
         return attn
+    tokens = attn.shape[1]
+    # a padding query attends to itself: no row is fully masked (no NaN from an
+    # all-masked softmax); a real query's own key is allowed anyway
+    eye = torch.eye(tokens, dtype=torch.bool, device=attn.device)
+    if form == "causal":  # additive [chunk, 1, T, T]: causal and padding
+        causal = torch.tril(torch.ones(tokens, tokens, dtype=torch.bool, device=attn.device))
+        allowed = (causal & attn.bool()[:, None, :]) | eye
+        zero = torch.zeros((), dtype=dtype, device=attn.device)
+        return torch.where(allowed, zero, torch.tensor(very_negative, dtype=dtype))[:, None]
     # "layer-types": one additive [chunk, 1, T, T] mask per attention type, by
     # transformers' own mask functions (eager attention is active here)
     from transformers import masking_utils
@@ -65,12 +74,11 @@ def _vmap_mask(model: nn.Module, form: str, attn: torch.Tensor, dtype, very_nega
         if kind not in makers:
             raise ValueError(f"attention layer type {kind!r} has no bidirectional mask function")
         mask = makers[kind](config=model.config, inputs_embeds=embeds, attention_mask=attn)
-        tokens = attn.shape[1]
         if mask is None:  # no padding and no window: nothing masked
             mask = torch.zeros(attn.shape[0], 1, tokens, tokens, dtype=dtype, device=attn.device)
         elif mask.dtype == torch.bool:
             mask = torch.zeros(mask.shape, dtype=dtype, device=attn.device).masked_fill(~mask, very_negative)
-        masks[kind] = mask.expand(attn.shape[0], 1, tokens, tokens)
+        masks[kind] = mask.expand(attn.shape[0], 1, tokens, tokens).masked_fill(eye, 0.0)
     return masks
 
 
