@@ -1,6 +1,11 @@
-"""Fisher cost against a plain forward pass, on a random BERT-shaped model.
+"""Fisher cost against a plain forward pass, on random BERT- and Llama-shaped models.
 
     python benchmarks/bench_fisher.py --size base --n 128
+    python benchmarks/bench_fisher.py --arch bert llama --size small --n 32
+
+``--arch llama`` builds a Llama of the same size with grouped-query attention
+(half as many key/value heads) and a gated SiLU FFN; several ``--arch`` are
+measured one after the other in the same run, each against its own forward.
 
 Prints, in one run, the wall-clock of:
 
@@ -56,13 +61,14 @@ SIZES = {
 }
 
 
-def make_tokenizer(directory: Path, vocab_size: int) -> tuple[BertTokenizerFast, list[str]]:
+def make_tokenizer(directory: Path, vocab_size: int, input_names=None) -> tuple[BertTokenizerFast, list[str]]:
     """A WordPiece tokenizer over ``vocab_size`` whole words, and those words."""
     words = list(dict.fromkeys(WORDS))
     words += [f"w{i:05d}" for i in range(vocab_size - len(SPECIAL) - len(words))]
     # transformers 5 builds a fast tokenizer from ``vocab`` (it ignores ``vocab_file``)
     vocab = {token: i for i, token in enumerate(SPECIAL + words)}
-    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
+    kwargs = {} if input_names is None else {"model_input_names": list(input_names)}
+    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True, **kwargs)
     if tokenizer.convert_tokens_to_ids(words[-1]) == tokenizer.unk_token_id:
         raise RuntimeError("the benchmark tokenizer lost its vocabulary")
     return tokenizer, words
@@ -127,6 +133,8 @@ def naive_full_fisher(model, tokenizer, samples, max_length: int) -> tuple[float
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", choices=SIZES, default="base")
+    ap.add_argument("--arch", nargs="+", choices=["bert", "llama"], default=["bert"],
+                    help="model shapes to measure, in this order, in the same run")
     ap.add_argument("--n", type=int, default=128)
     ap.add_argument("--vocab-size", type=int, default=30522)
     ap.add_argument("--min-tokens", type=int, default=40)
@@ -145,15 +153,21 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    for arch in args.arch:
+        run(arch, args, allocator)
+
+
+def run(arch: str, args, allocator) -> None:
     layers, hidden, heads, intermediate = SIZES[args.size]
     torch.manual_seed(args.seed)
     config = tiny_config(
-        "bert", args.num_labels, hidden=hidden, layers=layers, heads=heads,
+        arch, args.num_labels, hidden=hidden, layers=layers, heads=heads,
         intermediate=intermediate, vocab_size=args.vocab_size, max_position_embeddings=512,
     )
     model = AutoModelForSequenceClassification.from_config(config).eval()
+    names = None if arch == "bert" else ["input_ids", "attention_mask"]
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer, words = make_tokenizer(Path(tmp), args.vocab_size)
+        tokenizer, words = make_tokenizer(Path(tmp), args.vocab_size, names)
     samples = make_samples(args.n, args.num_labels, words, args.min_tokens, args.max_tokens, args.seed)
     batches = fisher.prepare_batches(
         tokenizer, samples, batch_size=args.batch_size, max_length=128,
@@ -162,7 +176,8 @@ def main(argv=None) -> None:
     tokens = sum(int(b.inputs["attention_mask"].sum()) for b in batches)
     padded = sum(b.inputs["attention_mask"].numel() for b in batches)
     params = sum(p.numel() for p in model.base_model.parameters())
-    print(f"model: bert {args.size} (layers={layers} hidden={hidden} heads={heads} "
+    kv = f" kv_heads={config.num_key_value_heads}" if arch == "llama" else ""
+    print(f"\nmodel: {arch} {args.size} (layers={layers} hidden={hidden} heads={heads}{kv} "
           f"intermediate={intermediate} vocab={args.vocab_size}; {params / 1e6:.1f}M body params)")
     print(f"samples: n={args.n}, {tokens} tokens ({tokens / args.n:.1f}/sample, "
           f"{padded - tokens} padding), batch size {args.batch_size}, chunk size {args.chunk_size}")

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import architectures as arch
 from .data import Samples, batches, check_labels, read_samples, tokenize
 from .devices import resolve_device
 from .errors import UserError
@@ -98,7 +99,7 @@ def predict(
             tokenizer, samples, batch_size, max_length, sort_by_length=True,
             device=device, encoded=encoded,
         ):
-            logits = model(**batch.inputs).logits
+            logits = model(**arch.model_inputs(model, batch.inputs)).logits
             out[batch.rows] = logits.float().cpu().numpy()
             bar.update(len(batch.rows))
     return out

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import architectures as arch
 from .data import Samples, check_labels, pad_batch, read_samples, tokenize
 from .devices import resolve_device
 from .errors import UserError
@@ -218,7 +219,7 @@ def finetune(
                 break
             inputs = pad_batch(tokenizer, encoded, rows, device)
             labels = torch.tensor([train.label[i] for i in rows], dtype=torch.long, device=device)
-            loss = model(**inputs, labels=labels).loss
+            loss = model(**arch.model_inputs(model, inputs), labels=labels).loss
             if not torch.isfinite(loss):
                 bar.close()
                 raise UserError(

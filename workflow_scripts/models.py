@@ -153,6 +153,7 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
     except OSError as exc:
         raise ModelLoadError(f"cannot load {what} {source!r}: {exc}") from exc
+    ensure_pad_token(model, tokenizer, source)
     new_keys = _new_keys(loading)
     if new_keys and label_names is not None:
         log.info("freshly initialised (expected for a new task head): %s", ", ".join(new_keys))
@@ -172,6 +173,30 @@ def load_model(
         newly_initialised=new_keys,
     )
     return model, tokenizer, info
+
+
+def ensure_pad_token(model, tokenizer, source: str = "model") -> None:
+    """Give the tokenizer and the model's config a pad token where they lack one.
+
+    GPT-2-style tokenizers have none: padding uses the end-of-text token (the
+    classifier of a decoder reads the last non-padding token, found from the
+    model's ``pad_token_id``; padding on either side is handled, positions
+    counting real tokens only: ``architectures.model_inputs``).  Logged.
+    """
+    if tokenizer is not None and tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelLoadError(
+                f"{source!r}: the tokenizer has neither a pad token nor an end-of-text token to pad "
+                "with; add a pad token to the checkpoint's tokenizer"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+        log.info("%s: the tokenizer has no pad token; padding with its end-of-text token %r "
+                 "(id %d, %s padding)", source, tokenizer.eos_token, tokenizer.pad_token_id,
+                 tokenizer.padding_side)
+    if tokenizer is not None and getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        log.info("%s: the model config has no pad token id; set to the tokenizer's (%d)",
+                 source, tokenizer.pad_token_id)
 
 
 def apply_label_map(model, label_map: list[int]) -> None:

@@ -53,6 +53,9 @@ def tiny_config(
     if model_type == "distilbert":
         kw = dict(dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=intermediate,
                   max_position_embeddings=64, pad_token_id=0)
+    elif model_type == "gpt2":
+        kw = dict(n_embd=hidden, n_layer=layers, n_head=heads, n_inner=intermediate,
+                  n_positions=64, pad_token_id=0, bos_token_id=2, eos_token_id=3)
     else:
         kw = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                   intermediate_size=intermediate, max_position_embeddings=64, pad_token_id=0)
@@ -61,6 +64,15 @@ def tiny_config(
             kw["type_vocab_size"] = 1
         if model_type == "electra":
             kw["embedding_size"] = hidden // 2
+        if model_type == "deberta-v2":  # v3-style: shared keys, relative buckets, rel. norm
+            kw.update(relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=8,
+                      max_relative_positions=16, position_biased_input=False,
+                      norm_rel_ebd="layer_norm", share_att_key=False)
+        if model_type == "modernbert":  # local attention over 5 tokens, global every 2nd layer
+            kw.update(global_attn_every_n_layers=2, local_attention=4, bos_token_id=2,
+                      eos_token_id=3, cls_token_id=2, sep_token_id=3)
+        if model_type in ("llama", "qwen2", "mistral"):  # grouped-query attention
+            kw.update(num_key_value_heads=max(1, heads // 2), bos_token_id=2, eos_token_id=3)
     kw.update(common)
     kw.update(overrides)
     return AutoConfig.for_model(model_type, **kw)
@@ -83,7 +95,8 @@ def make_tiny_checkpoint(
     config = tiny_config(model_type, num_labels, **config_overrides)
     model_class = AutoModelForSequenceClassification if with_head else AutoModel
     model = model_class.from_config(config)
-    names = ["input_ids", "attention_mask"] if model_type in ("roberta", "distilbert") else None
+    # only BERT and ELECTRA take token type ids
+    names = None if model_type in ("bert", "electra") else ["input_ids", "attention_mask"]
     tokenizer = make_tokenizer(directory, model_input_names=names)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)

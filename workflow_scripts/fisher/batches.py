@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import architectures as arch
 from .. import data as data_mod
 
 
@@ -67,6 +68,8 @@ def model_batches(
         tokenizer, samples, batch_size=batch_size, max_length=max_length,
         sort_by_length=sort_by_length, device=device,
     )
+    for batch in batches:  # decoders: positions from the attention mask (left padding)
+        batch.inputs = arch.model_inputs(model, batch.inputs)
     return batches, device
 
 

@@ -40,6 +40,48 @@ def _trim(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v[:, :length] for k, v in inputs.items()}
 
 
+def _vmap_mask(model: nn.Module, form: str, attn: torch.Tensor, dtype, very_negative):
+    """The chunk's attention masks in the form a vmapped forward takes (``ArchSpec.full_fisher_mask``).
+
+    Each example's mask is already prepared, so no mask preparation
+    (data-dependent control flow) runs under vmap, and padding only ever
+    meets a masked key.
+    """
+    if form == "keys":  # additive over keys, [chunk, 1, 1, tokens]
+        return ((1.0 - attn.to(dtype)) * very_negative)[:, None, None, :]
+    if form == "binary":  # the model's own vmap-safe mask code runs on [chunk, tokens]
+        return attn
+    tokens = attn.shape[1]
+    # a padding query attends to itself: no row is fully masked (no NaN from an
+    # all-masked softmax); a real query's own key is allowed anyway
+    eye = torch.eye(tokens, dtype=torch.bool, device=attn.device)
+    if form == "causal":  # additive [chunk, 1, T, T]: causal and padding
+        causal = torch.tril(torch.ones(tokens, tokens, dtype=torch.bool, device=attn.device))
+        allowed = (causal & attn.bool()[:, None, :]) | eye
+        zero = torch.zeros((), dtype=dtype, device=attn.device)
+        return torch.where(allowed, zero, torch.tensor(very_negative, dtype=dtype))[:, None]
+    # "layer-types": one additive [chunk, 1, T, T] mask per attention type, by
+    # transformers' own mask functions (eager attention is active here)
+    from transformers import masking_utils
+
+    makers = {
+        "full_attention": masking_utils.create_bidirectional_mask,
+        "sliding_attention": masking_utils.create_bidirectional_sliding_window_mask,
+    }
+    embeds = torch.empty(*attn.shape, 1, dtype=dtype, device=attn.device)
+    masks = {}
+    for kind in sorted(set(model.config.layer_types)):
+        if kind not in makers:
+            raise ValueError(f"attention layer type {kind!r} has no bidirectional mask function")
+        mask = makers[kind](config=model.config, inputs_embeds=embeds, attention_mask=attn)
+        if mask is None:  # no padding and no window: nothing masked
+            mask = torch.zeros(attn.shape[0], 1, tokens, tokens, dtype=dtype, device=attn.device)
+        elif mask.dtype == torch.bool:
+            mask = torch.zeros(mask.shape, dtype=dtype, device=attn.device).masked_fill(~mask, very_negative)
+        masks[kind] = mask.expand(attn.shape[0], 1, tokens, tokens).masked_fill(eye, 0.0)
+    return masks
+
+
 def _word_embedding_name(model: nn.Module) -> str:
     """Full-model name of the input word-embedding matrix."""
     weight = model.get_input_embeddings().weight
@@ -67,12 +109,13 @@ def full_fisher_batches(
     into float accumulators in place, example by example.
     """
     from torch.func import functional_call, grad, vjp, vmap
+    from torch.utils._pytree import tree_map
 
     check_choice("labels", labels, LABEL_MODES)
     if chunk_size < 1:
         raise ValueError(f"chunk size must be positive, not {chunk_size}")
     prefix = arch.body_prefix(model)
-    arch.body(model)  # unsupported architectures fail here
+    mask_form = arch.spec_for(model).full_fisher_mask  # unsupported architectures fail here
     embedding = model.get_input_embeddings()
     emb_name = _word_embedding_name(model)
     if not emb_name.startswith(prefix):
@@ -101,7 +144,7 @@ def full_fisher_batches(
         # mask is already 4-D, so no mask preparation (data-dependent control
         # flow) runs under vmap, and padding only ever meets a masked key.
         offset["delta"] = delta
-        kwargs = {k: v.unsqueeze(0) for k, v in inputs.items()}
+        kwargs = tree_map(lambda v: v.unsqueeze(0), inputs)
         return functional_call(model, {**params, **fixed}, (), kwargs).logits[0]
 
     def empirical_grads(params, delta, inputs, label):
@@ -156,8 +199,7 @@ def full_fisher_batches(
                     stop = start + examples_per_call
                     inputs = _trim({k: v[start:stop] for k, v in batch.inputs.items()})
                     attn = inputs.pop("attention_mask")
-                    additive = (1.0 - attn.to(dtype)) * very_negative
-                    inputs["attention_mask"] = additive[:, None, None, :]  # [chunk, 1, 1, tokens]
+                    inputs["attention_mask"] = _vmap_mask(model, mask_form, attn, dtype, very_negative)
                     ids = inputs["input_ids"]
                     delta = torch.zeros(*ids.shape[:1], 1, ids.shape[1], width, dtype=dtype, device=device)
                     grads, g_delta, weights = per_example(diff, delta, inputs, batch.labels[start:stop])

@@ -98,7 +98,11 @@ def mask_hooks(
     ``neuron_position="post-activation"`` scales the input of the FFN output
     projection (released code); ``"pre-activation"`` scales the FFN input
     projection's output before its bias, ``act(m * W1 x + b1)`` (Eq. 2),
-    through a forward hook returning ``m * (out - b1) + b1``.
+    through a forward hook returning ``m * (out - b1) + b1``.  In a gated FFN,
+    ``W2 (act(W_g x) * W_u x)``, the pre-activation mask scales the gate's
+    pre-activation only, ``act(m * W_g x + b_g) * (W_u x + b_u)`` (the block of
+    the FFN input projection that goes through the activation:
+    ``ArchSpec.ffn_act_block``); the post-activation mask scales the product.
 
     Masks are used as given (usually ones with ``requires_grad=True``); the
     gradient of a loss with respect to them is the mask gradient.  A mask of
@@ -136,11 +140,20 @@ def mask_hooks(
 
                     handles.append(proj.register_forward_pre_hook(post_act_hook))
             else:
+                spec = arch.spec_for(model)
+                blocks, act = spec.ffn_in_blocks, spec.ffn_act_block
                 for l, proj in enumerate(arch.ffn_inputs(model)):
 
                     def pre_act_hook(module, args, out, l=l):
                         m = neuron_mask[l] if neuron_mask.dim() == 2 else neuron_mask[:, l]
-                        return _apply(out, _per_token(m, out, 0), neuron_ones, module.bias)
+                        if blocks == 1:
+                            return _apply(out, _per_token(m, out, 0), neuron_ones, module.bias)
+                        # gated FFN: only the activated block is the pre-activation
+                        parts = list(out.chunk(blocks, dim=-1))
+                        bias = None if module.bias is None else module.bias.chunk(blocks)[act]
+                        x = parts[act]
+                        parts[act] = _apply(x, _per_token(m, x, 0), neuron_ones, bias)
+                        return torch.cat(parts, dim=-1)
 
                     handles.append(proj.register_forward_hook(pre_act_hook))
         yield

@@ -140,7 +140,8 @@ def compute_fisher(
         "torch_num_threads": torch.get_num_threads() if device.type == "cpu" else None,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "dims": asdict(d),
+        # kv_heads only where grouped-query attention makes it differ from heads
+        "dims": {k: v for k, v in asdict(d).items() if k != "kv_heads" or v != d.heads},
         "context": dict(context or {}),
     }
     return tensors, metadata

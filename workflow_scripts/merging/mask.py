@@ -54,27 +54,76 @@ def ones_where_all_zero(mask_fishers: list[dict[str, torch.Tensor]]) -> list[dic
     return out
 
 
-def _rows(values: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Per-row weights shaped to broadcast over a parameter of ``shape``."""
-    return values.reshape((shape[0],) + (1,) * (len(shape) - 1))
+def _units(unit: str, head_l: torch.Tensor, neuron_l: torch.Tensor, dims: arch.Dims,
+           kv_rule: str) -> torch.Tensor:
+    """One layer's Fisher per unit: heads, key/value heads (by the scheme's rule), neurons."""
+    if unit == arch.HEAD:
+        return head_l
+    if unit == arch.KV_HEAD:
+        if kv_rule != "group_sum":  # Scheme checks its kv_heads rule; this is a new one
+            raise MergeError(f"unknown key/value head rule {kv_rule!r}")
+        # key/value head g serves query heads g * group ... (g + 1) * group - 1
+        return head_l.reshape(dims.kv_heads, dims.group).sum(dim=1)
+    return neuron_l
 
 
-def _head_rows(name, shape, head_layer, dims):
-    if len(shape) == 0 or shape[0] % dims.heads:
+def _along(values: torch.Tensor, length: int, axis: int, ndim: int, name: str, what: str):
+    """``values`` (one per unit) repeated over the unit's ``length / units`` entries of
+    ``axis``, shaped to broadcast over a tensor of ``ndim`` dimensions."""
+    units = values.numel()
+    if length % units or (what == "neuron" and length != units):
+        per = "one per neuron" if what == "neuron" else f"{units} {what}s"
         raise MergeError(
-            f"query/key parameter {name!r} of shape {tuple(shape)} does not "
-            f"split into {dims.heads} heads"
+            f"parameter {name!r}: {length} entries along axis {axis} do not split into {per}; "
+            "the checkpoint does not match its architecture's layout"
         )
-    return _rows(head_layer.repeat_interleave(shape[0] // dims.heads), shape)
+    shape = [1] * ndim
+    shape[axis] = length
+    return values.repeat_interleave(length // units).reshape(shape)
 
 
-def _neuron_rows(name, shape, neuron_layer, dims):
-    if len(shape) == 0 or shape[0] != dims.intermediate:
-        raise MergeError(
-            f"FFN input parameter {name!r} of shape {tuple(shape)} does not have "
-            f"{dims.intermediate} rows (one per neuron)"
-        )
-    return _rows(neuron_layer, shape)
+def _row_rule(kind: str):
+    def rule(ctx, block, length):
+        layout, name, shape = ctx["layout"], ctx["name"], ctx["shape"]
+        wanted = (arch.HEAD, arch.KV_HEAD) if kind == "head" else (arch.NEURON,)
+        if layout.out_axis is None or block.unit not in wanted:
+            raise MergeError(
+                f"parameter {name!r} of shape {tuple(shape)} (role {block.role!r}) has no "
+                f"{kind} rows, but its scheme weights that role by {kind} rows"
+            )
+        values = _units(block.unit, ctx["head"], ctx["neuron"], ctx["dims"], ctx["kv_rule"])
+        return _along(values, length, layout.out_axis, len(shape), name, block.unit.replace("_", "/"))
+
+    return rule
+
+
+def _column_rule(kind: str):
+    def rule(ctx, block, length):
+        layout, shape = ctx["layout"], ctx["shape"]
+        wanted = (arch.HEAD, arch.KV_HEAD) if kind == "head" else (arch.NEURON,)
+        if layout.in_unit not in wanted:  # its bias, its norm: no input columns of units
+            return ctx["one"]
+        values = _units(layout.in_unit, ctx["head"], ctx["neuron"], ctx["dims"], ctx["kv_rule"])
+        return _along(values, shape[layout.in_axis], layout.in_axis, len(shape), ctx["name"],
+                      layout.in_unit.replace("_", "/"))
+
+    return rule
+
+
+def _combine(parts: list[torch.Tensor], layout: arch.ParamLayout, shape: torch.Size, name: str):
+    """Per-block weights of a fused parameter as one tensor broadcastable to it."""
+    ndim, axis = len(shape), layout.out_axis
+    if axis is None:
+        raise MergeError(f"parameter {name!r} has several blocks but no axis they split")
+    length = shape[axis] // len(parts)
+    parts = [p.reshape((1,) * (ndim - p.dim()) + tuple(p.shape)) for p in parts]
+    common = [max(p.shape[d] for p in parts) for d in range(ndim)]
+    out = []
+    for p in parts:
+        target = list(common)
+        target[axis] = length
+        out.append(p.expand(target))
+    return torch.cat(out, dim=axis)
 
 
 def mask_weights(
@@ -88,34 +137,61 @@ def mask_weights(
 
     ``body_shapes`` maps body parameter names (as in ``base_model.state_dict()``)
     to shapes; ``mask_fisher`` holds ``head`` [layers, heads] and ``neuron``
-    [layers, intermediate].  The cross-model zero rule is not applied here:
-    pass the Fishers through :func:`ones_where_all_zero` first (:func:`weights` does).
+    [layers, intermediate].  Each block of a parameter (a fused ``Wqkv`` has
+    three, with roles qk, qk, value) gets the rule its role has in the scheme's
+    table; rows and columns follow the architecture's layout
+    (:func:`architectures.param_layout`).  The cross-model zero rule is not
+    applied here: pass the Fishers through :func:`ones_where_all_zero` first
+    (:func:`weights` does).
     """
-    table = get_scheme(scheme).table
+    chosen = get_scheme(scheme)
+    table = chosen.table
     check_mask_fisher(mask_fisher, dims)
     head = mask_fisher["head"].detach().to(torch.float64).cpu()
     neuron = mask_fisher["neuron"].detach().to(torch.float64).cpu()
     head_mean = head.mean(dim=1)  # [layers]
     neuron_mean = neuron.mean(dim=1)  # [layers]
+    one = torch.tensor(1.0, dtype=torch.float64)
     rules = {
-        "head_rows": lambda name, shape, l: _head_rows(name, shape, head[l], dims),
-        "neuron_rows": lambda name, shape, l: _neuron_rows(name, shape, neuron[l], dims),
-        "layer_head_mean": lambda name, shape, l: head_mean[l],
-        "layer_neuron_mean": lambda name, shape, l: neuron_mean[l],
-        "global_mean": lambda name, shape, l: (head_mean + neuron_mean).mean(),
-        "one": lambda name, shape, l: torch.tensor(1.0, dtype=torch.float64),
+        "head_rows": _row_rule("head"),
+        "neuron_rows": _row_rule("neuron"),
+        "head_columns": _column_rule("head"),
+        "neuron_columns": _column_rule("neuron"),
+        "layer_head_mean": lambda ctx, block, length: head_mean[ctx["layer"]],
+        "layer_neuron_mean": lambda ctx, block, length: neuron_mean[ctx["layer"]],
+        "global_mean": lambda ctx, block, length: (head_mean + neuron_mean).mean(),
+        "one": lambda ctx, block, length: one,
     }
     weights: dict[str, torch.Tensor] = {}
     for name, shape in body_shapes.items():
-        role = arch.param_role(spec, name)
-        if role.layer is not None and not 0 <= role.layer < dims.layers:
+        layout = arch.param_layout(spec, name)
+        l = layout.layer
+        if l is not None and not 0 <= l < dims.layers:
             raise MergeError(
-                f"body parameter {name!r} belongs to layer {role.layer} but the model has "
+                f"body parameter {name!r} belongs to layer {l} but the model has "
                 f"{dims.layers} layers"
             )
-        if role.role not in table:  # a role added to architectures.py but not to the scheme
-            raise MergeError(f"mask scheme {scheme!r} has no rule for role {role.role!r} of {name!r}")
-        weights[name] = rules[table[role.role]](name, torch.Size(shape), role.layer)
+        shape = torch.Size(shape)
+        ctx = dict(name=name, shape=shape, layout=layout, layer=l, dims=dims, one=one,
+                   kv_rule=chosen.kv_heads,
+                   head=head[l] if l is not None else None,
+                   neuron=neuron[l] if l is not None else None)
+        for role in layout.roles:
+            if role not in table:  # a role added to architectures.py but not to the scheme
+                raise MergeError(f"mask scheme {scheme!r} has no rule for role {role!r} of {name!r}")
+        blocks = layout.blocks
+        if len(blocks) == 1:
+            length = shape[layout.out_axis] if layout.out_axis is not None else 0
+            weights[name] = rules[table[blocks[0].role]](ctx, blocks[0], length)
+            continue
+        if layout.out_axis is None or shape[layout.out_axis] % len(blocks):
+            raise MergeError(
+                f"fused parameter {name!r} of shape {tuple(shape)} does not split into "
+                f"{len(blocks)} equal blocks"
+            )
+        length = shape[layout.out_axis] // len(blocks)
+        parts = [rules[table[b.role]](ctx, b, length) for b in blocks]
+        weights[name] = _combine(parts, layout, shape, name)
     return weights
 
 

@@ -8,14 +8,28 @@ rule                   weight of the parameter
 =====================  ==================================================================
 ``head_rows``          row block of head h (weight rows and bias entries) -> head h's Fisher
 ``neuron_rows``        row r (weight row and bias entry) -> neuron r's Fisher
+``head_columns``       input columns of head h -> head h's Fisher; parameters of the role
+                       without head input columns (biases, norms) -> 1
+``neuron_columns``     input columns of neuron r -> neuron r's Fisher; others of the role -> 1
 ``layer_head_mean``    the mean head Fisher of the parameter's layer
 ``layer_neuron_mean``  the mean neuron Fisher of the parameter's layer
 ``global_mean``        mean over layers of (mean head Fisher + mean neuron Fisher)
 ``one``                1 (a plain average of that parameter)
 =====================  ==================================================================
 
+"Rows" and "columns" are the output and input axes of the projection,
+whatever its storage: :mod:`workflow_scripts.architectures` describes each
+architecture's layout (GPT-2's transposed Conv1D weights, ModernBERT's fused
+``Wqkv`` and ``Wi``, whose blocks may have different roles), so the tables
+stay architecture-independent.  With grouped-query attention a key/value
+head serves a group of query heads; the scheme's ``kv_heads`` rule says what
+a row rule gives it: ``group_sum``, the sum of its group's head Fisher (the
+gradient of a shared key/value head's mask is the sum of its query heads').
+
 ``paper`` is the paper's text; ``released`` the authors' released code (see
-``shared/notes/method-details.md``).  Adding a scheme is one entry here plus
+``shared/notes/method-details.md``); ``qkv`` the paper's variant with value
+rows weighted too (reported worse in the paper); ``touching`` weights every
+parameter that touches a masked unit.  Adding a scheme is one entry here plus
 its test.  This module is pure data (no torch), so the workflow can read it.
 """
 
@@ -25,7 +39,9 @@ from dataclasses import dataclass, field
 
 from .. import architectures as arch
 
-RULES = ("head_rows", "neuron_rows", "layer_head_mean", "layer_neuron_mean", "global_mean", "one")
+RULES = ("head_rows", "neuron_rows", "head_columns", "neuron_columns", "layer_head_mean",
+         "layer_neuron_mean", "global_mean", "one")
+KV_HEAD_RULES = ("group_sum",)  # what a row rule gives a key/value head shared by a group
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,7 @@ class Scheme:
     label: str = ""  # appended to the method's label in the report ("" for the default)
     color: str | None = None  # plot colour of the merge with this scheme (None: the method's)
     default: bool = False
+    kv_heads: str = "group_sum"  # one of KV_HEAD_RULES
 
     def __post_init__(self):
         missing = set(arch.ROLES) - set(self.table)
@@ -43,6 +60,9 @@ class Scheme:
         if missing or unknown or set(self.table) - set(arch.ROLES):
             raise ValueError(f"mask scheme {self.name!r}: roles without a rule {sorted(missing)}, "
                              f"unknown rules {sorted(unknown)}")
+        if self.kv_heads not in KV_HEAD_RULES:
+            raise ValueError(f"mask scheme {self.name!r}: kv_heads rule {self.kv_heads!r} is not "
+                             f"one of {KV_HEAD_RULES}")
 
 
 # The paper's text: query/key rows by head, FFN-in rows by neuron, everything else 1.
@@ -68,6 +88,28 @@ SCHEMES: dict[str, Scheme] = {
             },
             label="released scheme",
             color="tab:orange",
+        ),
+        Scheme(
+            name="qkv",
+            description="as paper, and value rows by head (the paper's variant, reported worse)",
+            table=_PAPER | {arch.VALUE: "head_rows"},
+            label="q/k/v scheme",
+            color="tab:purple",
+        ),
+        Scheme(
+            name="touching",
+            description="every parameter touching a masked unit: q/k/v rows and output-projection "
+                        "columns by head, FFN-in rows and FFN-out columns by neuron, all else 1",
+            table={
+                arch.QK: "head_rows",
+                arch.VALUE: "head_rows",
+                arch.ATTN_OUT: "head_columns",
+                arch.FFN_IN: "neuron_rows",
+                arch.FFN_OUT: "neuron_columns",
+                arch.GLOBAL: "one",
+            },
+            label="touching scheme",
+            color="tab:green",
         ),
     )
 }
