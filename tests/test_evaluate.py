@@ -112,6 +112,30 @@ def test_cli_writes_json(tmp_path, tiny_checkpoint, samples_file):
             {k: v for k, v in result.items() if k != "seconds"}
 
 
+def test_cli_evaluates_several_checkpoints_in_one_process(tmp_path, tiny_checkpoint,
+                                                          samples_file, capsys):
+    ckpts = [tiny_checkpoint("bert", 2, 0), tiny_checkpoint("bert", 3, 1)]
+    data = [samples_file(n=10, num_labels=2), samples_file(n=9, pair=True, num_labels=3)]
+    outs = [tmp_path / "a.json", tmp_path / "b.json"]
+    rc = cli.main(["evaluate", "--model", *map(str, ckpts), "--data", *map(str, data),
+                   "--task", "sst2", "mnli", "--device", "cpu", "--meta", "kind=merged",
+                   "--out", *map(str, outs)])
+    assert rc == 0
+    for ckpt, d, task, out in zip(ckpts, data, ("sst2", "mnli"), outs):
+        got = json.loads(out.read_text())
+        alone = evaluate_checkpoint(str(ckpt), str(d), task, device="cpu", progress=False,
+                                    context={"kind": "merged", "task": task})
+        assert {k: v for k, v in got.items() if k != "seconds"} == \
+            {k: v for k, v in alone.items() if k != "seconds"}
+    assert cli.main(["evaluate", "--model", *map(str, ckpts), "--data", str(data[0]),
+                     "--task", "sst2", "--out", str(outs[0])]) == 2
+    assert "--model names 2 checkpoint(s) but --data 1, --task 1, --out 1" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--model", *map(str, ckpts), "--data", *map(str, data),
+                     "--task", "sst2", "mnli", "--label-map", "1,0",
+                     "--out", *map(str, outs)]) == 2
+    assert "--label-map apply to one checkpoint" in capsys.readouterr().err
+
+
 def test_task_info_label_count(tmp_path, tiny_checkpoint, samples_file, capsys):
     ckpt, data = tiny_checkpoint("bert", 3, 0), samples_file(n=9, num_labels=3)
     info = tmp_path / "info.json"

@@ -9,6 +9,11 @@ correlation).
 Inference is batched with length-sorted dynamic padding under
 ``torch.inference_mode``; predictions are put back in file order.
 
+Several checkpoints at once (``--model A B --data a.parquet b.parquet --task a b
+--out a.json b.json``, one of each per evaluation, in the same order) are
+evaluated one after the other in one process, each exactly as alone; each
+JSON's context gets its own ``task``.
+
 Output: a JSON file with the metrics, ``label_counts`` (how many evaluated
 samples carry each label id; the majority-class rate is a chance baseline),
 the checkpoint's fingerprint, the settings and the ``--meta`` context.
@@ -22,9 +27,10 @@ from . import options
 def register(subparsers) -> None:
     p = options.add_command(subparsers, "evaluate",
                             "evaluate a checkpoint on a task's validation samples", __doc__)
-    p.add_argument("--model", required=True, help="checkpoint directory (or hub id)")
-    p.add_argument("--data", required=True, help="validation samples (Parquet)")
-    p.add_argument("--task", required=True, help="task name (e.g. sst2, mnli, cola)")
+    p.add_argument("--model", nargs="+", required=True,
+                   help="checkpoint directory (or hub id); several: one per evaluation")
+    p.add_argument("--data", nargs="+", required=True, help="validation samples (Parquet)")
+    p.add_argument("--task", nargs="+", required=True, help="task name (e.g. sst2, mnli, cola)")
     options.add_label_map(p)
     p.add_argument("--num-labels", type=options.positive_int, default=None,
                    help="expected label count; an error if the checkpoint differs")
@@ -36,18 +42,34 @@ def register(subparsers) -> None:
     options.add_device(p)
     options.add_model_source(p)
     options.add_meta(p)
-    p.add_argument("--out", required=True, help="output JSON file")
+    p.add_argument("--out", nargs="+", required=True, help="output JSON file")
     p.set_defaults(func=run)
 
 
 def run(args) -> None:
+    from ..errors import UserError
     from ..evaluate import evaluate_checkpoint
     from ..models import parse_label_map
 
     context = options.meta_context(args.meta)
-    evaluate_checkpoint(
-        args.model, args.data, args.task, label_map=parse_label_map(args.label_map),
-        num_labels=args.num_labels, task_info=args.task_info, batch_size=args.batch_size,
-        max_length=args.max_length, device=args.device, revision=args.revision,
-        allow_pickle=args.allow_pickle, context=context, out=args.out,
-    )
+    count = len(args.model)
+    lengths = {"--data": len(args.data), "--task": len(args.task), "--out": len(args.out)}
+    if any(n != count for n in lengths.values()):
+        raise UserError(f"--model names {count} checkpoint(s) but " + ", ".join(
+            f"{k} {n}" for k, n in lengths.items()) + "; give one of each per evaluation")
+    if count > 1:
+        single = [flag for flag, value in (("--label-map", args.label_map),
+                                           ("--num-labels", args.num_labels),
+                                           ("--task-info", args.task_info),
+                                           ("--meta task=", context.get("task"))) if value]
+        if single:
+            raise UserError(f"{', '.join(single)} apply to one checkpoint; evaluate the "
+                            "checkpoints that need them one at a time")
+    for model, data, task, out in zip(args.model, args.data, args.task, args.out):
+        evaluate_checkpoint(
+            model, data, task, label_map=parse_label_map(args.label_map),
+            num_labels=args.num_labels, task_info=args.task_info, batch_size=args.batch_size,
+            max_length=args.max_length, device=args.device, revision=args.revision,
+            allow_pickle=args.allow_pickle,
+            context=context if count == 1 else {**context, "task": task}, out=out,
+        )
