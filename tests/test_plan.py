@@ -2,6 +2,8 @@
 
 import copy
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -202,3 +204,39 @@ def test_local_checkpoint_label_count_must_match_its_task(config, tmp_path, labe
     else:
         with pytest.raises(ConfigError, match=r"checkpoints\.b\.source: checkpoint .* has 3 labels but task 'b' has 2"):
             check_config(config, base_dir=tmp_path)
+
+
+NEW_TYPES = ("deberta-v2", "modernbert", "gpt2", "llama", "qwen2", "mistral")
+
+
+def test_check_config_accepts_a_family_of_each_new_architecture(config, tmp_path):
+    """`python -m workflow_scripts check-config` on tiny local bases of every new model type."""
+    from workflow_scripts.testing import make_tiny_checkpoint
+
+    families = {}
+    for model_type in NEW_TYPES:
+        base = make_tiny_checkpoint(tmp_path / f"base-{model_type}", model_type, with_head=False)
+        family = model_type.replace("-", "_")
+        families[family] = {"base": str(base), "checkpoints": {t: {"finetune": True} for t in ("a", "c")}}
+    config["families"] = families
+    config["merge"]["subset_sizes"] = [2]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.run([sys.executable, "-m", "workflow_scripts", "check-config", "config.yaml"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"is valid: {len(NEW_TYPES)} families, 3 tasks" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("where", ["base", "source"])
+def test_check_config_refuses_an_unsupported_local_architecture(config, tmp_path, where):
+    ckpt = tmp_path / "t5-ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"model_type": "t5", "num_labels": 2}))
+    if where == "base":
+        config["families"]["fam"]["base"] = str(ckpt)
+        entry = r"families\.fam\.base"
+    else:
+        config["families"]["fam"]["checkpoints"]["c"] = {"source": str(ckpt)}
+        entry = r"families\.fam\.checkpoints\.c\.source"
+    with pytest.raises(ConfigError, match=entry + r": .* is a 't5' model; supported model types are .*llama"):
+        check_config(config, base_dir=tmp_path)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from . import architectures
 from .devices import DEVICES
 from .errors import ConfigError, UserError
 from .configpaths import resolve_path
@@ -126,11 +127,28 @@ def classify_source(source: str, base_dir: str | Path = ".") -> str:
         raise ConfigError(str(exc)) from None
 
 
-def checkpoint_label_count(path: Path) -> int | None:
-    """``num_labels`` of a local checkpoint directory, from its config.json."""
+def _local_config(path: Path) -> dict | None:
     try:
         cfg = json.loads((path / "config.json").read_text())
     except (OSError, ValueError):
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
+def check_architecture(path: Path, where: str) -> None:
+    """A local checkpoint whose config.json names an unsupported ``model_type`` is refused."""
+    model_type = (_local_config(path) or {}).get("model_type")
+    if model_type is not None and model_type not in architectures.SPECS:
+        raise ConfigError(
+            f"{where}: {path} is a {model_type!r} model; supported model types are "
+            f"{', '.join(architectures.SUPPORTED)}"
+        )
+
+
+def checkpoint_label_count(path: Path) -> int | None:
+    """``num_labels`` of a local checkpoint directory, from its config.json."""
+    cfg = _local_config(path)
+    if cfg is None:
         return None
     if isinstance(cfg.get("id2label"), dict) and cfg["id2label"]:
         return len(cfg["id2label"])
@@ -152,9 +170,11 @@ def _check_families(config: dict, base_dir: Path) -> None:
             raise ConfigError(f"{where}: family names may hold letters, digits, '_' and '-' only")
         if "base" in spec:
             try:
-                classify_source(spec["base"], base_dir)
+                kind = classify_source(spec["base"], base_dir)
             except ConfigError as exc:
                 raise ConfigError(f"{where}.base: {exc}") from None
+            if kind == "local":
+                check_architecture(resolve_path(spec["base"], base_dir), f"{where}.base")
         for task, ckpt in spec["checkpoints"].items():
             cwhere = f"{where}.checkpoints.{task}"
             if task not in tasks:
@@ -173,6 +193,7 @@ def _check_families(config: dict, base_dir: Path) -> None:
                 except ConfigError as exc:
                     raise ConfigError(f"{cwhere}.source: {exc}") from None
                 if kind == "local":
+                    check_architecture(resolve_path(ckpt["source"], base_dir), f"{cwhere}.source")
                     have = checkpoint_label_count(resolve_path(ckpt["source"], base_dir))
                     need = SOURCES[tasks[task]["source"]].label_count(task, tasks[task])
                     if have is not None and need is not None and have != need:
