@@ -105,6 +105,7 @@ if PATTERN:
 
 def write_config(work: Path, **changes) -> dict:
     config = tiny_config(work)
+    config["families"] = {"tiny": config["families"]["tiny"]}  # the BERT family alone
     config["families"]["tiny"]["checkpoints"] = {t: {"source": f"ckpt/{t}"} for t in TASKS}
     config["fisher"]["methods"] = ["mask", "full"]
     # two threads per Fisher job: with --cores 2 the Fisher jobs run one at a time

@@ -1,4 +1,5 @@
-"""The whole DAG on a tiny config: tiny random BERT fine-tuned on toy tasks.
+"""The whole DAG on a tiny config: a tiny random BERT and a tiny random Llama-type decoder
+(grouped-query attention) fine-tuned on toy tasks, one family each.
 
 Runs `snakemake --cores 2` in a temporary directory, checks every report
 table, then that a second run has nothing to do and that changing one task's
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import json
 import random
 import re
 import shutil
@@ -71,6 +73,11 @@ def tiny_config(work: Path) -> dict:
         write_csv(data / f"{kind}_train.{ext}", toy_task_rows(kind, 160, rng), sep)
         write_csv(data / f"{kind}_valid.{ext}", toy_task_rows(kind, 48, rng), sep)
     make_tiny_checkpoint(work / "base", "bert", with_head=False, hidden=32, heads=4, intermediate=48)
+    # a decoder family: Llama layout with grouped-query attention (2 key/value heads for 4
+    # query heads), classifying from the last real token; like released decoders, its config
+    # has no pad token id and its tokenizer pads on the left
+    make_tiny_checkpoint(work / "llama_base", "llama", with_head=False, hidden=32, heads=4,
+                         intermediate=48, padding_side="left", pad_token_id=None)
     return {
         "tasks": {
             "topic": {
@@ -92,7 +99,11 @@ def tiny_config(work: Path) -> dict:
             "tiny": {
                 "base": "base",
                 "checkpoints": {t: {"finetune": True} for t in ("topic", "pair")},
-            }
+            },
+            "tinyllama": {
+                "base": "llama_base",
+                "checkpoints": {t: {"finetune": True} for t in ("topic", "pair")},
+            },
         },
         "fisher": {"n": [8], "batch_size": 4, "chunk_size": 4, "max_length": 32},
         "merge": {"methods": ["average", "fisher", "mask"], "subset_sizes": [2]},
@@ -156,13 +167,23 @@ def test_whole_workflow_and_incremental_reruns(tmp_path):
         assert (report / f"{name}.csv").stat().st_size > 0, name
         md = (report / f"{name}.md").read_text()
         assert md.count("|") > 4, name
+    families = list(config["families"])
+    assert families == ["tiny", "tinyllama"]
     table1 = read_csv(report / "table1_scores.csv")
-    methods = {row["method"] for row in table1}
-    assert {"average", "fisher", "mask"} <= methods
+    assert {(row["family"], row["method"]) for row in table1} == {
+        (family, method) for family in families for method in ("average", "fisher", "mask")}
+    table1_md = (report / "table1_scores.md").read_text()
+    assert [line.split("|")[1].strip() for line in table1_md.splitlines()[2:]] == families
     scores = read_csv(report / "scores_long.csv")
-    # 1 pair x (average + fisher + mask at n=8) x 2 tasks per pair
-    assert len(scores) == 1 * 3 * 2
+    # per family: 1 pair x (average + fisher + mask at n=8) x 2 tasks per pair
+    assert sorted(row["family"] for row in scores) == sorted(families * 3 * 2)
     assert all(0 <= float(row["normalised"]) < 1000 for row in scores)
+    for task in ("topic", "pair"):  # the decoder was fine-tuned with a pad token id and GQA
+        tuned = work / "results/finetuned/tinyllama/ft0" / task
+        cfg = json.loads((tuned / "config.json").read_text())
+        assert cfg["model_type"] == "llama" and cfg["num_key_value_heads"] < cfg["num_attention_heads"]
+        assert cfg["pad_token_id"] == 0
+        assert json.loads((tuned / "tokenizer_config.json").read_text())["padding_side"] == "left"
     summary = (report / "summary.md").read_text()
     assert "Table 1" in summary
     assert (report / "plots" / "scores_vs_n.png").stat().st_size > 1000
@@ -173,8 +194,9 @@ def test_whole_workflow_and_incremental_reruns(tmp_path):
     snakemake(work, "--report", "report.html")
     payloads = report_payloads((work / "report.html").read_text())
     expected = [f"results/report/plots/{name}.png"
-                for name in ("scores_vs_n", "pair_heatmap", "runtime", "mask_fisher_layers_tiny",
-                             "paired_tiny")]
+                for name in ("scores_vs_n", "pair_heatmap", "runtime")]
+    expected += [f"results/report/plots/{name}_{family}.png"
+                 for family in families for name in ("mask_fisher_layers", "paired")]
     expected += [f"results/report/{name}.md" for name in (
         "summary", "table1_scores", "paired_comparisons", "seed_spread", "table2_mask_runtime",
         "table3_full_runtime", "runtime_speedup", "table4_flops", "warnings")]
@@ -186,16 +208,20 @@ def test_whole_workflow_and_incremental_reruns(tmp_path):
     dry = snakemake(work, "-n")
     assert "Nothing to be done" in dry.stdout + dry.stderr
 
-    # changing only one task's n reruns only that task's jobs and the report
+    # changing only one task's n reruns only that task's jobs and the report: one sample
+    # (shared by the families), each family's mask and full Fisher of it
     config["tasks"]["topic"]["n"] = [8, 12]
     (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     dry = snakemake(work, "-n")
     jobs = planned_jobs(dry.stdout + dry.stderr)
-    assert jobs.get("sample") == 1 and jobs.get("fisher") == 2, jobs
+    assert jobs.get("sample") == 1 and jobs.get("fisher") == 2 * 2, jobs
     assert set(jobs) <= {"sample", "fisher", "report", "plots", "all", "total"}, jobs
-    assert re.findall(r"wildcards: .*task=(\w+)", dry.stdout) == ["topic"] * 3
+    assert re.findall(r"wildcards: .*task=(\w+)", dry.stdout) == ["topic"] * 5
+    assert sorted(re.findall(r"wildcards: family=(\w+)", dry.stdout)) == sorted(families * 2)
     snakemake(work)
-    assert (work / "results/fisher/tiny/ft0/topic/n12-seed0/mask.safetensors").exists()
+    for family in families:
+        for method in ("mask", "full"):
+            assert (work / f"results/fisher/{family}/ft0/topic/n12-seed0/{method}.safetensors").exists()
     final = snakemake(work, "-n")
     assert "Nothing to be done" in final.stdout + final.stderr
 
@@ -205,15 +231,16 @@ def test_whole_workflow_and_incremental_reruns(tmp_path):
     (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     dry = snakemake(work, "-n")
     jobs = planned_jobs(dry.stdout + dry.stderr)
-    # samples: topic n=8,12 and pair n=8; Fishers: 2 kinds each; merges: fisher and mask at
-    # the pair's common n=8, each evaluated on both tasks
+    # samples (shared by the families): topic n=8,12 and pair n=8; per family: Fishers of
+    # 2 kinds each, merges fisher and mask at the pair's common n=8, each evaluated on both tasks
     assert (jobs.get("sample"), jobs.get("fisher"), jobs.get("merge"),
-            jobs.get("evaluate_merged")) == (3, 6, 2, 4), jobs
+            jobs.get("evaluate_merged")) == (3, 6 * 2, 2 * 2, 4 * 2), jobs
     assert set(jobs) <= {"sample", "fisher", "merge", "evaluate_merged", "report", "plots",
                          "all", "total"}, jobs
     assert set(re.findall(r"seed=(\d+)", dry.stdout)) == {"1"}
     assert set(re.findall(r"merge_id=([\w-]+)", dry.stdout)) == {"fisher-n8-seed1",
                                                                   "mask-n8-seed1"}
+    assert set(re.findall(r"family=(\w+)", dry.stdout)) == set(families)
 
 
 def test_configfile_replaces_the_default_config(tmp_path):
@@ -230,7 +257,7 @@ def test_configfile_replaces_the_default_config(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     families = set(re.findall(r"family=(\w+)", proc.stdout))
-    assert families == {"tiny"}, families
+    assert families == {"tiny", "tinyllama"}, families
 
 
 def test_every_output_lies_under_the_workflow_folders(tmp_path):

@@ -24,11 +24,12 @@ WORDS = (
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def make_tokenizer(directory: str | Path, model_input_names=None) -> BertTokenizerFast:
+def make_tokenizer(directory: str | Path, model_input_names=None,
+                   padding_side: str = "right") -> BertTokenizerFast:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tokens = SPECIAL + list(dict.fromkeys(WORDS))
-    kwargs = {}
+    kwargs = {"padding_side": padding_side}
     if model_input_names is not None:
         kwargs["model_input_names"] = list(model_input_names)
     # transformers 5 builds a fast tokenizer from ``vocab`` (it ignores ``vocab_file``)
@@ -84,11 +85,14 @@ def make_tiny_checkpoint(
     num_labels: int = 2,
     seed: int = 0,
     with_head: bool = True,
+    padding_side: str = "right",
     **config_overrides,
 ) -> Path:
     """A randomly initialised sequence classifier with tokenizer, saved with save_pretrained.
 
     ``with_head=False`` saves the bare encoder, like a pre-trained base model.
+    ``padding_side="left"`` and ``pad_token_id=None`` give a decoder base as released
+    (left-padding tokenizer, no pad token id in the model config).
     """
     directory = Path(directory)
     torch.manual_seed(seed)
@@ -97,7 +101,7 @@ def make_tiny_checkpoint(
     model = model_class.from_config(config)
     # only BERT and ELECTRA take token type ids
     names = None if model_type in ("bert", "electra") else ["input_ids", "attention_mask"]
-    tokenizer = make_tokenizer(directory, model_input_names=names)
+    tokenizer = make_tokenizer(directory, model_input_names=names, padding_side=padding_side)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory
