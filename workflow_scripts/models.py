@@ -10,7 +10,6 @@ fine-tuning, the loader builds a fresh head for the task instead.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -193,11 +192,9 @@ def apply_label_map(model, label_map: list[int]) -> None:
     model.config.label2id = {v: k for k, v in model.config.id2label.items()}
 
 
-def save_checkpoint(model, tokenizer, out_dir: str | os.PathLike, extra: dict | None = None) -> None:
+def save_checkpoint(model, tokenizer, out_dir: str | os.PathLike) -> None:
     """Write a Hugging Face checkpoint directory atomically (safetensors)."""
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if extra:
-            (Path(tmp) / "merge_info.json").write_text(json.dumps(extra, indent=2, sort_keys=True))

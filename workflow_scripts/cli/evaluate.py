@@ -12,6 +12,8 @@ Inference is batched with length-sorted dynamic padding under
 Output: a JSON file with the metrics, ``label_counts`` (how many evaluated
 samples carry each label id; the majority-class rate is a chance baseline),
 the checkpoint's fingerprint, the settings and the ``--meta`` context.
+With ``--card`` (a merged checkpoint directory), the metrics are also added to
+its model card ``README.md`` (the workflow does so when ``merge.keep_merged``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def register(subparsers) -> None:
     options.add_device(p)
     options.add_model_source(p)
     options.add_meta(p)
+    p.add_argument("--card", action="store_true",
+                   help="also add the metrics to the model card of this merged checkpoint")
     p.add_argument("--out", required=True, help="output JSON file")
     p.set_defaults(func=run)
 
@@ -45,9 +49,17 @@ def run(args) -> None:
     from ..models import parse_label_map
 
     context = options.meta_context(args.meta)
-    evaluate_checkpoint(
+    if args.card:
+        from ..merging.card import check_card
+
+        check_card(args.model)  # before the evaluation, not after
+    result = evaluate_checkpoint(
         args.model, args.data, args.task, label_map=parse_label_map(args.label_map),
         num_labels=args.num_labels, task_info=args.task_info, batch_size=args.batch_size,
         max_length=args.max_length, device=args.device, revision=args.revision,
         allow_pickle=args.allow_pickle, context=context, out=args.out,
     )
+    if args.card:
+        from ..merging.card import add_scores
+
+        add_scores(args.model, args.task, result["metrics"])
