@@ -21,7 +21,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from . import architectures as arch
 from .errors import ModelLoadError, UserError
 from .configpaths import resolve_path
-from .fetch import classify
+from .fetch import classify, hub_error, one_line
 from .io import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,9 @@ def load_model(
     try:
         config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=False)
     except OSError as exc:
-        raise ModelLoadError(f"cannot load the {what} config from {source!r}: {exc}") from exc
+        if not local:
+            raise ModelLoadError(hub_error(source, revision, exc, what)) from None
+        raise ModelLoadError(f"cannot load the {what} config from {source!r}: {one_line(exc)}") from exc
     arch.spec_for(config)  # unsupported architecture -> clear error before weights load
     if local and not allow_pickle and not any(Path(path).glob("*.safetensors")):
         raise ModelLoadError(
