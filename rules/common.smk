@@ -7,6 +7,7 @@ from snakemake.utils import min_version
 from workflow_scripts.config import check_config
 from workflow_scripts.jobs import (
     export_job_environment,
+    failure_summary,
     visible_gpu_count,
     write_if_changed,
 )

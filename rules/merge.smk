@@ -33,7 +33,8 @@ rule evaluate_merged:
     params:
         meta=merged_eval_meta,
         flags=PLAN.evaluate_flags(),
+        card="--card" if config["merge"]["keep_merged"] else "",
     shell:
         "python -m workflow_scripts evaluate --model {input.merged}/{wildcards.task} "
-        "--data {input.validation} --task {wildcards.task} {params.flags} "
+        "--data {input.validation} --task {wildcards.task} {params.flags} {params.card} "
         "--meta {params.meta} --out {output} > {log} 2>&1"

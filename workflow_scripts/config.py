@@ -22,6 +22,7 @@ from .configpaths import resolve_path
 from .fetch import classify
 from .fisher import kinds as fisher_kinds
 from .merging.registry import METHODS as MERGE_METHODS
+from .tasks.files import QUOTINGS
 from .tasks.local import COLUMN_KEYS
 from .tasks.registry import SOURCE_NAMES, SOURCES, TASK_NAMES
 
@@ -42,13 +43,15 @@ def _schema(path: str) -> dict:
         "neuron_mask": fisher_kinds.NEURON_MASKS,
         "label_mode": fisher_kinds.LABEL_MODES,
         "device": DEVICES,
+        "quoting": QUOTINGS,
     }
     for key, values in enums.items():
         defs.setdefault(key, {})["enum"] = list(values)
     defs.setdefault("column_map", {}).update(
         type="object",
         additionalProperties=False,
-        properties={key: {"type": "string"} for key in COLUMN_KEYS},
+        # a column name, or a 0-based column index for files without a header row
+        properties={key: {"type": ["string", "integer"], "minimum": 0} for key in COLUMN_KEYS},
         required=["text_a", "label"],
     )
     return schema

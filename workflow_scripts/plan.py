@@ -230,6 +230,7 @@ class Plan:
         return cli_flags({
             "method": variant.method.name,
             "names": list(merge.subset),
+            "tasks": list(merge.subset) if variant.method.fisher else None,
             "scheme": variant.scheme.name if variant.scheme and not variant.scheme.default else None,
             "floor": self.merge_cfg["floor"] if variant.method.fisher and self.merge_cfg["floor"] else None,
             "label_maps": maps if any(m != "-" for m in maps) else None,

@@ -26,8 +26,17 @@ every model's weight for an element is exactly zero, that element is the plain
 average: never a division by zero.  ``--floor`` replaces each weight F by
 max(F, floor), as in Matena & Raffel's code (1e-6 there), after the mapping.
 
+Each Fisher file must come from its own model: a file whose recorded model
+fingerprint differs from the model it weights is an error naming both (files
+given in the wrong order, or the Fisher of another checkpoint), and so is one
+whose recorded task differs from the model's ``--tasks`` entry.
+``--allow-fisher-mismatch`` turns both into warnings.
+
 Writes one ``save_pretrained`` checkpoint per input model under ``--out`` (the
-merged body, that model's own head and tokenizer, ``merge_info.json``).
+merged body, that model's own head and tokenizer), each with ``merge.json``
+(the recipe: method, scheme, n, seed, inputs and their fingerprints, Fisher
+files with their sha256, the merge's parameters) and ``README.md``, a Hugging
+Face model card rendered from the same recipe (``evaluate --card`` adds scores).
 """
 
 from __future__ import annotations
@@ -59,6 +68,11 @@ def register(subparsers) -> None:
                    help="weight floor max(F, EPS) (Matena & Raffel use 1e-6; default 0)")
     p.add_argument("--names", nargs="+", metavar="NAME",
                    help="output directory names (default: the inputs' basenames)")
+    p.add_argument("--tasks", nargs="+", metavar="TASK",
+                   help="the task of each model, same order: each Fisher file must have been "
+                   "computed on its model's task")
+    p.add_argument("--allow-fisher-mismatch", action="store_true",
+                   help="merge even if a Fisher file records another model or task (a warning)")
     p.add_argument("--label-maps", nargs="+", metavar="MAP",
                    help="one per model: '2,0,1' (data label i -> model output MAP[i]) or '-'")
     p.add_argument("--allow-pickle", action="store_true",
@@ -86,4 +100,6 @@ def run(args) -> None:
         names=args.names,
         label_maps=label_maps,
         allow_pickle=args.allow_pickle,
+        tasks=args.tasks,
+        allow_fisher_mismatch=args.allow_fisher_mismatch,
     )

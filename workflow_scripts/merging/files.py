@@ -9,10 +9,11 @@ from pathlib import Path
 
 from .. import __version__
 from ..artifacts import check_values, load_fisher, read_metadata
-from ..errors import MergeError
+from ..errors import FisherProvenanceError, MergeError
 from ..io import atomic_path, sha256_file
 from ..models import load_model, save_checkpoint
 from . import registry
+from .card import write_card
 from .merge import merge_loaded
 from .schemes import DEFAULT_SCHEME, scheme as get_scheme
 
@@ -54,6 +55,52 @@ def _check_kind(path, kind: str | None, method: str, label: str) -> None:
         )
 
 
+def check_task(path, recorded: str | None, expected: str | None, label: str,
+               allow_mismatch: bool = False) -> None:
+    """The Fisher file's recorded task must be the task its model is merged for."""
+    if expected is None or recorded is None or recorded == expected:
+        return
+    message = (f"Fisher file {path} was computed on task {recorded!r}, but it is used for "
+               f"{label} on task {expected!r}")
+    _mismatch(message, allow_mismatch)
+
+
+def check_model(path, metadata: dict, info, label: str, allow_mismatch: bool = False) -> None:
+    """The Fisher file's recorded model fingerprint must be that of the model it weights.
+
+    A hub revision (``revision:main``) says little on its own, so then the
+    recorded source must match too.  Files without a recorded fingerprint pass.
+    """
+    recorded = metadata.get("fingerprint")
+    if recorded is None:
+        return
+    same = recorded == info.fingerprint
+    if same and not str(recorded).startswith("sha256:") and metadata.get("model") is not None:
+        same = str(metadata["model"]) == str(info.source)
+    if same:
+        return
+    message = (f"Fisher file {path} was computed for model {metadata.get('model')!r} "
+               f"(fingerprint {recorded}), but it is used for {label} (fingerprint "
+               f"{info.fingerprint})")
+    _mismatch(message, allow_mismatch)
+
+
+def _mismatch(message: str, allow_mismatch: bool) -> None:
+    if allow_mismatch:
+        log.warning("%s; merging anyway (--allow-fisher-mismatch)", message)
+        return
+    raise FisherProvenanceError(
+        f"{message}. Give the --fishers in the order of the --models, each computed for its "
+        "own model (and task), or pass --allow-fisher-mismatch to merge anyway"
+    )
+
+
+def _common(values: list):
+    """The value all entries share, else the list (n or seed of the Fisher files)."""
+    values = list(values)
+    return values[0] if len(set(map(str, values))) == 1 else values
+
+
 def load_fisher_for(path, method: str, label: str):
     """Load a Fisher file and check its kind and values."""
     tensors, metadata = load_fisher(path)
@@ -73,10 +120,16 @@ def merge_models(
     label_maps: list[list[int] | None] | None = None,
     allow_pickle: bool = False,
     revisions: list[str | None] | None = None,
+    tasks: list[str] | None = None,
+    allow_fisher_mismatch: bool = False,
 ) -> list[Path]:
     """Load, merge and write one checkpoint per model under ``out_dir`` (atomically).
 
-    Returns the checkpoint directories.
+    Each Fisher file must have been computed for its model (same fingerprint)
+    and, when ``tasks`` names each model's task, on that task; otherwise a
+    :class:`FisherProvenanceError`, unless ``allow_fisher_mismatch`` (a warning).
+    Each checkpoint directory gets ``merge.json`` and a model card ``README.md``
+    (:mod:`.card`).  Returns the checkpoint directories.
     """
     models = [str(m) for m in models]
     if len(models) < 2:
@@ -99,11 +152,16 @@ def merge_models(
     if len(label_maps) != len(models):
         raise MergeError(f"--label-maps gives {len(label_maps)} maps for {len(models)} models")
     revisions = revisions if revisions is not None else [None] * len(models)
+    if tasks is not None and len(tasks) != len(models):
+        raise MergeError(f"--tasks gives {len(tasks)} tasks for {len(models)} models")
+    tasks = tasks if tasks is not None else [None] * len(models)
     out_names = output_names(models, names)
     for j, path in enumerate(fishers or []):  # cheap header checks before loading models
         if not Path(path).is_file():
             raise MergeError(f"Fisher file {path} (for {models[j]!r}) does not exist")
-        _check_kind(path, read_metadata(path).get("method"), method, repr(models[j]))
+        header = read_metadata(path)
+        _check_kind(path, header.get("method"), method, repr(models[j]))
+        check_task(path, header.get("task"), tasks[j], repr(models[j]), allow_fisher_mismatch)
 
     loaded = []
     for j, source in enumerate(models):
@@ -118,13 +176,7 @@ def merge_models(
         for j, path in enumerate(fishers):
             tensors, metadata = load_fisher_for(path, method, labels[j])
             fisher_tensors.append(tensors)
-            expected = loaded[j][2].fingerprint
-            if metadata.get("fingerprint") not in (None, expected):
-                log.warning(
-                    "Fisher file %s was computed for a checkpoint with fingerprint %s, but "
-                    "%s has %s: is it the Fisher of another model?",
-                    path, metadata["fingerprint"], models[j], expected,
-                )
+            check_model(path, metadata, loaded[j][2], labels[j], allow_fisher_mismatch)
             fisher_records.append(
                 {"path": str(path), "sha256": sha256_file(path), "metadata": metadata}
             )
@@ -152,10 +204,13 @@ def merge_models(
         }
         for j, (_, _, info) in enumerate(loaded)
     ]
+    metas = [r["metadata"] for r in fisher_records]
     common = {
         "method": method,
         "scheme": scheme if takes_scheme else None,
-        "floor": floor if kind is not None else None,
+        "n": _common(m.get("n") for m in metas) if metas else None,
+        "seed": _common(m.get("seed") for m in metas) if metas else None,
+        "parameters": {"floor": floor} if kind is not None else {},
         "inputs": inputs,
         "fisher_files": fisher_records,
         "workflow_scripts_version": __version__,
@@ -165,8 +220,9 @@ def merge_models(
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for j, (model, tokenizer, info) in enumerate(loaded):
-            extra = dict(common, model_index=j, name=out_names[j], head_of=info.source)
-            save_checkpoint(model, tokenizer, tmp / out_names[j], extra=extra)
+            recipe = dict(common, model_index=j, name=out_names[j], head_of=info.source)
+            save_checkpoint(model, tokenizer, tmp / out_names[j])
+            write_card(tmp / out_names[j], recipe)
             written.append(out_dir / out_names[j])
     log.info("wrote %s", ", ".join(str(p) for p in written))
     return written
