@@ -88,7 +88,7 @@ def test_workflow_passes_the_tasks_of_fisher_merges():
     from workflow_scripts.plan import Plan
 
     config = {"tasks": {"x": {}, "y": {}}, "families": {"f": {"checkpoints": {"x": {}, "y": {}}}},
-              "fisher": {"n": [32], "seed": 0},
+              "fisher": {"n": [32], "seeds": [0]},
               "merge": {"methods": ["average", "mask"], "released_scheme": False,
                         "subset_sizes": [2], "floor": 0.0}}
     plan = Plan(config)
