@@ -26,6 +26,14 @@ every model's weight for an element is exactly zero, that element is the plain
 average: never a division by zero.  ``--floor`` replaces each weight F by
 max(F, floor), as in Matena & Raffel's code (1e-6 there), after the mapping.
 
+Task-vector methods (``task-arithmetic``, ``ties``, ``dare``) need the
+pre-trained model the checkpoints were fine-tuned from (``--base``) and take a
+scaling factor ``--lambda`` (default: the method's, {lambdas}); ``regmean``
+needs one Gram file per model (``--grams``, from the ``gram`` command).  Their
+defaults: ``--ties-k`` {ties_k:g}, ``--ties-scope`` {ties_scope}, ``--dare-p``
+{dare_p:g}, ``--dare-combine`` {dare_combine}, ``--seed`` {seed},
+``--regmean-alpha`` {regmean_alpha:g}.
+
 Writes one ``save_pretrained`` checkpoint per input model under ``--out`` (the
 merged body, that model's own head and tokenizer, ``merge_info.json``).
 """
@@ -34,14 +42,17 @@ from __future__ import annotations
 
 import logging
 
-from ..merging.registry import METHODS
+from ..merging.registry import DARE_COMBINES, DEFAULTS, METHODS, TIES_SCOPES
 from ..merging.schemes import DEFAULT_SCHEME, SCHEMES
 from . import options
 
 log = logging.getLogger(__name__)
 
 __doc__ = __doc__.replace("{methods}", "\n".join(
-    f"``{m.name}``\n    {m.description}" for m in METHODS.values()))
+    f"``{m.name}``\n    {m.description}" for m in METHODS.values())).format(
+    lambdas=", ".join(f"{m.name} {m.default_lambda:g}" for m in METHODS.values()
+                      if m.default_lambda is not None) + ", dare: that of --dare-combine",
+    **DEFAULTS)
 
 
 def register(subparsers) -> None:
@@ -53,6 +64,27 @@ def register(subparsers) -> None:
     p.add_argument("--fishers", nargs="+", metavar="FISHER",
                    help="one Fisher file per model, same order (" + ", ".join(
                        f"{m.name}: {m.fisher}" for m in METHODS.values() if m.fisher) + ")")
+    p.add_argument("--grams", nargs="+", metavar="GRAM",
+                   help="regmean: one Gram file per model, same order (the gram command)")
+    p.add_argument("--base", default=None,
+                   help="task-vector methods: the pre-trained model the checkpoints come from")
+    p.add_argument("--lambda", dest="lam", type=options.positive_float, default=None,
+                   help="task-vector methods: scaling factor of the merged task vector "
+                        "(default: the method's)")
+    p.add_argument("--ties-k", type=options.percent, default=DEFAULTS["ties_k"],
+                   help="ties (and dare --dare-combine ties): %% of each task vector kept "
+                        f"(default {DEFAULTS['ties_k']:g})")
+    p.add_argument("--ties-scope", choices=TIES_SCOPES, default=DEFAULTS["ties_scope"],
+                   help="ties: one trimming threshold per task vector (global, default) or per "
+                        "tensor")
+    p.add_argument("--dare-p", type=options.probability, default=DEFAULTS["dare_p"],
+                   help=f"dare: drop probability in [0, 1) (default {DEFAULTS['dare_p']:g})")
+    p.add_argument("--dare-combine", choices=DARE_COMBINES, default=DEFAULTS["dare_combine"],
+                   help="dare: combine the rescaled task vectors by task arithmetic or TIES")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="dare: seed of the drops")
+    p.add_argument("--regmean-alpha", type=options.unit_float, default=DEFAULTS["regmean_alpha"],
+                   help="regmean: scale of the Grams' off-diagonal entries, in [0, 1] "
+                        f"(default {DEFAULTS['regmean_alpha']:g})")
     p.add_argument("--scheme", choices=tuple(SCHEMES), default=DEFAULT_SCHEME,
                    help=f"mask Fisher -> parameter mapping (default: {DEFAULT_SCHEME})")
     p.add_argument("--floor", type=options.non_negative_float, default=0.0,
@@ -76,6 +108,9 @@ def run(args) -> None:
         label_maps = [None if m in ("-", "") else parse_label_map(m) for m in args.label_maps]
     if not METHODS[args.method].takes_scheme and args.scheme != DEFAULT_SCHEME:
         log.warning("--scheme %s has no effect with --method %s", args.scheme, args.method)
+    if args.lam is not None and not METHODS[args.method].takes_lambda:
+        log.warning("--lambda has no effect with --method %s", args.method)
+    settings = method_options(args)
     merge_models(
         args.models,
         args.out,
@@ -86,4 +121,16 @@ def run(args) -> None:
         names=args.names,
         label_maps=label_maps,
         allow_pickle=args.allow_pickle,
+        base=args.base,
+        grams=args.grams,
+        options=settings,
     )
+
+
+def method_options(args) -> dict:
+    """The hyper-parameters that ``--method`` reads (recorded in merge_info.json)."""
+    keys = {"task-arithmetic": ("lam",), "ties": ("lam", "ties_k", "ties_scope"),
+            "dare": ("lam", "dare_p", "dare_combine", "seed")
+            + (("ties_k", "ties_scope") if args.dare_combine == "ties" else ()),
+            "regmean": ("regmean_alpha",)}.get(args.method, ())
+    return {key: getattr(args, key) for key in keys}

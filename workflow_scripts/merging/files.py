@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from .. import __version__
-from ..artifacts import check_values, load_fisher, read_metadata
+from ..artifacts import check_finite, check_values, load_fisher, read_metadata
 from ..errors import MergeError
 from ..io import atomic_path, sha256_file
 from ..models import load_model, save_checkpoint
@@ -45,21 +45,45 @@ def output_names(sources: list[str], names: list[str] | None = None) -> list[str
     return result
 
 
+def _what(kind: str | None) -> str:
+    return "Gram" if kind == registry.GRAM else "Fisher"
+
+
 def _check_kind(path, kind: str | None, method: str, label: str) -> None:
-    want = registry.method(method).fisher
+    want = registry.method(method).artifact
     if kind != want:
         raise MergeError(
-            f"Fisher file {path} (for {label}) has method {kind!r} but --method {method} "
-            f"needs a {want!r} Fisher"
+            f"{_what(want)} file {path} (for {label}) has method {kind!r} but --method {method} "
+            f"needs a {want!r} {'file' if want == registry.GRAM else 'Fisher'}"
         )
 
 
 def load_fisher_for(path, method: str, label: str):
-    """Load a Fisher file and check its kind and values."""
-    tensors, metadata = load_fisher(path)
+    """Load a Fisher (or Gram) file and check its kind and values."""
+    what = _what(registry.method(method).artifact)
+    tensors, metadata = load_fisher(path, what=f"{what} artifact")
     _check_kind(path, metadata.get("method"), method, label)
-    check_values(tensors, what=f"Fisher file {path}")
+    if what == "Gram":
+        check_finite(tensors, what=f"Gram file {path}")
+    else:
+        check_values(tensors, what=f"Fisher file {path}")
     return tensors, metadata
+
+
+def load_base(source: str, allow_pickle: bool = False):
+    """The body of the pre-trained model (task-vector methods); every body weight must load."""
+    model, _, info = load_model(source, allow_pickle=allow_pickle)
+    from .. import architectures as arch
+
+    prefix = arch.body_prefix(model)
+    missing = [k for k in info.newly_initialised if k.startswith(prefix)]
+    if missing:
+        raise MergeError(
+            f"base model {source!r} lacks body weights {', '.join(missing[:3])}"
+            f"{' ...' if len(missing) > 3 else ''}; it is not the pre-trained model of these "
+            "checkpoints (set the family's base to the model they were fine-tuned from)"
+        )
+    return arch.body_state(model), info
 
 
 def merge_models(
@@ -73,15 +97,33 @@ def merge_models(
     label_maps: list[list[int] | None] | None = None,
     allow_pickle: bool = False,
     revisions: list[str | None] | None = None,
+    base: str | None = None,
+    grams: list[str] | None = None,
+    options: dict | None = None,
 ) -> list[Path]:
     """Load, merge and write one checkpoint per model under ``out_dir`` (atomically).
 
+    ``fishers`` (Fisher methods) or ``grams`` (RegMean): one file per model;
+    ``base``: the pre-trained model (task-vector methods); ``options``: the
+    method's hyper-parameters (``lam``, ``ties_k``, ...: :data:`.registry.DEFAULTS`).
     Returns the checkpoint directories.
     """
     models = [str(m) for m in models]
     if len(models) < 2:
         raise MergeError(f"a merge needs two or more models, got {len(models)}")
-    kind = registry.method(method).fisher
+    spec = registry.method(method)
+    kind = spec.artifact
+    if kind == registry.GRAM:
+        if fishers:
+            raise MergeError(f"--method {method} takes --grams, not --fishers")
+        fishers = grams
+    elif grams:
+        raise MergeError(f"--method {method} takes no --grams")
+    if spec.needs_base and not base:
+        raise MergeError(f"--method {method} works on task vectors: give the pre-trained model "
+                         "the checkpoints were fine-tuned from (--base DIR)")
+    if base and not spec.needs_base:
+        log.warning("--base has no effect with --method %s", method)
     get_scheme(scheme)
     if floor < 0:
         raise MergeError(f"--floor must be >= 0, got {floor}")
@@ -91,9 +133,10 @@ def merge_models(
         if floor:
             log.warning("--floor %g has no effect with --method %s", floor, method)
     elif not fishers or len(fishers) != len(models):
+        flag = "--grams" if kind == registry.GRAM else "--fishers"
         raise MergeError(
-            f"--method {method} needs one Fisher file per model, in the same order: "
-            f"{len(models)} models but {len(fishers or [])} --fishers"
+            f"--method {method} needs one {_what(kind)} file per model, in the same order: "
+            f"{len(models)} models but {len(fishers or [])} {flag}"
         )
     label_maps = label_maps if label_maps is not None else [None] * len(models)
     if len(label_maps) != len(models):
@@ -102,8 +145,9 @@ def merge_models(
     out_names = output_names(models, names)
     for j, path in enumerate(fishers or []):  # cheap header checks before loading models
         if not Path(path).is_file():
-            raise MergeError(f"Fisher file {path} (for {models[j]!r}) does not exist")
-        _check_kind(path, read_metadata(path).get("method"), method, repr(models[j]))
+            raise MergeError(f"{_what(kind)} file {path} (for {models[j]!r}) does not exist")
+        _check_kind(path, read_metadata(path, f"{_what(kind)} artifact").get("method"), method,
+                    repr(models[j]))
 
     loaded = []
     for j, source in enumerate(models):
@@ -112,6 +156,10 @@ def merge_models(
             load_model(source, revision=revisions[j], allow_pickle=allow_pickle, label_map=label_maps[j])
         )
     labels = [f"{models[j]!r}" for j in range(len(models))]
+    base_body = base_info = None
+    if spec.needs_base:
+        log.info("loading the base model %s", base)
+        base_body, base_info = load_base(str(base), allow_pickle=allow_pickle)
     fisher_tensors, fisher_records, fisher_labels = None, [], None
     if kind is not None:
         fisher_tensors = []
@@ -128,14 +176,15 @@ def merge_models(
             fisher_records.append(
                 {"path": str(path), "sha256": sha256_file(path), "metadata": metadata}
             )
-        fisher_labels = [f"{kind} Fisher file {fishers[j]} (for {labels[j]})"
-                         for j in range(len(models))]
+        fisher_labels = [f"{kind} {'file' if kind == registry.GRAM else 'Fisher file'} "
+                         f"{fishers[j]} (for {labels[j]})" for j in range(len(models))]
     takes_scheme = registry.method(method).takes_scheme
     log.info("merging %d models (%s%s)", len(models), method,
              f", {scheme} scheme" if takes_scheme else "")
     merge_loaded(
         [m for m, _, _ in loaded], method, fisher_tensors, scheme=scheme, floor=floor,
-        labels=labels, fisher_labels=fisher_labels,
+        labels=labels, fisher_labels=fisher_labels, base=base_body,
+        base_label=f"base model {str(base)!r}", options=options,
     )
     del fisher_tensors
 
@@ -155,11 +204,15 @@ def merge_models(
     common = {
         "method": method,
         "scheme": scheme if takes_scheme else None,
-        "floor": floor if kind is not None else None,
+        "floor": floor if spec.fisher is not None else None,
         "inputs": inputs,
         "fisher_files": fisher_records,
         "workflow_scripts_version": __version__,
     }
+    if base_info is not None:
+        common["base"] = {"source": base_info.source, "fingerprint": base_info.fingerprint}
+    if options:
+        common["options"] = dict(options)
     out_dir = Path(out_dir)
     written = []
     with atomic_path(out_dir) as tmp:
