@@ -10,7 +10,8 @@
 4. theta* = theta_base + lambda * that mean (``--lambda``, default 1.0).
 
 Trimming keeps int(d * k / 100) of a task vector's d entries: every entry whose
-magnitude reaches the keep-th largest (ties at the threshold are all kept).  The
+magnitude reaches the keep-th largest (ties at the threshold are all kept;
+magnitudes are ranked in float32).  The
 authors' ``topk_values_mask`` compares with the (d - keep)-th smallest
 magnitude instead, which keeps one entry more.
 """
@@ -41,15 +42,20 @@ def trim_thresholds(names, vectors: Callable[[str], list[torch.Tensor]], models:
                     scope: str) -> dict[str, list[float]]:
     """Per parameter, per model: the magnitude a trimmed entry must reach."""
     if scope == "tensor":
-        out = {}
-        for name in names:
-            out[name] = [threshold(t.abs().flatten(), k) for t in vectors(name)]
-        return out
+        return {name: [threshold(t.abs().flatten().to(torch.float32), k) for t in vectors(name)]
+                for name in names}
     if scope != "global":
         raise MergeError(f"--ties-scope must be one of {registry.TIES_SCOPES}, got {scope!r}")
+    # one pass over the parameters; the magnitudes of every model's whole task vector in float32
+    # (ranking them in float64 would double the memory for the same order up to rounding)
+    magnitudes: list[list[torch.Tensor]] = [[] for _ in range(models)]
+    for name in names:
+        for j, t in enumerate(vectors(name)):
+            magnitudes[j].append(t.abs().flatten().to(torch.float32))
     per_model = []
-    for j in range(models):  # one model's magnitudes at a time (one body in float64)
-        flat = torch.cat([vectors(name)[j].abs().flatten() for name in names])
+    for j in range(models):
+        flat = torch.cat(magnitudes[j])
+        magnitudes[j] = []
         per_model.append(threshold(flat, k))
         del flat
     return {name: per_model for name in names}
@@ -59,10 +65,10 @@ def disjoint_mean(trimmed: list[torch.Tensor]) -> torch.Tensor:
     """Sign election and the mean of the agreeing, non-zero entries."""
     stacked = torch.stack(trimmed)
     sign = torch.sign(stacked.sum(dim=0))
-    agree = (torch.sign(stacked) == sign) & (stacked != 0)
+    agree = stacked * sign > 0  # same sign as the elected one, and not zero
     count = agree.sum(dim=0)
-    total = torch.where(agree, stacked, torch.zeros_like(stacked)).sum(dim=0)
-    return torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
+    total = (stacked * agree).sum(dim=0)
+    return total / count.clamp_min(1)  # no agreeing entry: total is 0
 
 
 def ties_combine(inputs, vectors: Callable[[str], list[torch.Tensor]], k: float, scope: str,
@@ -74,7 +80,7 @@ def ties_combine(inputs, vectors: Callable[[str], list[torch.Tensor]], k: float,
     limits = trim_thresholds(names, vectors, len(inputs.bodies), k, scope)
     out = {}
     for name in names:
-        trimmed = [torch.where(t.abs() >= limit, t, torch.zeros_like(t))
+        trimmed = [torch.where(t.abs().to(torch.float32) >= limit, t, torch.zeros_like(t))
                    for t, limit in zip(vectors(name), limits[name])]
         out[name] = rebase(inputs, name, disjoint_mean(trimmed), scale)
     return out
