@@ -19,3 +19,25 @@ rule fisher:
         "--data {input.samples} --method {wildcards.method} "
         "--task {wildcards.task} --n {wildcards.n} {params.flags} "
         "--meta family={wildcards.family} --out {output} > {log} 2>&1"
+
+
+rule gram:
+    input:
+        model=checkpoint_dir,
+        samples=fisher_samples,
+    output:
+        PATHS["gram"],
+    log:
+        "logs/gram/{family}/{task}/n{n}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        **gpu_resources("fisher_runtime"),
+    params:
+        model=model_flags,
+        flags=PLAN.gram_flags(),
+    shell:
+        "python -m workflow_scripts gram --model {input.model} {params.model} "
+        "--data {input.samples} --task {wildcards.task} --n {wildcards.n} {params.flags} "
+        "--meta family={wildcards.family} --out {output} > {log} 2>&1"

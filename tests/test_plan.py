@@ -65,6 +65,48 @@ def test_plan_subsets_ns_and_paths(config, tmp_path):
     assert "results/fisher/fam/c/n16/full.safetensors" not in fishers
 
 
+def test_mask_schemes_lambdas_and_new_methods_plan_their_own_merges(config, tmp_path):
+    config["merge"].update(methods=["average", "mask", "task-arithmetic", "ties", "dare", "regmean"],
+                           mask_schemes=["paper"], released_scheme=True, subset_sizes=[2],
+                           task_arithmetic_lambda=[0.3, 0.5], dare_combine="ties", dare_p=0.5)
+    check_config(config, base_dir=tmp_path)
+    plan = Plan(config)
+    assert plan.schemes() == ["paper", "released"]  # the old shorthand adds released
+    ids = sorted({m.merge_id for m in plan.merges() if m.subset_id == "a+b"})
+    assert ids == sorted(["average", "mask-n8", "mask-n16", "mask-released-n8", "mask-released-n16",
+                          "task-arithmetic-lam0.3", "task-arithmetic-lam0.5", "ties-lam1",
+                          "dare-lam1", "regmean-n8", "regmean-n16"])
+    merges = {m.merge_id: m for m in plan.merges() if m.subset_id == "a+b"}
+    flags = plan.merge_flags(merges["dare-lam1"])
+    assert "--lambda 1.0" in flags and "--dare-p 0.5" in flags and "--dare-combine ties" in flags
+    assert "--ties-k 20" in flags and "--seed 0" in flags
+    assert "--regmean-alpha 0.9" in plan.merge_flags(merges["regmean-n8"])
+    assert "--lambda 0.5" in plan.merge_flags(merges["task-arithmetic-lam0.5"])
+    assert "--lambda" not in plan.merge_flags(merges["average"])
+    assert plan.artifact_paths(merges["regmean-n8"]) == [
+        "results/gram/fam/a/n8.safetensors", "results/gram/fam/b/n8.safetensors"]
+    assert plan.artifact_paths(merges["mask-n16"])[1] == "results/fisher/fam/b/n16/mask.safetensors"
+    assert plan.base_dir("fam") == "resources/base_models/fam"
+    grams = plan.gram_paths()
+    assert "results/gram/fam/c/n8.safetensors" in grams and "results/gram/fam/c/n16.safetensors" not in grams
+    # one job per merge evaluates its subset: the report's inputs are directories of those files
+    outputs, evals = plan.eval_outputs(), plan.eval_paths()
+    assert "results/eval/fam/merged/a+b/ties-lam1" in outputs
+    assert "results/eval/fam/merged/a+b/ties-lam1/b.json" in evals
+    assert all(any(e.startswith(o + "/") or e == o for o in outputs) for e in evals)
+    meta = plan.merged_eval_flags(merges["regmean-n8"])
+    assert "--meta family=fam kind=merged method=regmean subset=a+b n=8" in meta
+    assert "--eval-batch-size 64" in meta
+
+
+def test_without_task_vector_methods_no_base_is_needed(config, tmp_path):
+    config["families"]["fam"].pop("base")
+    config["families"]["fam"]["checkpoints"].update(a={"source": "org/a"}, b={"source": "org/b"})
+    config["merge"]["methods"] = ["average", "regmean"]
+    check_config(config, base_dir=tmp_path)
+    assert Plan(config).gram_paths()
+
+
 def test_merge_id_roundtrip():
     variant, n = parse_merge_id("average")
     assert (variant.key, n) == ("average", None)
@@ -81,7 +123,17 @@ def test_merge_id_roundtrip():
         (lambda c: c["fisher"].update(nn=[8]), r"fisher: .*'nn' was unexpected"),
         (lambda c: c["tasks"]["a"].update(name="sst5"), r"tasks.a.name"),
         (lambda c: c["tasks"].update(d={"source": "glue", "name": "stsx"}), r"tasks.d.name"),
-        (lambda c: c["merge"].update(methods=["average", "ties"]), r"merge.methods.1"),
+        (lambda c: c["merge"].update(methods=["average", "nope"]), r"merge.methods.1"),
+        (lambda c: c["merge"].update(mask_schemes=["paper", "nope"]), r"merge.mask_schemes.1"),
+        (lambda c: c["merge"].update(ties_lambda=[0]), r"merge.ties_lambda.0"),
+        (lambda c: c["merge"].update(dare_p=1.0), r"merge.dare_p"),
+        (lambda c: c["merge"].update(ties_scope="layer"), r"merge.ties_scope"),
+        (
+            lambda c: (c["families"]["fam"].pop("base"), c["families"]["fam"]["checkpoints"].update(
+                a={"source": "org/model-a"}, b={"source": "org/model-b"}),
+                c["merge"].update(methods=["average", "ties"])),
+            r"families.fam: merge method\(s\) ties work on task vectors and need family 'fam'",
+        ),
         (lambda c: c["fisher"].update(n=[0]), r"fisher.n.0"),
         (lambda c: c["fisher"].update(n=[8, 8]), r"fisher.n: .*non-unique"),
         (lambda c: c["fisher"].update(n=["8"]), r"fisher.n.0"),

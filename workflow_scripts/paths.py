@@ -20,10 +20,14 @@ PATHS = {
     # sample / fisher
     "samples": "results/samples/{task}/n{n}-seed{seed}.parquet",
     "fisher": "results/fisher/{family}/{task}/n{n}/{method}.safetensors",
+    # gram: RegMean's Grams of the body's linear-layer inputs, on the Fisher samples
+    "gram": "results/gram/{family}/{task}/n{n}.safetensors",
     # merge / evaluate
     "merged": "results/merged/{family}/{subset}/{merge_id}",
     "eval_finetuned": "results/eval/{family}/finetuned/{task}.json",
     "eval_merged": "results/eval/{family}/merged/{subset}/{merge_id}/{task}.json",
+    # merge evaluates its merged models in the same job: one directory of the above per merge
+    "eval_merged_dir": "results/eval/{family}/merged/{subset}/{merge_id}",
     # report
     "report_dir": "results/report",
     "report_plots": "results/report/plots",

@@ -1,9 +1,9 @@
-"""Weighted merging of fine-tuned models that share a body (Eq. 5 of the paper).
+"""Merging of fine-tuned models that share a body: weighted averages (Eq. 5 of the paper),
 
-    theta* = sum_j F_j theta_j / sum_j F_j        (lambda_j = 1)
+    theta* = sum_j F_j theta_j / sum_j F_j        (lambda_j = 1),
 
-over the shared body (``model.base_model``) only; every model keeps its own task
-head.  The methods (``--method``) and how they get the weights F_j:
+task-vector methods and RegMean, over the shared body (``model.base_model``)
+only; every model keeps its own task head.  The methods (``--method``):
 
 {methods}
 
@@ -35,7 +35,10 @@ defaults: ``--ties-k`` {ties_k:g}, ``--ties-scope`` {ties_scope}, ``--dare-p``
 ``--regmean-alpha`` {regmean_alpha:g}.
 
 Writes one ``save_pretrained`` checkpoint per input model under ``--out`` (the
-merged body, that model's own head and tokenizer, ``merge_info.json``).
+merged body, that model's own head and tokenizer, ``merge_info.json``).  With
+``--eval-data`` and ``--eval-out`` it also evaluates each merged model on its
+task's samples, in the same process, writing the ``evaluate`` command's JSON
+(the workflow's one job per merge).
 """
 
 from __future__ import annotations
@@ -95,12 +98,28 @@ def register(subparsers) -> None:
                    help="one per model: '2,0,1' (data label i -> model output MAP[i]) or '-'")
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow loading pickle (.bin) weights")
-    p.add_argument("--out", required=True, help="output directory (one checkpoint per model)")
+    p.add_argument("--out", default=None,
+                   help="output directory (one checkpoint per model); optional with --eval-out")
+    e = p.add_argument_group("evaluation of the merged models (instead of reloading them with "
+                             "the evaluate command)")
+    e.add_argument("--eval-data", nargs="+", metavar="DATA",
+                   help="one validation samples file per model, same order; the task of model "
+                        "j is its output name (--names)")
+    e.add_argument("--eval-out", default=None,
+                   help="directory of one evaluate-style JSON per model (NAME.json)")
+    e.add_argument("--eval-task-infos", nargs="+", metavar="INFO",
+                   help="the tasks' info JSONs: each label count must match its model")
+    e.add_argument("--eval-batch-size", type=options.positive_int, default=64)
+    e.add_argument("--eval-max-length", type=options.positive_int, default=128)
+    options.add_device(e)
+    options.add_meta(e)
+    e.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> None:
-    from ..merging.files import merge_models
+    from ..errors import UserError
+    from ..merging.files import MergeEvaluation, merge_models
     from ..models import parse_label_map
 
     label_maps = None
@@ -111,6 +130,17 @@ def run(args) -> None:
     if args.lam is not None and not METHODS[args.method].takes_lambda:
         log.warning("--lambda has no effect with --method %s", args.method)
     settings = method_options(args)
+    evaluation = None
+    if (args.eval_data is None) != (args.eval_out is None):
+        raise UserError("--eval-data and --eval-out go together")
+    if args.eval_out is None and args.out is None:
+        raise UserError("give --out (merged checkpoints), --eval-out (their evaluations) or both")
+    if args.eval_out is not None:
+        evaluation = MergeEvaluation(
+            data=args.eval_data, out_dir=args.eval_out, task_infos=args.eval_task_infos,
+            batch_size=args.eval_batch_size, max_length=args.eval_max_length, device=args.device,
+            context=options.meta_context(args.meta), progress=args.progress,
+        )
     merge_models(
         args.models,
         args.out,
@@ -124,13 +154,12 @@ def run(args) -> None:
         base=args.base,
         grams=args.grams,
         options=settings,
+        evaluation=evaluation,
     )
 
 
 def method_options(args) -> dict:
     """The hyper-parameters that ``--method`` reads (recorded in merge_info.json)."""
-    keys = {"task-arithmetic": ("lam",), "ties": ("lam", "ties_k", "ties_scope"),
-            "dare": ("lam", "dare_p", "dare_combine", "seed")
-            + (("ties_k", "ties_scope") if args.dare_combine == "ties" else ()),
-            "regmean": ("regmean_alpha",)}.get(args.method, ())
+    method = METHODS[args.method]
+    keys = (("lam",) if method.takes_lambda else ()) + method.settings
     return {key: getattr(args, key) for key in keys}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
@@ -86,6 +87,58 @@ def load_base(source: str, allow_pickle: bool = False):
     return arch.body_state(model), info
 
 
+@dataclass
+class MergeEvaluation:
+    """Evaluate each merged model on its own task's validation samples (``merge --eval-out``):
+    one JSON per model, named by its output name, like the ``evaluate`` command's."""
+
+    data: list[str]  # one validation samples file per model, same order
+    out_dir: str  # the JSONs' directory (written atomically, as a whole)
+    task_infos: list[str] | None = None  # the tasks' info files: label counts must match
+    batch_size: int = 64
+    max_length: int = 128
+    device: str = "auto"
+    context: dict = field(default_factory=dict)  # each JSON's context, plus task=<name>
+    progress: bool = True
+
+
+def _evaluate(loaded, out_names, evaluation: MergeEvaluation, checkpoints) -> list[Path]:
+    from ..data import read_samples
+    from ..devices import resolve_device
+    from ..evaluate import evaluate_loaded
+    from ..io import atomic_path as atomic
+    from ..models import fingerprint as checkpoint_fingerprint
+
+    if len(evaluation.data) != len(loaded):
+        raise MergeError(f"--eval-data gives {len(evaluation.data)} files for {len(loaded)} models")
+    infos = evaluation.task_infos or [None] * len(loaded)
+    if len(infos) != len(loaded):
+        raise MergeError(f"--eval-task-infos gives {len(infos)} files for {len(loaded)} models")
+    device = resolve_device(evaluation.device)
+    out_dir = Path(evaluation.out_dir)
+    written = []
+    with atomic(out_dir) as tmp:
+        tmp.mkdir()
+        for j, (model, tokenizer, _) in enumerate(loaded):
+            name = out_names[j]
+            samples = read_samples(evaluation.data[j])
+            if len(samples) == 0:
+                raise MergeError(f"{evaluation.data[j]} has no samples")
+            ckpt = checkpoints[j] if checkpoints else None
+            model.to(device)
+            evaluate_loaded(
+                model, tokenizer, samples, name,
+                model_source=ckpt[0] if ckpt else f"merge of {name}", data_path=evaluation.data[j],
+                fingerprint=checkpoint_fingerprint(ckpt[1]) if ckpt else None,
+                task_info=infos[j], batch_size=evaluation.batch_size,
+                max_length=evaluation.max_length, device=device,
+                context=dict(evaluation.context, task=name), out=tmp / f"{name}.json",
+                progress=evaluation.progress,
+            )
+            written.append(out_dir / f"{name}.json")
+    return written
+
+
 def merge_models(
     models: list[str],
     out_dir,
@@ -100,17 +153,22 @@ def merge_models(
     base: str | None = None,
     grams: list[str] | None = None,
     options: dict | None = None,
+    evaluation: MergeEvaluation | None = None,
 ) -> list[Path]:
     """Load, merge and write one checkpoint per model under ``out_dir`` (atomically).
 
     ``fishers`` (Fisher methods) or ``grams`` (RegMean): one file per model;
     ``base``: the pre-trained model (task-vector methods); ``options``: the
     method's hyper-parameters (``lam``, ``ties_k``, ...: :data:`.registry.DEFAULTS`).
-    Returns the checkpoint directories.
+    ``out_dir`` None writes no checkpoint (then give ``evaluation``).  ``evaluation``:
+    also evaluate each merged model on its task (:class:`MergeEvaluation`).
+    Returns the checkpoint directories (or, without ``out_dir``, the evaluation files).
     """
     models = [str(m) for m in models]
     if len(models) < 2:
         raise MergeError(f"a merge needs two or more models, got {len(models)}")
+    if out_dir is None and evaluation is None:
+        raise MergeError("nothing to write: give an output directory (--out) or --eval-out")
     spec = registry.method(method)
     kind = spec.artifact
     if kind == registry.GRAM:
@@ -213,13 +271,23 @@ def merge_models(
         common["base"] = {"source": base_info.source, "fingerprint": base_info.fingerprint}
     if options:
         common["options"] = dict(options)
-    out_dir = Path(out_dir)
-    written = []
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        for j, (model, tokenizer, info) in enumerate(loaded):
-            extra = dict(common, model_index=j, name=out_names[j], head_of=info.source)
-            save_checkpoint(model, tokenizer, tmp / out_names[j], extra=extra)
-            written.append(out_dir / out_names[j])
-    log.info("wrote %s", ", ".join(str(p) for p in written))
-    return written
+    written, checkpoints = [], []
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        with atomic_path(out_dir) as tmp:
+            tmp.mkdir()
+            for j, (model, tokenizer, info) in enumerate(loaded):
+                extra = dict(common, model_index=j, name=out_names[j], head_of=info.source)
+                save_checkpoint(model, tokenizer, tmp / out_names[j], extra=extra)
+                written.append(out_dir / out_names[j])
+                # (final path, the files as written): the evaluation's model and fingerprint
+                checkpoints.append((out_dir / out_names[j], tmp / out_names[j]))
+            if evaluation is not None:  # before the rename, while the written files are at hand
+                evals = _evaluate(loaded, out_names, evaluation,
+                                  [(str(final), str(now)) for final, now in checkpoints])
+        log.info("wrote %s", ", ".join(str(p) for p in written))
+    elif evaluation is not None:
+        evals = _evaluate(loaded, out_names, evaluation, None)
+    if evaluation is not None:
+        log.info("wrote %s", ", ".join(str(p) for p in evals))
+    return written or evals

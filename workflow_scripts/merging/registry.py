@@ -45,6 +45,7 @@ class MergeMethod:
     needs_base: bool = False  # works on task vectors: needs the pre-trained model (--base)
     takes_lambda: bool = False  # scaled by lambda; one variant per lambda value
     default_lambda: float | None = None  # None with takes_lambda: the lambda of its combine method
+    settings: tuple[str, ...] = ()  # the DEFAULTS keys it reads (config merge.KEY, CLI --key)
     description: str = ""
 
     @property
@@ -67,13 +68,15 @@ METHODS: dict[str, MergeMethod] = {
                     needs_base=True, takes_lambda=True, default_lambda=0.3,
                     description="base + lambda * sum of task vectors (Ilharco et al. 2023)"),
         MergeMethod("ties", "TIES", "tab:purple", "ties", needs_base=True, takes_lambda=True,
-                    default_lambda=1.0,
+                    default_lambda=1.0, settings=("ties_k", "ties_scope"),
                     description="trim, elect sign, disjoint mean of task vectors (Yadav et al. "
                                 "2023)"),
         MergeMethod("dare", "DARE", "tab:brown", "dare", needs_base=True, takes_lambda=True,
+                    settings=("dare_p", "dare_combine", "seed", "ties_k", "ties_scope"),
                     description="drop and rescale task-vector entries, then task arithmetic or "
                                 "TIES (Yu et al. 2024)"),
         MergeMethod("regmean", "RegMean", "tab:olive", "regmean", artifact=GRAM,
+                    settings=("regmean_alpha",),
                     description="linear layers: least squares on each model's input Grams; "
                                 "the rest averaged (Jin et al. 2023)"),
     )

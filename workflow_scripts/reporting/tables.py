@@ -2,8 +2,8 @@
 the speed-ups and Table 4 (mask Fisher GFLOPs), as DataFrames and Markdown.
 
 Merge methods appear in the order of
-:data:`workflow_scripts.merging.registry.ALL_VARIANTS`, under their registry
-labels; Fisher kinds in the order of :data:`workflow_scripts.fisher.kinds.METHODS`.
+:data:`workflow_scripts.merging.registry.ALL_VARIANTS` (lambda variants by
+lambda), under their registry labels; Fisher kinds in the order of :data:`workflow_scripts.fisher.kinds.METHODS`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import polars as pl
 from tabulate import tabulate
 
 from ..fisher.kinds import METHODS as FISHER_KINDS
-from ..merging.registry import ALL_VARIANTS
+from ..merging.registry import ALL_VARIANTS, rank, variant
 from ..tasks.glue import GLUE_TASKS
 
 BASELINE = "average"  # the merge whose median Table 1's "(+x.x)" differences are taken from
@@ -39,8 +39,8 @@ def task_rank() -> pl.Expr:
 
 
 def method_rank(col: str = "method") -> pl.Expr:
-    """Sort key of a merge-method column: the registry's order (unknown names last)."""
-    return _rank(pl.col(col), ALL_VARIANTS)
+    """Sort key of a merge-method column: the registry's order, then lambda (unknown last)."""
+    return pl.col(col).map_elements(rank, return_dtype=pl.Float64)
 
 
 def kind_rank(col: str = "method") -> pl.Expr:
@@ -95,13 +95,15 @@ def median_scores(scores: pl.DataFrame) -> pl.DataFrame:
 
 def table1_markdown(medians: pl.DataFrame, families: list[str]) -> str:
     """One column per merge without n (always) and per (merge, n) present, registry order."""
-    columns = [(key, None) for key, v in ALL_VARIANTS.items() if not v.per_n] + [
-        (m, n) for m, n in medians.filter(pl.col("n").is_not_null())
-        .select("method", "n").unique().sort(method_rank(), "n").iter_rows()
+    present = medians.select("method", "n").unique().sort(method_rank(), "n", nulls_last=False)
+    columns = [(key, None) for key, v in ALL_VARIANTS.items()  # always: averaging
+               if not v.per_n and not v.method.takes_lambda] + [
+        (m, n) for m, n in present.iter_rows()
+        if n is not None or variant(m).method.takes_lambda
     ]
     cells = {(r["family"], r["method"], r["n"]): r for r in medians.iter_rows(named=True)}
-    headers = ["Model"] + [ALL_VARIANTS[m].label if n is None
-                           else f"{ALL_VARIANTS[m].label}, n = {n:,}" for m, n in columns]
+    headers = ["Model"] + [variant(m).label if n is None
+                           else f"{variant(m).label}, n = {n:,}" for m, n in columns]
     rows = []
     for family in families:
         if not any(k[0] == family for k in cells):
@@ -113,7 +115,7 @@ def table1_markdown(medians: pl.DataFrame, families: list[str]) -> str:
                 row.append(MISSING)
                 continue
             text = fmt_score(cell["median_normalised"])
-            if ALL_VARIANTS[method].method.vs_average and cell["diff_vs_average"] is not None:
+            if variant(method).method.vs_average and cell["diff_vs_average"] is not None:
                 text += f" ({fmt_diff(cell['diff_vs_average'])})"
             row.append(text)
         rows.append(row)
