@@ -78,7 +78,9 @@ def merge_inputs(wildcards):
         inputs[key] = PLAN.artifact_paths(merge)
     if merge.variant.method.needs_base:
         inputs["base"] = PLAN.base_dir(merge.family)
-    inputs["validation"] = [PATHS["task_validation"].format(task=t) for t in merge.subset]
+    inputs["validation"] = [
+        PATHS["task_validation"].format(task=t) for t in merge.subset
+    ]
     inputs["infos"] = [PATHS["task_info"].format(task=t) for t in merge.subset]
     return inputs
 
