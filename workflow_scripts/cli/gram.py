@@ -4,7 +4,7 @@ For each ``nn.Linear`` of the shared body (attention query, key, value and
 output projections, FFN input and output projections, the pooler), the Gram
 G = X^T X / T of its inputs over the samples: forward passes only (no
 gradients), padding tokens excluded, T the number of rows (non-padding tokens;
-examples for the pooler), accumulated in float64.  Keys: the layer's weight
+examples for the pooler), summed over batches in float64.  Keys: the layer's weight
 name as in ``model.base_model.state_dict()``.
 
 Output: a safetensors file like the ``fisher`` command's (the Grams, the run's
