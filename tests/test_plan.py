@@ -89,6 +89,7 @@ def test_mask_schemes_lambdas_and_new_methods_plan_their_own_merges(config, tmp_
     assert plan.base_dir("fam") == "resources/base_models/fam"
     grams = plan.gram_paths()
     assert "results/gram/fam/c/n8.safetensors" in grams and "results/gram/fam/c/n16.safetensors" not in grams
+    assert "results/gram/fam/a/n16.safetensors" in grams and len(grams) == len(set(grams)) == 5
     # one job per merge evaluates its subset: the report's inputs are directories of those files
     outputs, evals = plan.eval_outputs(), plan.eval_paths()
     assert "results/eval/fam/merged/a+b/ties-lam1" in outputs

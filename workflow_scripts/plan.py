@@ -181,15 +181,11 @@ class Plan:
         ]
 
     def gram_paths(self) -> list[str]:
-        """RegMean's Grams: one per (family, task, n) when a merge method needs them."""
-        if not any(registry.METHODS[m].artifact == registry.GRAM for m in self.merge_cfg["methods"]):
-            return []
-        return [
-            self.gram_path(family, task, n)
-            for family in self.families
-            for task in self.family_tasks(family)
-            for n in self.task_ns(task)
-        ]
+        """RegMean's Grams: one per (family, task, n) that a merge reads (unlike the Fisher
+        artifacts, which the runtime tables read at every n, they serve merges only)."""
+        paths = [p for merge in self.merges() if merge.artifact == registry.GRAM
+                 for p in self.artifact_paths(merge)]
+        return list(dict.fromkeys(paths))
 
     def eval_paths(self) -> list[str]:
         paths = [

@@ -106,7 +106,16 @@ def merge_loaded(
     )
     module = method_module(method)
     if hasattr(module, "merged"):
+        for name, ref in bodies[0].items():  # integer buffers are kept, so they must agree
+            if not ref.is_floating_point():
+                for j in range(1, len(bodies)):
+                    if not torch.equal(bodies[j][name].cpu(), ref.cpu()):
+                        raise MergeError(f"cannot merge {labels[0]} and {labels[j]}: their "
+                                         f"integer body buffer {name!r} differs")
         merged = module.merged(inputs)
+        if set(merged) != set(inputs.shapes):
+            raise MergeError(f"merge method {method!r} returned parameters {sorted(merged)[:3]}... "
+                             "instead of the body's floating-point parameters")
         with torch.no_grad():
             for name, value in merged.items():
                 for body in bodies:
