@@ -293,3 +293,30 @@ def test_regmean_needs_grams_not_fishers(tmp_path, family):
         merge_models(tuned[:2], tmp_path / "out", method="regmean")
     with pytest.raises(MergeError, match="takes --grams"):
         merge_models(tuned[:2], tmp_path / "out", method="regmean", fishers=["a", "b"])
+
+
+# --- one job per merge: evaluation in the merge's process ------------------
+
+
+def test_in_process_evaluation_equals_the_evaluate_command(tmp_path, family, samples_file, capsys):
+    """merge --eval-out writes, for each merged model, the JSON that the evaluate command
+    writes for the saved checkpoint: same scores, model, fingerprint (only seconds differ)."""
+    _, tuned = family
+    data = [samples_file(n=20, num_labels=2, seed=5), samples_file(n=20, num_labels=3, seed=6)]
+    out, evals = tmp_path / "merged", tmp_path / "evals"
+    assert cli.main(["merge", "--models", *map(str, tuned[:2]), "--method", "average",
+                     "--names", "t1", "t2", "--out", str(out), "--eval-data", *map(str, data),
+                     "--eval-batch-size", "4", "--no-progress", "--meta", "kind=merged",
+                     "method=average", "--eval-out", str(evals)]) == 0
+    for name, sample in zip(("t1", "t2"), data):
+        assert cli.main(["evaluate", "--model", str(out / name), "--data", str(sample),
+                         "--task", name, "--batch-size", "4", "--meta", "kind=merged",
+                         "method=average", f"task={name}", "--out",
+                         str(tmp_path / f"{name}.json")]) == 0
+        alone = json.loads((tmp_path / f"{name}.json").read_text())
+        merged = json.loads((evals / f"{name}.json").read_text())
+        alone.pop("seconds"), merged.pop("seconds")
+        assert merged == alone
+    assert cli.main(["merge", "--models", *map(str, tuned[:2]), "--method", "average",
+                     "--eval-data", *map(str, data)]) == 2  # --eval-data without --eval-out
+    assert "--eval-data and --eval-out go together" in capsys.readouterr().err
