@@ -87,10 +87,11 @@ def test_fisher_of_another_task_is_an_error(tmp_path, pair, capsys):
 def test_workflow_passes_the_tasks_of_fisher_merges():
     from workflow_scripts.plan import Plan
 
-    config = {"tasks": {"x": {}, "y": {}}, "families": {"f": {"checkpoints": {"x": {}, "y": {}}}},
-              "fisher": {"n": [32], "seeds": [0]},
-              "merge": {"methods": ["average", "mask"], "released_scheme": False,
-                        "subset_sizes": [2], "floor": 0.0}}
+    from workflow_scripts.config import fill_defaults
+
+    config = fill_defaults({
+        "tasks": {"x": {}, "y": {}}, "families": {"f": {"checkpoints": {"x": {}, "y": {}}}},
+        "fisher": {"n": [32]}, "merge": {"methods": ["average", "mask"]}})
     plan = Plan(config)
     flags = {m.method: plan.merge_flags(m) for m in plan.merges()}
     assert "--tasks x y" in flags["mask"] and "--names x y" in flags["mask"]

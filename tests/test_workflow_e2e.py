@@ -95,7 +95,7 @@ def tiny_config(work: Path) -> dict:
             }
         },
         "fisher": {"n": [8], "batch_size": 4, "chunk_size": 4, "max_length": 32},
-        "merge": {"methods": ["average", "fisher", "mask"], "subset_sizes": [2]},
+        "merge": {"methods": ["average", "fisher", "mask", "ties", "regmean"], "subset_sizes": [2]},
         "finetune": {"epochs": 1, "max_steps": 300, "batch_size": 16, "lr": 3.0e-3, "max_length": 32},
         "evaluation": {"batch_size": 32, "max_length": 32},
         "compute": {"device": "cpu", "gpu": 0, "threads": 1},
@@ -158,10 +158,11 @@ def test_whole_workflow_and_incremental_reruns(tmp_path):
         assert md.count("|") > 4, name
     table1 = read_csv(report / "table1_scores.csv")
     methods = {row["method"] for row in table1}
-    assert {"average", "fisher", "mask"} <= methods
+    assert {"average", "fisher", "mask", "ties-lam1", "regmean"} <= methods
+    assert "TIES (λ = 1)" in (report / "table1_scores.md").read_text()
     scores = read_csv(report / "scores_long.csv")
-    # 1 pair x (average + fisher + mask at n=8) x 2 tasks per pair
-    assert len(scores) == 1 * 3 * 2
+    # 1 pair x (average + ties + fisher, mask and regmean at n=8) x 2 tasks per pair
+    assert len(scores) == 1 * 5 * 2
     assert all(0 <= float(row["normalised"]) < 1000 for row in scores)
     summary = (report / "summary.md").read_text()
     assert "Table 1" in summary
@@ -191,6 +192,7 @@ def test_whole_workflow_and_incremental_reruns(tmp_path):
     (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     dry = snakemake(work, "-n")
     jobs = planned_jobs(dry.stdout + dry.stderr)
+    # (no Gram: n = 12 is not common to the pair, so no RegMean merge asks for one)
     assert jobs.get("sample") == 1 and jobs.get("fisher") == 2, jobs
     assert set(jobs) <= {"sample", "fisher", "report", "plots", "all", "total"}, jobs
     assert re.findall(r"wildcards: .*task=(\w+)", dry.stdout) == ["topic"] * 3

@@ -24,6 +24,7 @@ import sys
 # transformers and sklearn).
 COMMANDS = {
     "fisher": "fisher",  # a mask-node or full diagonal Fisher artifact
+    "gram": "gram",  # RegMean's Gram matrices of the body's linear-layer inputs
     "merge": "merge",  # merge fine-tuned models
     "evaluate": "evaluate",  # evaluate a checkpoint on a task's validation samples
     "prepare-task": "prepare_task",  # a task's train/validation Parquet
