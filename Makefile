@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (Python 3.10+ with venv):
-#   make run    # install, then run the embedded offline default to results/report/
+#   make run    # install, run the embedded offline default to results/report/, build results/report.html
 #   make test   # install, then run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -19,6 +19,9 @@ install: $(VENV)/.installed
 
 run: install
 	$(VENV)/bin/snakemake --cores $(CORES)
+	$(VENV)/bin/snakemake --report results/report.html
+	@echo "Table 1: results/report/table1_scores.md (all tables: results/report/summary.md)"
+	@echo "Report:  results/report.html (open it in a browser)"
 
 test: install
 	$(PY) -m pytest -q

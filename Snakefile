@@ -20,6 +20,12 @@ include: "rules/merge.smk"
 include: "rules/report.smk"
 
 
+# After a failure (the default profile keeps going with the other jobs), name each
+# failed job, its error line and the log to read.
+onerror:
+    print(failure_summary(log), file=sys.stderr)
+
+
 rule all:
     default_target: True
     input:

@@ -7,10 +7,11 @@ from snakemake.utils import min_version
 from workflow_scripts.config import check_config
 from workflow_scripts.jobs import (
     export_job_environment,
+    failure_summary,
     visible_gpu_count,
     write_if_changed,
 )
-from workflow_scripts.merging.registry import MERGE_ID_PATTERN
+from workflow_scripts.merging.registry import GRAM, MERGE_ID_PATTERN
 from workflow_scripts.fisher.kinds import METHODS as FISHER_METHODS
 from workflow_scripts.paths import PATHS
 from workflow_scripts.plan import Plan
@@ -79,21 +80,31 @@ def merge_inputs(wildcards):
             PLAN.checkpoint_dir(merge.family, t, merge.replicate) for t in merge.subset
         ]
     }
-    fishers = PLAN.merge_fisher_paths(merge)
-    if fishers:
-        inputs["fishers"] = fishers
+    if merge.artifact:
+        key = "grams" if merge.artifact == GRAM else "fishers"
+        inputs[key] = PLAN.artifact_paths(merge)
+    if merge.variant.method.needs_base:
+        inputs["base"] = PLAN.base_dir(merge.family)
+    inputs["validation"] = [
+        PATHS["task_validation"].format(task=t) for t in merge.subset
+    ]
+    inputs["infos"] = [PATHS["task_info"].format(task=t) for t in merge.subset]
     return inputs
 
 
 def merge_flags(wildcards, input):
-    fishers = " ".join(input.fishers) if "fishers" in input.keys() else ""
-    return PLAN.merge_flags(wildcard_merge(wildcards)) + (
-        f" --fishers {fishers}" if fishers else ""
-    )
+    """The merge's settings, its artifacts (--fishers or --grams) and --base."""
+    flags = [PLAN.merge_flags(wildcard_merge(wildcards))]
+    for key in ("fishers", "grams"):
+        if key in input.keys():
+            flags.append(f"--{key} " + " ".join(getattr(input, key)))
+    if "base" in input.keys():
+        flags.append(f"--base {input.base}")
+    return " ".join(flags)
 
 
-def merged_eval_meta(wildcards):
-    return PLAN.merged_eval_meta(wildcard_merge(wildcards), wildcards.task)
+def merged_eval_flags(wildcards):
+    return PLAN.merged_eval_flags(wildcard_merge(wildcards))
 
 
 def merged_output(path):

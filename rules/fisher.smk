@@ -20,3 +20,26 @@ rule fisher:
         "--task {wildcards.task} --n {wildcards.n} --seed {wildcards.seed} "
         "{params.flags} --meta family={wildcards.family} replicate={wildcards.rep} "
         "--out {output} > {log} 2>&1"
+
+
+rule gram:
+    input:
+        model=checkpoint_dir,
+        samples=fisher_samples,
+    output:
+        PATHS["gram"],
+    log:
+        "logs/gram/{family}/{rep}/{task}/n{n}-seed{seed}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        **gpu_resources("fisher_runtime"),
+    params:
+        model=model_flags,
+        flags=PLAN.gram_flags(),
+    shell:
+        "python -m workflow_scripts gram --model {input.model} {params.model} "
+        "--data {input.samples} --task {wildcards.task} --n {wildcards.n} "
+        "--seed {wildcards.seed} {params.flags} --meta family={wildcards.family} "
+        "replicate={wildcards.rep} --out {output} > {log} 2>&1"

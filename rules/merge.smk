@@ -1,39 +1,25 @@
+# One job per merge: merge the subset's checkpoints, then evaluate each merged model on
+# its own task's validation set in the same process (one JSON per task).
+
+
 rule merge:
     input:
         unpack(merge_inputs),
     output:
-        merged_output(directory(PATHS["merged"])),
+        evals=directory(PATHS["eval_merged_dir"]),
+        merged=merged_output(directory(PATHS["merged"])),
     log:
         "logs/merge/{family}/{rep}/{subset}/{merge_id}.log",
     conda:
         ENV
     threads: 1
     resources:
-        mem_mb=COMPUTE["mem_mb"],
-    params:
-        flags=merge_flags,
-    shell:
-        "python -m workflow_scripts merge --models {input.models} {params.flags} "
-        "--out {output} > {log} 2>&1"
-
-
-rule evaluate_merged:
-    input:
-        merged=PATHS["merged"],
-        validation=PATHS["task_validation"],
-    output:
-        PATHS["eval_merged"],
-    log:
-        "logs/evaluate_merged/{family}/{rep}/{subset}/{merge_id}/{task}.log",
-    conda:
-        ENV
-    threads: 1
-    resources:
         **gpu_resources("evaluate_runtime"),
     params:
-        meta=merged_eval_meta,
-        flags=PLAN.evaluate_flags(),
+        flags=merge_flags,
+        evaluation=merged_eval_flags,
     shell:
-        "python -m workflow_scripts evaluate --model {input.merged}/{wildcards.task} "
-        "--data {input.validation} --task {wildcards.task} {params.flags} "
-        "--meta {params.meta} --out {output} > {log} 2>&1"
+        "python -m workflow_scripts merge --models {input.models} {params.flags} "
+        "--out {output.merged} --eval-data {input.validation} "
+        "--eval-task-infos {input.infos} {params.evaluation} --eval-out {output.evals} "
+        "> {log} 2>&1"

@@ -1,10 +1,12 @@
 # The report rules read their (possibly thousands of) inputs from list files
 # that common.smk keeps in step with the config, so no command line overflows.
+# Merged evaluations come as one directory per merge (PLAN.eval_outputs); the
+# list names the files in them.
 
 
 rule report:
     input:
-        evals=PLAN.eval_paths(),
+        evals=PLAN.eval_outputs(),
         fishers=PLAN.fisher_paths(),
         eval_list=PATHS["report_eval_list"],
         fisher_list=PATHS["report_fisher_list"],
@@ -58,7 +60,7 @@ rule report:
 
 rule plots:
     input:
-        evals=PLAN.eval_paths(),
+        evals=PLAN.eval_outputs(),
         fishers=PLAN.fisher_paths(),
         eval_list=PATHS["report_eval_list"],
         fisher_list=PATHS["report_fisher_list"],

@@ -140,3 +140,65 @@ def test_fetch_light_imports():
             "('torch', 'transformers', 'huggingface_hub') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def run_unreachable(tmp_path, argv, offline=False):
+    """A command run with the hub unreachable: offline mode, or an endpoint on a closed
+    local port (connection refused at once; the client's retry sleeps are skipped)."""
+    import os
+
+    env = dict(os.environ, HF_HOME=str(tmp_path / "hf"),
+               HF_HUB_OFFLINE="1" if offline else "0", HF_ENDPOINT="http://127.0.0.1:9")
+    env.pop("HF_HUB_VERBOSITY", None)
+    script = ("import sys, time; time.sleep = lambda s: None\n"
+              "from workflow_scripts import cli; raise SystemExit(cli.main(sys.argv[1:]))")
+    return subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=300)
+
+
+def error_lines(stderr):
+    """stderr without the engine's own progress log lines."""
+    return [line for line in stderr.splitlines()
+            if line.strip() and not re.match(r"^\d{4}-\d\d-\d\d .* INFO workflow_scripts", line)]
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_unreachable_hub_is_one_line(tmp_path, offline):
+    proc = run_unreachable(tmp_path, ["fetch-model", "--source", "someorg/nomodel", "--out",
+                                      str(tmp_path / "m")], offline)
+    assert proc.returncode == 2
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: model 'someorg/nomodel' is not a local directory, and the "
+                               "Hugging Face hub was not reachable")
+    assert ("unset HF_HUB_OFFLINE" in lines[0]) == offline
+    assert not (tmp_path / "m").exists()
+
+
+def test_unreachable_hub_when_loading_is_one_line_without_request_logs(tmp_path):
+    proc = run_unreachable(tmp_path, ["merge", "--models", "someorg/nomodel", "other/model",
+                                      "--method", "average", "--out", str(tmp_path / "o")])
+    assert proc.returncode == 2
+    assert "requesting" not in proc.stderr and "Retrying" not in proc.stderr, proc.stderr
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: model 'someorg/nomodel' is not a local directory, and the "
+                               "Hugging Face hub was not reachable")
+
+
+def test_hub_unreachable_is_told_apart_from_other_hub_errors():
+    class LocalEntryNotFoundError(Exception):
+        pass
+
+    try:
+        try:
+            raise LocalEntryNotFoundError("no snapshot")
+        except LocalEntryNotFoundError as inner:
+            raise OSError("wrapped\nover two lines") from inner
+    except OSError as exc:
+        assert fetch.hub_unreachable(exc)
+        assert "\n" not in fetch.hub_error("a/b", None, exc)
+    other = ValueError("Repository Not Found\nfor url")
+    assert not fetch.hub_unreachable(other)
+    message = fetch.hub_error("a/b", "v1", other)
+    assert "\n" not in message and "Repository Not Found for url" in message and "v1" in message

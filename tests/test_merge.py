@@ -353,8 +353,9 @@ def test_cli_end_to_end_mask(tmp_path, checkpoint, monkeypatch):
         AutoTokenizer.from_pretrained(d)
         assert model.config.num_labels == labels
         bodies.append(arch.body_state(model))
-        info = json.loads((d / "merge_info.json").read_text())
-        assert info["method"] == "mask" and info["scheme"] == "released" and info["floor"] == 1e-6
+        info = json.loads((d / "merge.json").read_text())
+        assert info["method"] == "mask" and info["scheme"] == "released"
+        assert info["parameters"] == {"floor": 1e-6}
         assert [i["source"] for i in info["inputs"]] == [str(a), str(b)]
         assert all(i["fingerprint"].startswith("sha256:") for i in info["inputs"])
         assert [f["path"] for f in info["fisher_files"]] == [str(fa), str(fb)]

@@ -86,10 +86,12 @@ def test_seeds_multiply_only_what_depends_on_them(config, tmp_path):
     assert "results/fisher/fam/ft1/a/n8-seed7/mask.safetensors" in fishers
     assert len(fishers) == len(set(fishers)) == 2 * 2 * 2 * (2 + 2 + 1)  # reps, seeds, kinds, ns
     merge = next(m for m in merges if m.merge_id == "fisher-n8-seed7" and m.replicate == "ft2")
-    assert plan.merge_fisher_paths(merge)[0] == (
+    assert plan.artifact_paths(merge)[0] == (
         f"results/fisher/fam/ft2/{merge.subset[0]}/n8-seed7/full.safetensors")
-    meta = plan.merged_eval_meta(merge, merge.subset[0])
+    meta = plan.merged_eval_flags(merge)
     assert "replicate=ft2" in meta and "seed=7" in meta and "n=8" in meta
+    assert plan.merged_eval_dir(merge) == (
+        f"results/eval/fam/ft2/merged/{merge.subset_id}/fisher-n8-seed7")
 
 
 def test_given_checkpoints_have_one_replicate(config, tmp_path):
@@ -119,6 +121,53 @@ def test_seed_shorthand_and_bad_seeds(config, tmp_path, section):
         check_config(both, base_dir=tmp_path)
 
 
+def test_mask_schemes_lambdas_and_new_methods_plan_their_own_merges(config, tmp_path):
+    config["merge"].update(methods=["average", "mask", "task-arithmetic", "ties", "dare", "regmean"],
+                           mask_schemes=["paper"], released_scheme=True, subset_sizes=[2],
+                           task_arithmetic_lambda=[0.3, 0.5], dare_combine="ties", dare_p=0.5)
+    check_config(config, base_dir=tmp_path)
+    plan = Plan(config)
+    assert plan.schemes() == ["paper", "released"]  # the old shorthand adds released
+    ids = sorted({m.merge_id for m in plan.merges() if m.subset_id == "a+b"})
+    assert ids == sorted(["average", "mask-n8-seed0", "mask-n16-seed0", "mask-released-n8-seed0",
+                          "mask-released-n16-seed0", "task-arithmetic-lam0.3",
+                          "task-arithmetic-lam0.5", "ties-lam1", "dare-lam1", "regmean-n8-seed0",
+                          "regmean-n16-seed0"])
+    merges = {m.merge_id: m for m in plan.merges() if m.subset_id == "a+b"}
+    flags = plan.merge_flags(merges["dare-lam1"])
+    assert "--lambda 1.0" in flags and "--dare-p 0.5" in flags and "--dare-combine ties" in flags
+    assert "--ties-k 20" in flags and "--seed 0" in flags
+    assert "--regmean-alpha 0.9" in plan.merge_flags(merges["regmean-n8-seed0"])
+    assert "--lambda 0.5" in plan.merge_flags(merges["task-arithmetic-lam0.5"])
+    assert "--lambda" not in plan.merge_flags(merges["average"])
+    assert plan.artifact_paths(merges["regmean-n8-seed0"]) == [
+        "results/gram/fam/ft0/a/n8-seed0.safetensors", "results/gram/fam/ft0/b/n8-seed0.safetensors"]
+    assert plan.artifact_paths(merges["mask-n16-seed0"])[1] == (
+        "results/fisher/fam/ft0/b/n16-seed0/mask.safetensors")
+    assert plan.base_dir("fam") == "resources/base_models/fam"
+    grams = plan.gram_paths()
+    assert "results/gram/fam/ft0/c/n8-seed0.safetensors" in grams
+    assert "results/gram/fam/ft0/c/n16-seed0.safetensors" not in grams
+    assert "results/gram/fam/ft0/a/n16-seed0.safetensors" in grams
+    assert len(grams) == len(set(grams)) == 5
+    # one job per merge evaluates its subset: the report's inputs are directories of those files
+    outputs, evals = plan.eval_outputs(), plan.eval_paths()
+    assert "results/eval/fam/ft0/merged/a+b/ties-lam1" in outputs
+    assert "results/eval/fam/ft0/merged/a+b/ties-lam1/b.json" in evals
+    assert all(any(e.startswith(o + "/") or e == o for o in outputs) for e in evals)
+    meta = plan.merged_eval_flags(merges["regmean-n8-seed0"])
+    assert "--meta family=fam replicate=ft0 kind=merged method=regmean subset=a+b n=8 seed=0" in meta
+    assert "--eval-batch-size 64" in meta
+
+
+def test_without_task_vector_methods_no_base_is_needed(config, tmp_path):
+    config["families"]["fam"].pop("base")
+    config["families"]["fam"]["checkpoints"].update(a={"source": "org/a"}, b={"source": "org/b"})
+    config["merge"]["methods"] = ["average", "regmean"]
+    check_config(config, base_dir=tmp_path)
+    assert Plan(config).gram_paths()
+
+
 def test_merge_id_roundtrip():
     variant, n, seed = parse_merge_id("average")
     assert (variant.key, n, seed) == ("average", None, None)
@@ -137,7 +186,17 @@ def test_merge_id_roundtrip():
         (lambda c: c["fisher"].update(nn=[8]), r"fisher: .*'nn' was unexpected"),
         (lambda c: c["tasks"]["a"].update(name="sst5"), r"tasks.a.name"),
         (lambda c: c["tasks"].update(d={"source": "glue", "name": "stsx"}), r"tasks.d.name"),
-        (lambda c: c["merge"].update(methods=["average", "ties"]), r"merge.methods.1"),
+        (lambda c: c["merge"].update(methods=["average", "nope"]), r"merge.methods.1"),
+        (lambda c: c["merge"].update(mask_schemes=["paper", "nope"]), r"merge.mask_schemes.1"),
+        (lambda c: c["merge"].update(ties_lambda=[0]), r"merge.ties_lambda.0"),
+        (lambda c: c["merge"].update(dare_p=1.0), r"merge.dare_p"),
+        (lambda c: c["merge"].update(ties_scope="layer"), r"merge.ties_scope"),
+        (
+            lambda c: (c["families"]["fam"].pop("base"), c["families"]["fam"]["checkpoints"].update(
+                a={"source": "org/model-a"}, b={"source": "org/model-b"}),
+                c["merge"].update(methods=["average", "ties"])),
+            r"families.fam: merge method\(s\) ties work on task vectors and need family 'fam'",
+        ),
         (lambda c: c["fisher"].update(n=[0]), r"fisher.n.0"),
         (lambda c: c["fisher"].update(n=[8, 8]), r"fisher.n: .*non-unique"),
         (lambda c: c["fisher"].update(n=["8"]), r"fisher.n.0"),

@@ -59,10 +59,16 @@ def test_every_schema_ref_is_filled():
 def test_merge_ids_round_trip_and_match_the_wildcard_constraint():
     for key, variant in registry.ALL_VARIANTS.items():
         n, seed = (128, 3) if variant.per_n else (None, None)
-        merge_id = variant.merge_id(n, seed)
-        assert re.fullmatch(registry.MERGE_ID_PATTERN, merge_id)
-        got, got_n, got_seed = registry.parse_merge_id(merge_id)
-        assert (got.key, got_n, got_seed) == (key, n, seed)
+        for lam in ((0.3, 1.0, 2.5e-05) if variant.method.takes_lambda else (None,)):
+            v = variant if lam is None else variant.with_lambda(lam)
+            merge_id = v.merge_id(n, seed)
+            assert re.fullmatch(registry.MERGE_ID_PATTERN, merge_id)
+            got, got_n, got_seed = registry.parse_merge_id(merge_id)
+            assert (got.key, got.lam, got_n, got_seed) == (v.key, lam, n, seed)
+            assert registry.variant(v.key) == v and registry.is_known(v.key)
+    assert registry.parse_merge_id("ties-lam1")[0].label == "TIES (λ = 1)"
+    assert registry.rank("ties-lam0.5") < registry.rank("ties-lam1") < registry.rank("dare-lam0.3")
+    assert not registry.is_known("ties") and not registry.is_known("average-lam1")
     assert registry.ALL_VARIANTS["mask-released"].label == "Ours (mask, released scheme)"
     assert [v.key for v in registry.variants(["average", "mask"], ["paper", "released"])] == [
         "average", "mask", "mask-released"]
@@ -71,10 +77,31 @@ def test_merge_ids_round_trip_and_match_the_wildcard_constraint():
 def test_every_method_has_its_module_and_known_artifact():
     for method in registry.METHODS.values():
         module = importlib.import_module(f"workflow_scripts.merging.{method.module}")
-        assert callable(module.weights), method.name
+        # exactly one of: weights for the weighted average, or the merged body
+        assert callable(getattr(module, "weights", None)) != callable(getattr(module, "merged", None)), method.name
+        assert method.artifact in (None, registry.GRAM, *kinds.METHODS)
         assert method.fisher in (None, *kinds.METHODS)
-    with pytest.raises(Exception, match="unknown merge method 'ties'"):
-        registry.method("ties")
+        assert not (method.takes_lambda and method.artifact), method.name  # lambda ids take no n
+    with pytest.raises(Exception, match="unknown merge method 'nope'"):
+        registry.method("nope")
+
+
+def test_method_settings_agree_between_registry_schema_and_command():
+    """Every merge hyper-parameter has one default: the registry's; the schema and ``merge``
+    agree with it, and the lambda lists default to each method's lambda."""
+    props = load_schema()["properties"]["merge"]["properties"]
+    args = vars(_cli_defaults("merge", ["--models", "a", "b", "--method", "ties", "--out", "o"]))
+    for key, value in registry.DEFAULTS.items():
+        assert props[key]["default"] == value, key
+        assert args[key] == value, key
+    for name, method in registry.METHODS.items():
+        if method.default_lambda is not None:
+            assert props[f"{name.replace('-', '_')}_lambda"]["default"] == [method.default_lambda]
+    defs = load_schema()["$defs"]
+    assert defs["mask_scheme"]["enum"] == list(schemes.SCHEMES)
+    assert defs["ties_scope"]["enum"] == list(registry.TIES_SCOPES)
+    assert defs["dare_combine"]["enum"] == list(registry.DARE_COMBINES)
+    assert props["mask_schemes"]["default"] == [schemes.DEFAULT_SCHEME]
 
 
 def test_every_scheme_maps_every_role_to_a_known_rule():

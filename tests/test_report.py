@@ -383,12 +383,25 @@ def variant_evals(root, n=8):
     """One family, rte+sst2 merged by every registry variant (at n where it takes one)."""
     evals = [write_eval(root / f"ft-{task}.json", "fam", task, "finetuned", {"accuracy": 0.8})
              for task in ("rte", "sst2")]
-    for key, variant in registry.ALL_VARIANTS.items():
+    for variant in all_variants():
         for task in ("rte", "sst2"):
-            evals.append(write_eval(root / f"{key}-{task}.json", "fam", task, "merged",
-                                    {"accuracy": 0.6}, method=key, subset="rte+sst2",
+            evals.append(write_eval(root / f"{variant.key}-{task}.json", "fam", task, "merged",
+                                    {"accuracy": 0.6}, method=variant.key, subset="rte+sst2",
                                     n=n if variant.per_n else None))
     return evals
+
+
+def all_variants():
+    """Every registry variant; lambda methods at their default lambda (DARE: 0.3 and 1.0,
+    so one method shows two lambda columns)."""
+    out = []
+    for v in registry.ALL_VARIANTS.values():
+        if not v.method.takes_lambda:
+            out.append(v)
+        else:
+            lams = [v.method.default_lambda] if v.method.default_lambda else [0.3, 1.0]
+            out.extend(v.with_lambda(lam) for lam in lams)
+    return out
 
 
 def table1_header(path):
@@ -399,11 +412,13 @@ def test_methods_and_labels_come_from_the_registry(tmp_path, monkeypatch):
     """Table 1's columns: every registry variant, in registry order, under its label."""
     evals = variant_evals(tmp_path)
     write_report(load_inputs(evals, []), tmp_path / "out")
-    expected = ["Model"] + [v.label + (", n = 8" if v.per_n else "")
-                            for v in registry.ALL_VARIANTS.values()]
+    variants = all_variants()
+    # registry order, lambdas ascending
+    expected = ["Model"] + [v.label + (", n = 8" if v.per_n else "") for v in variants]
     assert table1_header(tmp_path / "out" / "table1_scores.md") == expected
+    assert "DARE (λ = 0.3)" in expected and "DARE (λ = 1)" in expected
     methods = pl.read_csv(tmp_path / "out" / "table1_scores.csv")["method"].to_list()
-    assert methods == list(registry.ALL_VARIANTS)
+    assert methods == [v.key for v in variants]
     # a relabelled registry entry is what the report shows: no copy of the labels
     mask = registry.ALL_VARIANTS["mask"]
     renamed = dataclasses.replace(mask, method=dataclasses.replace(mask.method, label="Renamed"))
@@ -414,11 +429,11 @@ def test_methods_and_labels_come_from_the_registry(tmp_path, monkeypatch):
 
 def test_unknown_merge_method_names_the_known_ones(tmp_path):
     evals = variant_evals(tmp_path)
-    bad = write_eval(tmp_path / "ties-rte.json", "fam", "rte", "merged", {"accuracy": 0.6},
-                     method="ties", subset="rte+sst2", n=None)
+    bad = write_eval(tmp_path / "nope-rte.json", "fam", "rte", "merged", {"accuracy": 0.6},
+                     method="nope", subset="rte+sst2", n=None)
     with pytest.raises(UserError) as caught:
         load_inputs(evals + [bad], [])
-    assert "ties-rte.json" in str(caught.value)
+    assert "nope-rte.json" in str(caught.value)
     assert ", ".join(registry.ALL_VARIANTS) in str(caught.value)
 
 

@@ -34,7 +34,7 @@ SLURM_CONF = Path("/etc/slurm/slurm.conf")
 MARKER = "# written by fisher-mask-merging tests/test_slurm.py"
 DAEMONS = ("munged", "munge", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo")
 LOCAL_RULES = {"all", "fetch_base_model", "fetch_model", "prepare_task"}
-GPU_RULES = ("fisher", "finetune", "evaluate_finetuned", "evaluate_merged", "merge")
+GPU_RULES = ("fisher", "gram", "finetune", "evaluate_finetuned", "merge")
 
 
 def why_not() -> str | None:

@@ -106,7 +106,7 @@ def tiny_config(work: Path) -> dict:
             },
         },
         "fisher": {"n": [8], "batch_size": 4, "chunk_size": 4, "max_length": 32},
-        "merge": {"methods": ["average", "fisher", "mask"], "subset_sizes": [2]},
+        "merge": {"methods": ["average", "fisher", "mask", "ties", "regmean"], "subset_sizes": [2]},
         "finetune": {"epochs": 1, "max_steps": 300, "batch_size": 16, "lr": 3.0e-3, "max_length": 32},
         "evaluation": {"batch_size": 32, "max_length": 32},
         "compute": {"device": "cpu", "gpu": 0, "threads": 1},
@@ -170,13 +170,15 @@ def test_whole_workflow_and_incremental_reruns(tmp_path):
     families = list(config["families"])
     assert families == ["tiny", "tinyllama"]
     table1 = read_csv(report / "table1_scores.csv")
+    methods = ("average", "fisher", "mask", "ties-lam1", "regmean")
     assert {(row["family"], row["method"]) for row in table1} == {
-        (family, method) for family in families for method in ("average", "fisher", "mask")}
+        (family, method) for family in families for method in methods}
     table1_md = (report / "table1_scores.md").read_text()
     assert [line.split("|")[1].strip() for line in table1_md.splitlines()[2:]] == families
+    assert "TIES (λ = 1)" in table1_md
     scores = read_csv(report / "scores_long.csv")
-    # per family: 1 pair x (average + fisher + mask at n=8) x 2 tasks per pair
-    assert sorted(row["family"] for row in scores) == sorted(families * 3 * 2)
+    # per family: 1 pair x (average + ties + fisher, mask and regmean at n=8) x 2 tasks per pair
+    assert sorted(row["family"] for row in scores) == sorted(families * 5 * 2)
     assert all(0 <= float(row["normalised"]) < 1000 for row in scores)
     for task in ("topic", "pair"):  # the decoder was fine-tuned with a pad token id and GQA
         tuned = work / "results/finetuned/tinyllama/ft0" / task
@@ -214,6 +216,7 @@ def test_whole_workflow_and_incremental_reruns(tmp_path):
     (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     dry = snakemake(work, "-n")
     jobs = planned_jobs(dry.stdout + dry.stderr)
+    # (no Gram: n = 12 is not common to the pair, so no RegMean merge asks for one)
     assert jobs.get("sample") == 1 and jobs.get("fisher") == 2 * 2, jobs
     assert set(jobs) <= {"sample", "fisher", "report", "plots", "all", "total"}, jobs
     assert re.findall(r"wildcards: .*task=(\w+)", dry.stdout) == ["topic"] * 5
@@ -232,14 +235,15 @@ def test_whole_workflow_and_incremental_reruns(tmp_path):
     dry = snakemake(work, "-n")
     jobs = planned_jobs(dry.stdout + dry.stderr)
     # samples (shared by the families): topic n=8,12 and pair n=8; per family: Fishers of
-    # 2 kinds each, merges fisher and mask at the pair's common n=8, each evaluated on both tasks
-    assert (jobs.get("sample"), jobs.get("fisher"), jobs.get("merge"),
-            jobs.get("evaluate_merged")) == (3, 6 * 2, 2 * 2, 4 * 2), jobs
-    assert set(jobs) <= {"sample", "fisher", "merge", "evaluate_merged", "report", "plots",
-                         "all", "total"}, jobs
+    # 2 kinds each, RegMean's Grams of both tasks at the pair's common n=8, and the merges of
+    # that n (fisher, mask, regmean), each evaluated in its own job; TIES and averaging: none
+    assert (jobs.get("sample"), jobs.get("fisher"), jobs.get("gram"), jobs.get("merge")) == (
+        3, 6 * 2, 2 * 2, 3 * 2), jobs
+    assert set(jobs) <= {"sample", "fisher", "gram", "merge", "report", "plots", "all",
+                         "total"}, jobs
     assert set(re.findall(r"seed=(\d+)", dry.stdout)) == {"1"}
-    assert set(re.findall(r"merge_id=([\w-]+)", dry.stdout)) == {"fisher-n8-seed1",
-                                                                  "mask-n8-seed1"}
+    assert set(re.findall(r"merge_id=([\w.-]+)", dry.stdout)) == {
+        "fisher-n8-seed1", "mask-n8-seed1", "regmean-n8-seed1"}
     assert set(re.findall(r"family=(\w+)", dry.stdout)) == set(families)
 
 

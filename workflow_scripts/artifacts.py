@@ -1,10 +1,12 @@
-"""Fisher artifacts: safetensors files with metadata and a content checksum.
+"""Fisher (and Gram) artifacts: safetensors files with metadata and a content checksum.
 
 The header's ``__metadata__`` holds two strings: ``fisher_metadata`` (JSON of
 the run's facts: model, task, n, method, seconds, FLOPs, ...) and
 ``tensors_sha256`` (hash over the tensor names, dtypes, shapes and bytes).
 Reading verifies both, so a truncated or edited file is reported with the
-path to delete instead of silently feeding a merge.
+path to delete instead of silently feeding a merge.  Gram files (RegMean,
+:mod:`.gram`) use the same format with ``method: gram`` in the metadata; their
+values are checked for finiteness only (off-diagonal entries may be negative).
 """
 
 from __future__ import annotations
@@ -55,10 +57,20 @@ def check_values(tensors: dict[str, torch.Tensor], what: str = "Fisher") -> None
         )
 
 
-def save_fisher(tensors: dict[str, torch.Tensor], metadata: dict, path) -> None:
-    """Validate and write atomically; refuses non-finite or all-zero Fisher."""
+def check_finite(tensors: dict[str, torch.Tensor], what: str = "Gram") -> None:
+    """NaN or infinite values are errors (a Gram may hold negative entries)."""
+    for name, t in tensors.items():
+        if not torch.isfinite(t).all():
+            raise FisherValueError(f"{what} tensor {name!r} has NaN or infinite values; "
+                                   "the model produces non-finite activations")
+    if not tensors:
+        raise FisherValueError(f"{what} holds no tensors")
+
+
+def save_fisher(tensors: dict[str, torch.Tensor], metadata: dict, path, check=check_values) -> None:
+    """Validate (``check``, default: refuses non-finite or all-zero Fisher) and write atomically."""
     tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in tensors.items()}
-    check_values(tensors)
+    check(tensors)
     header = {
         META_KEY: json.dumps(metadata, sort_keys=True, default=str),
         SUM_KEY: tensors_digest(tensors),
@@ -67,43 +79,45 @@ def save_fisher(tensors: dict[str, torch.Tensor], metadata: dict, path) -> None:
         save_file(tensors, str(tmp), metadata=header)
 
 
-def _corrupt(path, why: str) -> CorruptArtifactError:
+def _corrupt(path, why: str, what: str = "Fisher artifact") -> CorruptArtifactError:
     return CorruptArtifactError(
-        f"Fisher artifact {path} is corrupt ({why}); delete it "
+        f"{what} {path} is corrupt ({why}); delete it "
         f"(rm '{path}') and rerun the workflow to recompute it"
     )
 
 
-def read_metadata(path) -> dict:
+def read_metadata(path, what: str = "Fisher artifact") -> dict:
     """The metadata only (cheap: reads the header)."""
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
     except Exception as exc:  # safetensors raises its own error types
-        raise _corrupt(path, f"unreadable header: {exc}") from exc
+        raise _corrupt(path, f"unreadable header: {exc}", what) from exc
     if META_KEY not in header:
-        raise _corrupt(path, "no fisher_metadata in its header")
+        raise _corrupt(path, "no fisher_metadata in its header", what)
     try:
         return json.loads(header[META_KEY])
     except json.JSONDecodeError as exc:
-        raise _corrupt(path, "metadata is not valid JSON") from exc
+        raise _corrupt(path, "metadata is not valid JSON", what) from exc
 
 
-def load_fisher(path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+def load_fisher(path, verify: bool = True, what: str = "Fisher artifact",
+                ) -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors, metadata); with ``verify`` the checksum must match."""
     path = Path(path)
     if not path.exists():
-        raise MissingFileError(f"Fisher artifact {path} does not exist; compute it with "
-                               "`python -m workflow_scripts fisher` (or rerun the workflow)")
+        command = "gram" if what.lower().startswith("gram") else "fisher"
+        raise MissingFileError(f"{what} {path} does not exist; compute it with "
+                               f"`python -m workflow_scripts {command}` (or rerun the workflow)")
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
             tensors = {k: handle.get_tensor(k) for k in handle.keys()}
     except Exception as exc:
-        raise _corrupt(path, f"unreadable: {exc}") from exc
+        raise _corrupt(path, f"unreadable: {exc}", what) from exc
     if META_KEY not in header or SUM_KEY not in header:
-        raise _corrupt(path, "header lacks its metadata or checksum")
+        raise _corrupt(path, "header lacks its metadata or checksum", what)
     if verify and tensors_digest(tensors) != header[SUM_KEY]:
-        raise _corrupt(path, "checksum mismatch: its values were changed after it was written")
+        raise _corrupt(path, "checksum mismatch: its values were changed after it was written", what)
     return tensors, json.loads(header[META_KEY])

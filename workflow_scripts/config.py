@@ -22,7 +22,9 @@ from .errors import ConfigError, UserError
 from .configpaths import resolve_path
 from .fetch import classify
 from .fisher import kinds as fisher_kinds
-from .merging.registry import METHODS as MERGE_METHODS
+from .merging.registry import DARE_COMBINES, METHODS as MERGE_METHODS, TIES_SCOPES
+from .merging.schemes import SCHEME_NAMES
+from .tasks.files import QUOTINGS
 from .tasks.local import COLUMN_KEYS
 from .tasks.registry import SOURCE_NAMES, SOURCES, TASK_NAMES
 
@@ -38,18 +40,23 @@ def _schema(path: str) -> dict:
         "task_source": SOURCE_NAMES,
         "task_name": TASK_NAMES,
         "merge_method": tuple(MERGE_METHODS),
+        "mask_scheme": SCHEME_NAMES,
+        "ties_scope": TIES_SCOPES,
+        "dare_combine": DARE_COMBINES,
         "fisher_method": fisher_kinds.METHODS,
         "estimator": fisher_kinds.ESTIMATORS,
         "neuron_mask": fisher_kinds.NEURON_MASKS,
         "label_mode": fisher_kinds.LABEL_MODES,
         "device": DEVICES,
+        "quoting": QUOTINGS,
     }
     for key, values in enums.items():
         defs.setdefault(key, {})["enum"] = list(values)
     defs.setdefault("column_map", {}).update(
         type="object",
         additionalProperties=False,
-        properties={key: {"type": "string"} for key in COLUMN_KEYS},
+        # a column name, or a 0-based column index for files without a header row
+        properties={key: {"type": ["string", "integer"], "minimum": 0} for key in COLUMN_KEYS},
         required=["text_a", "label"],
     )
     return schema
@@ -175,6 +182,15 @@ def _check_families(config: dict, base_dir: Path) -> None:
                 raise ConfigError(f"{where}.base: {exc}") from None
             if kind == "local":
                 check_architecture(resolve_path(spec["base"], base_dir), f"{where}.base")
+        else:
+            needing = [m for m in config["merge"]["methods"] if MERGE_METHODS[m].needs_base]
+            if needing:
+                raise ConfigError(
+                    f"{where}: merge method(s) {', '.join(needing)} work on task vectors and "
+                    f"need family {family!r}'s 'base' (the pre-trained model its checkpoints "
+                    "were fine-tuned from); set families." + family + ".base or drop them "
+                    "from merge.methods"
+                )
         for task, ckpt in spec["checkpoints"].items():
             cwhere = f"{where}.checkpoints.{task}"
             if task not in tasks:

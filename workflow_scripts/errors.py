@@ -43,3 +43,7 @@ class CorruptArtifactError(UserError, ValueError):
 
 class FisherValueError(UserError, ValueError):
     """A Fisher holds NaN, infinite, negative or only zero values."""
+
+
+class FisherProvenanceError(MergeError):
+    """A Fisher file was computed for another model or task than the one it is used for."""

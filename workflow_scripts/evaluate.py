@@ -159,21 +159,54 @@ def evaluate_checkpoint(
         model_source, revision=revision, allow_pickle=allow_pickle, label_map=label_map,
         device=device,
     )
+    return evaluate_loaded(
+        model, tokenizer, samples, task, model_source=model_source, data_path=data_path,
+        fingerprint=info.fingerprint, label_map=label_map, num_labels=num_labels,
+        task_info=task_info, batch_size=batch_size, max_length=max_length, device=device,
+        context=context, out=out, progress=progress,
+    )
+
+
+def evaluate_loaded(
+    model,
+    tokenizer,
+    samples: Samples,
+    task: str,
+    *,
+    model_source: str,
+    data_path: str,
+    fingerprint: str | None,
+    label_map: list[int] | None = None,
+    num_labels: int | None = None,
+    task_info: str | None = None,
+    batch_size: int = 64,
+    max_length: int = 128,
+    device: str = "cpu",
+    context: dict | None = None,
+    out: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate a loaded model (on ``device``, in eval mode) on ``samples`` read from
+    ``data_path``; the result of :func:`evaluate_checkpoint`, for a model in memory
+    (``merge --eval-out`` evaluates its merged models without reloading them)."""
+    if batch_size < 1 or max_length < 2:
+        raise UserError("--batch-size must be >= 1 and --max-length >= 2")
+    model_labels = int(model.config.num_labels)
     if num_labels is None and task_info:
         from .tasks.info import read_info
 
         num_labels = int(read_info(task_info)["num_labels"])
-    if num_labels is not None and num_labels != info.num_labels:
+    if num_labels is not None and num_labels != model_labels:
         raise UserError(
-            f"checkpoint {model_source} has {info.num_labels} labels but task {task} "
+            f"checkpoint {model_source} has {model_labels} labels but task {task} "
             f"needs {num_labels} (--num-labels); wrong checkpoint or task?"
         )
-    if info.num_labels < 2:
+    if model_labels < 2:
         raise UserError(
-            f"checkpoint {model_source} has {info.num_labels} output label; evaluation needs a "
+            f"checkpoint {model_source} has {model_labels} output label; evaluation needs a "
             "classification head with >= 2 labels (regression heads are not supported)"
         )
-    check_labels(samples, info.num_labels, where=f"{data_path} for checkpoint {model_source}")
+    check_labels(samples, model_labels, where=f"{data_path} for checkpoint {model_source}")
     start = time.perf_counter()
     metrics = evaluate_model(model, tokenizer, samples, task, batch_size, max_length, device,
                              progress)
@@ -181,12 +214,12 @@ def evaluate_checkpoint(
     result = {
         "task": task,
         "model": str(model_source),
-        "fingerprint": info.fingerprint,
+        "fingerprint": fingerprint,
         "data": str(data_path),
         "label_map": label_map,
         "n_examples": len(samples),
-        "num_labels": info.num_labels,
-        "label_counts": label_counts(samples, info.num_labels),
+        "num_labels": model_labels,
+        "label_counts": label_counts(samples, model_labels),
         "metrics": metrics,
         "seconds": round(seconds, 4),
         "device": device,

@@ -16,6 +16,7 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -162,6 +163,42 @@ def check_weights(files: list[Path], source: str, allow_pickle: bool, available=
     )
 
 
+# exception types (by name, to import nothing) that mean the hub could not be reached
+_UNREACHABLE = {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectError",
+                "ConnectTimeout", "TimeoutException", "NetworkError", "ConnectionError",
+                "ReadTimeout"}
+
+
+def hub_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) says the hub was not reached."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__name__ in _UNREACHABLE or "couldn't connect" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def one_line(text: str) -> str:
+    """An exception's text on one line (hub errors span several)."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def hub_error(source: str, revision: str | None, exc: BaseException, what: str = "model") -> str:
+    """The one-line message for a hub source that could not be fetched or loaded."""
+    if hub_unreachable(exc):
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        fix = ("unset HF_HUB_OFFLINE (it is set) to use the hub" if offline
+               else "connect to the internet")
+        return (f"{what} {source!r} is not a local directory, and the Hugging Face hub was not "
+                f"reachable to fetch it (revision {revision or 'main'}); check the path, or "
+                f"{fix}, or fetch it elsewhere and give its directory")
+    return (f"cannot fetch {what} {source!r} (revision {revision or 'main'}) from the Hugging Face "
+            f"hub: {type(exc).__name__}: {one_line(exc)}; there is no local directory of that "
+            "name either")
+
+
 def download_hub(repo_id: str, revision: str | None, allow_pickle: bool) -> tuple[Path, str | None]:
     """Snapshot a hub repository (checkpoint files only); returns (snapshot dir, commit)."""
     try:
@@ -172,10 +209,7 @@ def download_hub(repo_id: str, revision: str | None, allow_pickle: bool) -> tupl
     try:
         path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
     except Exception as exc:  # offline, unknown repo or revision, gated, ...
-        raise UserError(
-            f"cannot download {repo_id!r} (revision {revision or 'main'}) from the Hugging Face "
-            f"hub: {type(exc).__name__}: {exc}. There is no local directory of that name either"
-        ) from exc
+        raise UserError(hub_error(repo_id, revision, exc)) from exc
     commit = path.name if re.fullmatch(r"[0-9a-f]{40}", path.name) else None
     return path, commit
 

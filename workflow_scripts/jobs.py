@@ -7,6 +7,7 @@ No torch and no Snakemake: ``rules/common.smk`` calls these while it parses.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -73,3 +74,54 @@ def export_job_environment(package_root: str, python: str) -> None:
     parts = [package_root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
     os.environ["PATH"] = os.pathsep.join([os.path.dirname(python), os.environ.get("PATH", "")])
+
+
+def failed_jobs(run_log: str) -> list[dict]:
+    """The failed jobs of a Snakemake run, from its log's ``Error in rule NAME:`` blocks:
+    ``{"rule", "output", "log"}`` each (``log`` and ``output`` may be empty)."""
+    jobs: list[dict] = []
+    for line in run_log.splitlines():
+        match = re.match(r"^Error in rule ([\w-]+):", line)
+        if match:
+            jobs.append({"rule": match.group(1), "output": "", "log": ""})
+        elif jobs and line.startswith("    ") and not line.startswith("     "):
+            key, _, value = line.strip().partition(": ")
+            if key in ("output", "log") and not jobs[-1][key]:
+                jobs[-1][key] = value.removesuffix(" (check log file(s) for error details)")
+    return jobs
+
+
+def last_error(log_file: str | Path) -> str:
+    """The last ``error: ...`` line of a job's log (what the command said), or ''."""
+    try:
+        lines = Path(log_file).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return next((line.strip() for line in reversed(lines) if line.startswith("error:")), "")
+
+
+def failure_summary(run_log_path) -> str:
+    """The closing message of a failed run: each failed job, its error and the log to read.
+
+    ``run_log_path``: Snakemake's log of the run (``log`` in ``onerror``; Snakemake 9
+    passes a list of paths, of which the first is read)."""
+    if isinstance(run_log_path, (list, tuple)):
+        run_log_path = run_log_path[0] if run_log_path else None
+    try:
+        text = Path(run_log_path).read_text(errors="replace") if run_log_path else ""
+    except OSError:
+        text = ""
+    jobs = failed_jobs(text)
+    if not jobs:
+        return f"the run failed outside any job; Snakemake's own log: {run_log_path}"
+    lines = [f"{len(jobs)} job(s) failed; every job that did not depend on them ran "
+             "(keep-going). Fix the cause and rerun the same command: finished outputs are kept."]
+    for job in jobs:
+        first_log = job["log"].split(", ")[0]
+        said = last_error(first_log) if first_log else ""
+        lines.append(f"  rule {job['rule']}: {job['output'] or '(no output)'}")
+        if said:
+            lines.append(f"    {said}")
+        lines.append(f"    log: {first_log or '(none)'}")
+    lines.append(f"Snakemake's own log of this run: {run_log_path}")
+    return "\n".join(lines)

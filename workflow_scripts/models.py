@@ -10,7 +10,6 @@ fine-tuning, the loader builds a fresh head for the task instead.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from . import architectures as arch
 from .errors import ModelLoadError, UserError
 from .configpaths import resolve_path
-from .fetch import classify
+from .fetch import classify, hub_error, one_line
 from .io import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
@@ -122,7 +121,9 @@ def load_model(
     try:
         config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=False)
     except OSError as exc:
-        raise ModelLoadError(f"cannot load the {what} config from {source!r}: {exc}") from exc
+        if not local:
+            raise ModelLoadError(hub_error(source, revision, exc, what)) from None
+        raise ModelLoadError(f"cannot load the {what} config from {source!r}: {one_line(exc)}") from exc
     arch.spec_for(config)  # unsupported architecture -> clear error before weights load
     if local and not allow_pickle and not any(Path(path).glob("*.safetensors")):
         raise ModelLoadError(
@@ -218,11 +219,9 @@ def apply_label_map(model, label_map: list[int]) -> None:
     model.config.label2id = {v: k for k, v in model.config.id2label.items()}
 
 
-def save_checkpoint(model, tokenizer, out_dir: str | os.PathLike, extra: dict | None = None) -> None:
+def save_checkpoint(model, tokenizer, out_dir: str | os.PathLike) -> None:
     """Write a Hugging Face checkpoint directory atomically (safetensors)."""
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if extra:
-            (Path(tmp) / "merge_info.json").write_text(json.dumps(extra, indent=2, sort_keys=True))

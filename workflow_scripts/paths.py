@@ -21,10 +21,14 @@ PATHS = {
     # sample / fisher: one sample draw and Fisher artifact per Fisher seed
     "samples": "results/samples/{task}/n{n}-seed{seed}.parquet",
     "fisher": "results/fisher/{family}/{rep}/{task}/n{n}-seed{seed}/{method}.safetensors",
+    # gram: RegMean's Grams of the body's linear-layer inputs, on the same samples
+    "gram": "results/gram/{family}/{rep}/{task}/n{n}-seed{seed}.safetensors",
     # merge / evaluate ({merge_id} holds n and the Fisher seed where the merge has them)
     "merged": "results/merged/{family}/{rep}/{subset}/{merge_id}",
     "eval_finetuned": "results/eval/{family}/{rep}/finetuned/{task}.json",
     "eval_merged": "results/eval/{family}/{rep}/merged/{subset}/{merge_id}/{task}.json",
+    # merge evaluates its merged models in the same job: one directory of the above per merge
+    "eval_merged_dir": "results/eval/{family}/{rep}/merged/{subset}/{merge_id}",
     # report
     "report_dir": "results/report",
     "report_plots": "results/report/plots",

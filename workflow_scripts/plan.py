@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from .jobs import cli_flags, flag
 from .merging import registry
-from .merging.schemes import DEFAULT_SCHEME
 from .paths import path
 from . import replicates
 
@@ -46,6 +45,11 @@ class Merge:
     @property
     def fisher_method(self) -> str | None:
         return self.variant.method.fisher
+
+    @property
+    def artifact(self) -> str | None:
+        """The per-model artifact of the merge: a Fisher kind, ``gram`` or None."""
+        return self.variant.method.artifact
 
 
 class Plan:
@@ -96,11 +100,26 @@ class Plan:
 
     # -- merges ------------------------------------------------------------
     def schemes(self) -> list[str]:
-        """The mask schemes merged with: the default, plus the released one if asked."""
-        return [DEFAULT_SCHEME] + (["released"] if self.merge_cfg["released_scheme"] else [])
+        """The mask schemes merged with: ``merge.mask_schemes``, plus ``released`` when the
+        old shorthand ``released_scheme: true`` asks for it."""
+        schemes = list(self.merge_cfg["mask_schemes"])
+        if self.merge_cfg["released_scheme"] and "released" not in schemes:
+            schemes.append("released")
+        return schemes
+
+    def lambdas(self) -> dict[str, list[float]]:
+        """The lambda values of each lambda-taking method (DARE: those of its combine method)."""
+        def of(method: str) -> list[float]:
+            return list(self.merge_cfg[method.replace("-", "_") + "_lambda"])
+
+        out = {}
+        for name, method in registry.METHODS.items():
+            if method.takes_lambda:
+                out[name] = of(self.merge_cfg["dare_combine"] if name == "dare" else name)
+        return out
 
     def variants(self) -> list[registry.Variant]:
-        return registry.variants(self.merge_cfg["methods"], self.schemes())
+        return registry.variants(self.merge_cfg["methods"], self.schemes(), self.lambdas())
 
     def subsets(self, family: str) -> list[tuple[str, ...]]:
         tasks = self.family_tasks(family)
@@ -148,20 +167,37 @@ class Plan:
                     method=method)
 
     @staticmethod
+    def gram_path(family: str, replicate: str, task: str, n: int, seed: int) -> str:
+        return path("gram", family=family, rep=replicate, task=task, n=n, seed=seed)
+
+    def artifact_paths(self, merge: Merge) -> list[str]:
+        """One artifact per task of the merge's subset (Fisher or Gram), in subset order;
+        none for merges without one."""
+        if merge.artifact is None:
+            return []
+        if merge.artifact == registry.GRAM:
+            return [self.gram_path(merge.family, merge.replicate, t, merge.n, merge.seed)
+                    for t in merge.subset]
+        return [self.fisher_path(merge.family, merge.replicate, t, merge.n, merge.seed,
+                                 merge.artifact) for t in merge.subset]
+
+    def base_dir(self, family: str) -> str:
+        """The local copy of the family's pre-trained model (``fetch_base_model``)."""
+        return path("base_model", family=family)
+
+    @staticmethod
     def merged_eval_path(merge: Merge, task: str) -> str:
         return path("eval_merged", family=merge.family, rep=merge.replicate,
                     subset=merge.subset_id, merge_id=merge.merge_id, task=task)
 
     @staticmethod
+    def merged_eval_dir(merge: Merge) -> str:
+        return path("eval_merged_dir", family=merge.family, rep=merge.replicate,
+                    subset=merge.subset_id, merge_id=merge.merge_id)
+
+    @staticmethod
     def finetuned_eval_path(family: str, replicate: str, task: str) -> str:
         return path("eval_finetuned", family=family, rep=replicate, task=task)
-
-    def merge_fisher_paths(self, merge: Merge) -> list[str]:
-        """The Fisher artifacts a merge reads, one per task of its subset (none for averaging)."""
-        if merge.fisher_method is None:
-            return []
-        return [self.fisher_path(merge.family, merge.replicate, t, merge.n, merge.seed,
-                                 merge.fisher_method) for t in merge.subset]
 
     def fisher_paths(self) -> list[str]:
         return [
@@ -174,6 +210,13 @@ class Plan:
             for method in self.fisher["methods"]
         ]
 
+    def gram_paths(self) -> list[str]:
+        """RegMean's Grams: one per (family, task, n) that a merge reads (unlike the Fisher
+        artifacts, which the runtime tables read at every n, they serve merges only)."""
+        paths = [p for merge in self.merges() if merge.artifact == registry.GRAM
+                 for p in self.artifact_paths(merge)]
+        return list(dict.fromkeys(paths))
+
     def eval_paths(self) -> list[str]:
         paths = [
             self.finetuned_eval_path(family, rep, task)
@@ -184,6 +227,16 @@ class Plan:
         for merge in self.merges():
             paths.extend(self.merged_eval_path(merge, task) for task in merge.subset)
         return paths
+
+    def eval_outputs(self) -> list[str]:
+        """What the evaluations come as: one file per fine-tuned model, one directory per
+        merge (the merge job evaluates its models); :meth:`eval_paths` lists the files."""
+        return [
+            self.finetuned_eval_path(family, rep, task)
+            for family in self.families
+            for rep in self.replicates(family)
+            for task in self.family_tasks(family)
+        ] + [self.merged_eval_dir(merge) for merge in self.merges()]
 
     def task_metrics(self) -> dict[str, str]:
         return {name: task["metric"] for name, task in self.tasks.items() if "metric" in task}
@@ -208,6 +261,10 @@ class Plan:
             "allow_pickle": self.allow_pickle(family) or None,
         })
 
+    def gram_flags(self) -> str:
+        return cli_flags({key: self.fisher[key] for key in ("batch_size", "max_length")}) \
+            + " " + self.device_flag()
+
     def fisher_flags(self) -> str:
         return cli_flags(self.fisher, exclude=FISHER_WORKFLOW_KEYS) + " " + \
             self.device_flag()
@@ -227,21 +284,28 @@ class Plan:
     def merge_flags(self, merge: Merge) -> str:
         maps = [self.label_map(merge.family, t) or "-" for t in merge.subset]
         variant = merge.variant
+        settings = {key: self.merge_cfg[key] for key in variant.method.settings}
         return cli_flags({
             "method": variant.method.name,
             "names": list(merge.subset),
+            "tasks": list(merge.subset) if variant.method.artifact else None,
+            "lambda": variant.lam,
+            **settings,
             "scheme": variant.scheme.name if variant.scheme and not variant.scheme.default else None,
             "floor": self.merge_cfg["floor"] if variant.method.fisher and self.merge_cfg["floor"] else None,
             "label_maps": maps if any(m != "-" for m in maps) else None,
             "allow_pickle": self.allow_pickle(merge.family) or None,
         })
 
-    def merged_eval_meta(self, merge: Merge, task: str) -> str:
+    def merged_eval_flags(self, merge: Merge) -> str:
+        """``merge``'s evaluation flags: settings, device and the JSONs' context (each JSON
+        adds its own task)."""
         meta = [f"family={merge.family}", f"replicate={merge.replicate}", "kind=merged",
-                f"method={merge.method}", f"subset={merge.subset_id}", f"task={task}"]
+                f"method={merge.method}", f"subset={merge.subset_id}"]
         if merge.n is not None:
             meta += [f"n={merge.n}", f"seed={merge.seed}"]
-        return " ".join(meta)
+        settings = {f"eval_{key}": value for key, value in self.config["evaluation"].items()}
+        return " ".join([cli_flags(settings), self.device_flag(), flag("meta", meta)])
 
     @staticmethod
     def finetuned_eval_meta(family: str, replicate: str, task: str) -> str:

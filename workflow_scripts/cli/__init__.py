@@ -24,6 +24,7 @@ import sys
 # transformers and sklearn).
 COMMANDS = {
     "fisher": "fisher",  # a mask-node or full diagonal Fisher artifact
+    "gram": "gram",  # RegMean's Gram matrices of the body's linear-layer inputs
     "merge": "merge",  # merge fine-tuned models
     "evaluate": "evaluate",  # evaluate a checkpoint on a task's validation samples
     "prepare-task": "prepare_task",  # a task's train/validation Parquet
@@ -35,6 +36,8 @@ COMMANDS = {
     "check-config": "check_config",  # validate a workflow config
 }
 PROG = "python -m workflow_scripts"
+SCRIPT = "fisher-merge"  # the console script of pyproject.toml's [project.scripts]: this main
+QUIET_LOGGERS = ("huggingface_hub", "httpx", "httpcore")
 
 
 def _command_of(argv) -> str | None:
@@ -49,7 +52,8 @@ def command_module(command: str):
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; with a known ``command``, only that command's module is imported."""
     names = [command] if command in COMMANDS else list(COMMANDS)
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    prog = SCRIPT if os.path.basename(sys.argv[0] or "") == SCRIPT else PROG
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in names:
@@ -66,6 +70,12 @@ def main(argv=None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:
+        # the hub client's own lines ("... thrown while requesting HEAD https://...",
+        # "Retrying in 1s", httpx's "HTTP Request: ...") say nothing the error does not
+        os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
     for key, value in getattr(command_module(args.command), "ENVIRONMENT", {}).items():
         os.environ.setdefault(key, value)
     from ..errors import UserError

@@ -37,6 +37,7 @@ def run(args) -> None:
     plan = Plan(config)
     print(
         f"config {args.config} is valid: {len(plan.families)} families, {len(plan.tasks)} tasks, "
-        f"{len(plan.fisher_paths())} Fisher artifacts, {len(plan.merges())} merges, "
+        f"{len(plan.fisher_paths())} Fisher artifacts, {len(plan.gram_paths())} Gram artifacts, "
+        f"{len(plan.merges())} merges, "
         f"{len(plan.eval_paths())} evaluations"
     )

@@ -17,6 +17,8 @@ JSON's context gets its own ``task``.
 Output: a JSON file with the metrics, ``label_counts`` (how many evaluated
 samples carry each label id; the majority-class rate is a chance baseline),
 the checkpoint's fingerprint, the settings and the ``--meta`` context.
+With ``--card`` (a merged checkpoint directory), the metrics are also added to
+its model card ``README.md`` (the workflow does so when ``merge.keep_merged``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def register(subparsers) -> None:
     options.add_device(p)
     options.add_model_source(p)
     options.add_meta(p)
+    p.add_argument("--card", action="store_true",
+                   help="also add the metrics to the model card of each merged checkpoint")
     p.add_argument("--out", nargs="+", required=True, help="output JSON file")
     p.set_defaults(func=run)
 
@@ -65,11 +69,18 @@ def run(args) -> None:
         if single:
             raise UserError(f"{', '.join(single)} apply to one checkpoint; evaluate the "
                             "checkpoints that need them one at a time")
+    if args.card:
+        from ..merging.card import add_scores, check_card
+
+        for model in args.model:
+            check_card(model)  # before the evaluations, not after
     for model, data, task, out in zip(args.model, args.data, args.task, args.out):
-        evaluate_checkpoint(
+        result = evaluate_checkpoint(
             model, data, task, label_map=parse_label_map(args.label_map),
             num_labels=args.num_labels, task_info=args.task_info, batch_size=args.batch_size,
             max_length=args.max_length, device=args.device, revision=args.revision,
             allow_pickle=args.allow_pickle,
             context=context if count == 1 else {**context, "task": task}, out=out,
         )
+        if args.card:
+            add_scores(model, task, result["metrics"])

@@ -1,9 +1,9 @@
-"""Weighted merging of fine-tuned models that share a body (Eq. 5 of the paper).
+"""Merging of fine-tuned models that share a body: weighted averages (Eq. 5 of the paper),
 
-    theta* = sum_j F_j theta_j / sum_j F_j        (lambda_j = 1)
+    theta* = sum_j F_j theta_j / sum_j F_j        (lambda_j = 1),
 
-over the shared body (``model.base_model``) only; every model keeps its own task
-head.  The methods (``--method``) and how they get the weights F_j:
+task-vector methods and RegMean, over the shared body (``model.base_model``)
+only; every model keeps its own task head.  The methods (``--method``):
 
 {methods}
 
@@ -26,22 +26,45 @@ every model's weight for an element is exactly zero, that element is the plain
 average: never a division by zero.  ``--floor`` replaces each weight F by
 max(F, floor), as in Matena & Raffel's code (1e-6 there), after the mapping.
 
+Each Fisher file must come from its own model: a file whose recorded model
+fingerprint differs from the model it weights is an error naming both (files
+given in the wrong order, or the Fisher of another checkpoint), and so is one
+whose recorded task differs from the model's ``--tasks`` entry.
+``--allow-fisher-mismatch`` turns both into warnings.
+
+Task-vector methods (``task-arithmetic``, ``ties``, ``dare``) need the
+pre-trained model the checkpoints were fine-tuned from (``--base``) and take a
+scaling factor ``--lambda`` (default: the method's, {lambdas}); ``regmean``
+needs one Gram file per model (``--grams``, from the ``gram`` command).  Their
+defaults: ``--ties-k`` {ties_k:g}, ``--ties-scope`` {ties_scope}, ``--dare-p``
+{dare_p:g}, ``--dare-combine`` {dare_combine}, ``--seed`` {seed},
+``--regmean-alpha`` {regmean_alpha:g}.
+
 Writes one ``save_pretrained`` checkpoint per input model under ``--out`` (the
-merged body, that model's own head and tokenizer, ``merge_info.json``).
+merged body, that model's own head and tokenizer), each with ``merge.json``
+(the recipe: method, scheme, n, seed, inputs and their fingerprints, Fisher
+files with their sha256, the merge's parameters) and ``README.md``, a Hugging
+Face model card rendered from the same recipe.  With ``--eval-data`` and
+``--eval-out`` it also evaluates each merged model on its task's samples, in
+the same process, writing the ``evaluate`` command's JSON (the workflow's one
+job per merge) and adding the scores to the model card.
 """
 
 from __future__ import annotations
 
 import logging
 
-from ..merging.registry import METHODS
+from ..merging.registry import DARE_COMBINES, DEFAULTS, METHODS, TIES_SCOPES
 from ..merging.schemes import DEFAULT_SCHEME, SCHEMES
 from . import options
 
 log = logging.getLogger(__name__)
 
 __doc__ = __doc__.replace("{methods}", "\n".join(
-    f"``{m.name}``\n    {m.description}" for m in METHODS.values()))
+    f"``{m.name}``\n    {m.description}" for m in METHODS.values())).format(
+    lambdas=", ".join(f"{m.name} {m.default_lambda:g}" for m in METHODS.values()
+                      if m.default_lambda is not None) + ", dare: that of --dare-combine",
+    **DEFAULTS)
 
 
 def register(subparsers) -> None:
@@ -53,22 +76,64 @@ def register(subparsers) -> None:
     p.add_argument("--fishers", nargs="+", metavar="FISHER",
                    help="one Fisher file per model, same order (" + ", ".join(
                        f"{m.name}: {m.fisher}" for m in METHODS.values() if m.fisher) + ")")
+    p.add_argument("--grams", nargs="+", metavar="GRAM",
+                   help="regmean: one Gram file per model, same order (the gram command)")
+    p.add_argument("--base", default=None,
+                   help="task-vector methods: the pre-trained model the checkpoints come from")
+    p.add_argument("--lambda", dest="lam", type=options.positive_float, default=None,
+                   help="task-vector methods: scaling factor of the merged task vector "
+                        "(default: the method's)")
+    p.add_argument("--ties-k", type=options.percent, default=DEFAULTS["ties_k"],
+                   help="ties (and dare --dare-combine ties): %% of each task vector kept "
+                        f"(default {DEFAULTS['ties_k']:g})")
+    p.add_argument("--ties-scope", choices=TIES_SCOPES, default=DEFAULTS["ties_scope"],
+                   help="ties: one trimming threshold per task vector (global, default) or per "
+                        "tensor")
+    p.add_argument("--dare-p", type=options.probability, default=DEFAULTS["dare_p"],
+                   help=f"dare: drop probability in [0, 1) (default {DEFAULTS['dare_p']:g})")
+    p.add_argument("--dare-combine", choices=DARE_COMBINES, default=DEFAULTS["dare_combine"],
+                   help="dare: combine the rescaled task vectors by task arithmetic or TIES")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="dare: seed of the drops")
+    p.add_argument("--regmean-alpha", type=options.unit_float, default=DEFAULTS["regmean_alpha"],
+                   help="regmean: scale of the Grams' off-diagonal entries, in [0, 1] "
+                        f"(default {DEFAULTS['regmean_alpha']:g})")
     p.add_argument("--scheme", choices=tuple(SCHEMES), default=DEFAULT_SCHEME,
                    help=f"mask Fisher -> parameter mapping (default: {DEFAULT_SCHEME})")
     p.add_argument("--floor", type=options.non_negative_float, default=0.0,
                    help="weight floor max(F, EPS) (Matena & Raffel use 1e-6; default 0)")
     p.add_argument("--names", nargs="+", metavar="NAME",
                    help="output directory names (default: the inputs' basenames)")
+    p.add_argument("--tasks", nargs="+", metavar="TASK",
+                   help="the task of each model, same order: each Fisher file must have been "
+                   "computed on its model's task")
+    p.add_argument("--allow-fisher-mismatch", action="store_true",
+                   help="merge even if a Fisher file records another model or task (a warning)")
     p.add_argument("--label-maps", nargs="+", metavar="MAP",
                    help="one per model: '2,0,1' (data label i -> model output MAP[i]) or '-'")
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow loading pickle (.bin) weights")
-    p.add_argument("--out", required=True, help="output directory (one checkpoint per model)")
+    p.add_argument("--out", default=None,
+                   help="output directory (one checkpoint per model); optional with --eval-out")
+    e = p.add_argument_group("evaluation of the merged models (instead of reloading them with "
+                             "the evaluate command)")
+    e.add_argument("--eval-data", nargs="+", metavar="DATA",
+                   help="one validation samples file per model, same order; the task of model "
+                        "j is its output name (--names)")
+    e.add_argument("--eval-out", default=None,
+                   help="directory of one evaluate-style JSON per model (NAME.json)")
+    e.add_argument("--eval-task-infos", nargs="+", metavar="INFO",
+                   help="the tasks' info JSONs: each label count must match its model")
+    e.add_argument("--eval-batch-size", type=options.positive_int, default=64)
+    e.add_argument("--eval-max-length", type=options.positive_int, default=128)
+    options.add_device(e)
+    options.add_meta(e)
+    e.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> None:
-    from ..merging.files import merge_models
+    from ..errors import UserError
+    from ..merging.files import MergeEvaluation, merge_models
     from ..models import parse_label_map
 
     label_maps = None
@@ -76,6 +141,20 @@ def run(args) -> None:
         label_maps = [None if m in ("-", "") else parse_label_map(m) for m in args.label_maps]
     if not METHODS[args.method].takes_scheme and args.scheme != DEFAULT_SCHEME:
         log.warning("--scheme %s has no effect with --method %s", args.scheme, args.method)
+    if args.lam is not None and not METHODS[args.method].takes_lambda:
+        log.warning("--lambda has no effect with --method %s", args.method)
+    settings = method_options(args)
+    evaluation = None
+    if (args.eval_data is None) != (args.eval_out is None):
+        raise UserError("--eval-data and --eval-out go together")
+    if args.eval_out is None and args.out is None:
+        raise UserError("give --out (merged checkpoints), --eval-out (their evaluations) or both")
+    if args.eval_out is not None:
+        evaluation = MergeEvaluation(
+            data=args.eval_data, out_dir=args.eval_out, task_infos=args.eval_task_infos,
+            batch_size=args.eval_batch_size, max_length=args.eval_max_length, device=args.device,
+            context=options.meta_context(args.meta), progress=args.progress,
+        )
     merge_models(
         args.models,
         args.out,
@@ -86,4 +165,17 @@ def run(args) -> None:
         names=args.names,
         label_maps=label_maps,
         allow_pickle=args.allow_pickle,
+        tasks=args.tasks,
+        allow_fisher_mismatch=args.allow_fisher_mismatch,
+        base=args.base,
+        grams=args.grams,
+        options=settings,
+        evaluation=evaluation,
     )
+
+
+def method_options(args) -> dict:
+    """The hyper-parameters that ``--method`` reads (recorded in merge_info.json)."""
+    method = METHODS[args.method]
+    keys = (("lam",) if method.takes_lambda else ()) + method.settings
+    return {key: getattr(args, key) for key in keys}

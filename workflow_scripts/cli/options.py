@@ -41,6 +41,38 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def _bounded_float(text: str, low: float, high: float, low_open: bool, high_open: bool,
+                   what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _bounded_float(text, 0, float("inf"), True, True, "a finite number > 0")
+
+
+def percent(text: str) -> float:
+    """argparse type: a percentage in (0, 100]."""
+    return _bounded_float(text, 0, 100, True, False, "a percentage in (0, 100]")
+
+
+def probability(text: str) -> float:
+    """argparse type: a probability in [0, 1)."""
+    return _bounded_float(text, 0, 1, False, True, "a number in [0, 1)")
+
+
+def unit_float(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    return _bounded_float(text, 0, 1, False, False, "a number in [0, 1]")
+
+
 def key_value(text: str) -> tuple[str, str]:
     """argparse type: ``KEY=VALUE`` (the value may be empty, the key may not)."""
     key, sep, value = text.partition("=")

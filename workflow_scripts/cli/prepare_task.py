@@ -13,10 +13,16 @@ glue
     GLUE's own ``idx`` column.
 local
     ``--train-file F --validation-file G --column-map text_a=COL [text_b=COL] label=COL
-    [idx=COL] [--format parquet|csv|tsv] [--label-names a b ...] [--task NAME]``.
+    [idx=COL] [--format parquet|csv|tsv] [--quoting none|double] [--no-header]
+    [--label-names a b ...] [--task NAME]``.
     The column map and the label names may also be one comma-joined item each
     (``text_a=COL,label=COL``, ``a,b``).  The format is inferred from the file
-    suffix unless given.  String labels are mapped to 0..K-1 in
+    suffix unless given.  CSV/TSV headers lose a UTF-8 byte-order mark; TSV
+    files are read without quote processing (``--quoting none``, as GLUE's
+    files are written), CSV files with double quotes (``--quoting double``); a
+    row with another column count than the header is an error naming the file
+    and line.  ``--no-header``: the first row is data and the column map names
+    0-based column indices (``text_a=3 label=1`` for GLUE's CoLA).  String labels are mapped to 0..K-1 in
     ``--label-names`` order, or in the sorted order of the train split's
     distinct labels (recorded in the info file).  Integer labels are used as
     they are.
@@ -47,11 +53,12 @@ Info file (JSON): ``task``, ``source``, ``origin`` (where the text came from),
 
 from __future__ import annotations
 
+import argparse
 import logging
 
 from ..tasks.base import LOCAL_KEYS
 from ..tasks.builtin import VALIDATION_FRACTION
-from ..tasks.files import FORMATS
+from ..tasks.files import FORMATS, QUOTINGS
 from ..tasks.registry import SOURCES
 from . import options
 
@@ -78,6 +85,12 @@ def register(subparsers) -> None:
     p.add_argument("--validation-file", default=None, help="local: validation split file")
     p.add_argument("--format", default=None, choices=FORMATS,
                    help="local: file format (default: from the suffix)")
+    p.add_argument("--quoting", default=None, choices=QUOTINGS,
+                   help="local CSV/TSV: none ('\"' is ordinary text; default for .tsv) or "
+                        "double (fields may be enclosed in double quotes; default for .csv)")
+    p.add_argument("--header", default=None, action=argparse.BooleanOptionalAction,
+                   help="local CSV/TSV: the first row names the columns (default); with "
+                        "--no-header the column map names 0-based column indices")
     p.add_argument("--column-map", nargs="+", default=None, metavar="KEY=COLUMN",
                    help="local: text_a=COL [text_b=COL] label=COL [idx=COL] "
                         "(or one comma-joined item)")
@@ -111,7 +124,8 @@ def run(args) -> None:
         raise UserError(f"--source {args.source} needs --task")
     train, valid, info = prepare(
         args.source, args.task, revision=args.revision, train_file=args.train_file,
-        validation_file=args.validation_file, fmt=args.format,
+        validation_file=args.validation_file, fmt=args.format, quoting=args.quoting,
+        header=args.header,
         column_map=None if args.column_map is None else ",".join(args.column_map),
         label_names=_items(args.label_names), seed=args.seed, max_train=args.max_train,
         max_validation=args.max_validation, validation_fraction=args.validation_fraction,

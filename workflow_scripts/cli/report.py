@@ -7,8 +7,9 @@ Evaluation JSONs (one per evaluated model and task)::
     {"task", "model", "n_examples", "num_labels", "label_counts": [c0, c1, ...],
      "metrics": {"accuracy", ...}, "seconds", "device",
      "context": {"family", "kind": "finetuned"|"merged",
-                 "method": "average"|"fisher"|"mask"|"mask-released",
-                 "n" (fisher/mask only), "subset": "a+b[+c]", "task"}}
+                 "method": a merge variant key ("average", "mask-released", "ties-lam1", ...),
+                 "n" (methods with a per-n artifact: fisher, mask, regmean),
+                 "subset": "a+b[+c]", "task"}}
 
 Every task is a classification (num_labels >= 2).  For the near-chance check a
 fine-tuned model's chance level is its majority-class rate on the evaluated

@@ -1,13 +1,16 @@
-"""Merge loaded models in place: checks, the method's weights, the arithmetic.
+"""Merge loaded models in place: checks, the method's weights or merged body, the arithmetic.
 
-The method's weights come from its module (named by the registry), so a new
-method never falls into another method's branch.
+The method's module (named by the registry) gives either ``weights(inputs)``
+(one weight dict per model, for the weighted average of :mod:`.core`) or
+``merged(inputs)`` (the merged floating-point body tensors, for methods that are
+not a weighted average: task vectors, RegMean), so a new method never falls
+into another method's branch.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -29,6 +32,9 @@ class MergeInputs:
     artifacts: list[dict[str, torch.Tensor]] | None  # one per model (e.g. a Fisher)
     artifact_labels: list[str]  # the artifacts, for messages
     scheme: str = DEFAULT_SCHEME
+    bodies: list[dict[str, torch.Tensor]] = field(default_factory=list)  # the models' bodies
+    base: dict[str, torch.Tensor] | None = None  # the pre-trained body (task-vector methods)
+    options: dict = field(default_factory=dict)  # hyper-parameters (registry.DEFAULTS keys, lam)
 
 
 def method_module(name: str):
@@ -44,12 +50,19 @@ def merge_loaded(
     floor: float = 0.0,
     labels: list[str] | None = None,
     fisher_labels: list[str] | None = None,
+    base=None,
+    base_label: str = "the base model",
+    options: dict | None = None,
 ) -> None:
     """Merge the bodies of loaded models in place; heads are left alone.
 
     ``fishers`` holds one artifact (tensor dict) per model for methods that need
-    one (mask: ``head`` and ``neuron``; fisher: one tensor per body parameter);
-    ``labels`` and ``fisher_labels`` name the models and files in error messages.
+    one (mask: ``head`` and ``neuron``; fisher: one tensor per body parameter;
+    regmean: one Gram per linear weight); ``labels`` and ``fisher_labels`` name
+    the models and files in error messages.  ``base`` is the pre-trained model
+    (a loaded model, or its body state) of task-vector methods; ``options``
+    their hyper-parameters (``lam``, ``ties_k``, ... as in
+    :data:`.registry.DEFAULTS`).
     """
     spec_method = registry.method(method)
     labels = labels or [f"model {j}" for j in range(len(models))]
@@ -65,13 +78,20 @@ def merge_loaded(
                 f"cannot merge {labels[0]} and {labels[j]}: dimensions {all_dims[0]} "
                 f"differ from {all_dims[j]}"
             )
-    kind = spec_method.fisher
+    kind = spec_method.artifact
     if kind is not None and (fishers is None or len(fishers) != len(models)):
         got = 0 if fishers is None else len(fishers)
         raise MergeError(
-            f"--method {method} needs one Fisher file per model: {len(models)} models "
-            f"but {got} Fisher file(s)"
+            f"--method {method} needs one {kind} file per model: {len(models)} models "
+            f"but {got} file(s)"
         )
+    base_body = None
+    if spec_method.needs_base:
+        if base is None:
+            raise MergeError(f"--method {method} works on task vectors: give the pre-trained "
+                             "model the checkpoints were fine-tuned from (--base DIR)")
+        base_body = base if isinstance(base, dict) else arch.body_state(base)
+        check_compatible([base_body, bodies[0]], [base_label, labels[0]])
     inputs = MergeInputs(
         spec=specs[0],
         dims=all_dims[0],
@@ -80,6 +100,26 @@ def merge_loaded(
         artifacts=fishers if kind is not None else None,
         artifact_labels=fisher_labels or [f"{kind} Fisher of {label}" for label in labels],
         scheme=scheme,
+        bodies=bodies,
+        base=base_body,
+        options=dict(options or {}),
     )
-    weights = method_module(method).weights(inputs)
+    module = method_module(method)
+    if hasattr(module, "merged"):
+        for name, ref in bodies[0].items():  # integer buffers are kept, so they must agree
+            if not ref.is_floating_point():
+                for j in range(1, len(bodies)):
+                    if not torch.equal(bodies[j][name].cpu(), ref.cpu()):
+                        raise MergeError(f"cannot merge {labels[0]} and {labels[j]}: their "
+                                         f"integer body buffer {name!r} differs")
+        merged = module.merged(inputs)
+        if set(merged) != set(inputs.shapes):
+            raise MergeError(f"merge method {method!r} returned parameters {sorted(merged)[:3]}... "
+                             "instead of the body's floating-point parameters")
+        with torch.no_grad():
+            for name, value in merged.items():
+                for body in bodies:
+                    body[name].copy_(value)
+        return
+    weights = module.weights(inputs)
     merge_bodies(bodies, weights, floor=floor, inplace=True, labels=labels)

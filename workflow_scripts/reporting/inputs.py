@@ -37,7 +37,7 @@ import polars as pl
 from .. import artifacts, replicates
 from ..errors import MissingFileError, UserError
 from ..fisher.kinds import METHODS as FISHER_KINDS
-from ..merging.registry import ALL_VARIANTS
+from ..merging.registry import ALL_VARIANTS, is_known, variant
 from .checks import undefined_warnings
 
 FINETUNED_SCHEMA = {"family": pl.String, "replicate": pl.String, "task": pl.String, "model": pl.String,
@@ -177,15 +177,16 @@ def read_evals(paths: list[Path], task_metrics: dict[str, str], default_metric: 
             })
         elif kind == "merged":
             method = _need(ctx, "method", path, "context.")
-            if method not in ALL_VARIANTS:
+            if not is_known(method):
                 raise UserError(f"evaluation file {path}: unknown merge method {method!r} "
-                                f"(known: {', '.join(ALL_VARIANTS)})")
+                                f"(known: {', '.join(ALL_VARIANTS)}; lambda methods as "
+                                "NAME-lamLAMBDA)")
             subset = str(_need(ctx, "subset", path, "context."))
             if task not in subset.split("+"):
                 raise UserError(f"evaluation file {path}: task {task!r} is not one of the "
                                 f"merged subset {subset!r}")
             n = seed = None
-            if ALL_VARIANTS[method].per_n:
+            if variant(method).per_n:
                 n = int(_need(ctx, "n", path, "context."))
                 seed = int(ctx.get("seed") or 0)
             merged.append(row | {"subset": subset, "method": method, "n": n, "seed": seed,

@@ -19,7 +19,7 @@ import polars as pl
 from .. import artifacts
 from ..errors import UserError
 from ..io import atomic_path
-from ..merging.registry import ALL_VARIANTS
+from ..merging.registry import ALL_VARIANTS, rank, variant
 from .inputs import Inputs, runs_at
 from .tables import BASELINE, column_label, fisher_tables, median_scores, method_rank, task_rank
 
@@ -34,8 +34,8 @@ def family_slug(family: str) -> str:
 
 def kind_style(kind: str) -> tuple[str, str]:
     """(label, colour) of a Fisher kind: those of the first merge variant that uses it."""
-    variant = next(v for v in ALL_VARIANTS.values() if v.method.fisher == kind)
-    return variant.label, variant.color
+    first = next(v for v in ALL_VARIANTS.values() if v.method.fisher == kind)
+    return first.label, first.color
 
 
 def _grid(plt, count: int, width: float, height: float, max_cols: int = 4):
@@ -95,24 +95,30 @@ def plot_scores_vs_n(plt, scores: pl.DataFrame, path: Path) -> None:
     for ax, family in zip(axes, families):
         fam = medians.filter(pl.col("family") == family)
         ax.axhline(100, color="black", ls="--", lw=1, label="Fine-tuned")
-        for key, variant in ALL_VARIANTS.items():  # merges without n: horizontal lines
+        keys = sorted(set(fam["method"]), key=rank)
+        for key in keys:  # merges without n: horizontal lines (one style per lambda)
+            v = variant(key)
             level = fam.filter(pl.col("method") == key)
-            if not variant.per_n and level.height:
-                ax.axhline(level["median_normalised"][0], color=variant.color, lw=1.5,
-                           label=variant.label)
+            if not v.per_n and level.height:
+                lambdas = sorted(variant(k).lam for k in keys if variant(k).base_key == v.base_key
+                                 and variant(k).lam is not None)
+                style = ("-", "--", ":", "-.")[lambdas.index(v.lam) % 4] if v.lam is not None else "-"
+                ax.axhline(level["median_normalised"][0], color=v.color, lw=1.5, ls=style,
+                           label=v.label)
                 if level["ci_low"][0] is not None:  # its 95 % interval as a band
-                    ax.axhspan(level["ci_low"][0], level["ci_high"][0], color=variant.color,
+                    ax.axhspan(level["ci_low"][0], level["ci_high"][0], color=v.color,
                                alpha=0.12, lw=0)
         ns = sorted(set(fam.filter(pl.col("n").is_not_null())["n"]))
-        for key, variant in ALL_VARIANTS.items():
+        for key in keys:
+            v = variant(key)
             sub = fam.filter(pl.col("method") == key).sort("n")
-            if variant.per_n and sub.height:
+            if v.per_n and sub.height:
                 y = sub["median_normalised"].to_numpy()
                 low = sub["ci_low"].fill_null(float("nan")).to_numpy()
                 high = sub["ci_high"].fill_null(float("nan")).to_numpy()
                 yerr = np.nan_to_num(np.vstack([y - low, high - y]))
                 ax.errorbar(sub["n"].to_list(), y, yerr=yerr, marker="o", capsize=3,
-                            color=variant.color, label=variant.label)
+                            color=v.color, label=v.label)
         if ns:
             ax.set_xscale("log", base=2)
             ax.set_xticks(ns, [f"{n:,}" for n in ns])
@@ -133,7 +139,7 @@ def plot_pair_heatmap(plt, scores: pl.DataFrame, n: int | None, path: Path) -> N
 
     scores = scores.filter(pl.col("n").is_null() | (pl.col("n") == n))
     families = sorted(set(scores["family"]))
-    methods = [m for m in ALL_VARIANTS if m in set(scores["method"])]
+    methods = sorted(set(scores["method"]), key=rank)
     tasks = scores.select("task").unique().sort(task_rank(), "task")["task"].to_list()
     subsets = {f: sorted(set(scores.filter(pl.col("family") == f)["subset"])) for f in families}
     tallest = max((len(s) for s in subsets.values()), default=1)
@@ -161,8 +167,8 @@ def plot_pair_heatmap(plt, scores: pl.DataFrame, n: int | None, path: Path) -> N
             ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
             ax.set_yticks(range(len(subsets[family])),
                           subsets[family] if j == 0 else [""] * len(subsets[family]))
-            variant = ALL_VARIANTS[method]
-            label = variant.label + (f", n={n:,}" if variant.per_n else "")
+            v = variant(method)
+            label = v.label + (f", n={n:,}" if v.per_n else "")
             ax.set_title(f"{family}: {label}", fontsize=8)
     if image is None:
         _no_data(axes[0][0], "no merged evaluations")
@@ -186,9 +192,8 @@ def plot_paired(plt, scores: pl.DataFrame, family: str, path: Path) -> None:
                             & (pl.col("n").is_null() if n is None else pl.col("n") == n))
                  .join(base, on=["replicate", "subset", "task"]))
         ax.plot([lo, hi], [lo, hi], color="black", lw=0.8, ls="--")
-        variant = ALL_VARIANTS.get(method)
         ax.scatter(pairs["_average"].to_list(), pairs["normalised"].to_list(), s=14,
-                   color=variant.color if variant else "gray", alpha=0.8)
+                   color=variant(method).color, alpha=0.8)
         above = int((pairs["normalised"] > pairs["_average"]).sum())
         ax.set_title(f"{column_label(method, n)}\nabove averaging: {above} of {pairs.height}",
                      fontsize=8)

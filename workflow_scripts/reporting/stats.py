@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from ..merging.registry import ALL_VARIANTS
+from ..merging.registry import variant
 
 CONFIDENCE = 0.95
 RESAMPLES = 9999
@@ -101,11 +101,13 @@ def wilcoxon(cell_diffs: np.ndarray) -> tuple[float | None, str]:
 
 def _pairs(scores: pl.DataFrame, family: str, method: str, n, baseline: str) -> pl.DataFrame:
     """Rows with ``diff`` = method - baseline over the same (replicate, subset, task, seed)."""
-    mine = scores.filter((pl.col("family") == family) & (pl.col("method") == method)
-                         & (pl.col("n") == n))
+    same_n = pl.col("n").is_null() if n is None else pl.col("n") == n
+    mine = scores.filter((pl.col("family") == family) & (pl.col("method") == method) & same_n)
     base = scores.filter((pl.col("family") == family) & (pl.col("method") == baseline))
     keys = list(CELL)
-    if ALL_VARIANTS[baseline].per_n:
+    if variant(baseline).per_n:
+        if n is None:  # a merge without n has no full-Fisher counterpart
+            return mine.clear().with_columns(diff=pl.lit(None, pl.Float64))
         base = base.filter(pl.col("n") == n)
         keys.append("seed")
     return (mine.join(base.select(*keys, pl.col("normalised").alias("_base")), on=keys)
@@ -119,9 +121,11 @@ PAIRED_SCHEMA = {"family": pl.String, "method": pl.String, "n": pl.Int64, "basel
 
 
 def paired_comparisons(scores: pl.DataFrame) -> pl.DataFrame:
-    """Every per-n merge against each baseline present (not itself), one row per pair."""
+    """Every merge but averaging against each baseline present (not itself; full Fisher at
+    the same n only), one row per (merge, n, baseline)."""
     rows = []
-    present = scores.filter(pl.col("n").is_not_null()).select("family", "method", "n").unique()
+    present = (scores.filter(pl.col("method") != BASELINES[0])
+               .select("family", "method", "n").unique())
     for family, method, n in present.iter_rows():
         for baseline in BASELINES:
             if baseline == method:

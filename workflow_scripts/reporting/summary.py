@@ -127,8 +127,9 @@ def findings(paired: pl.DataFrame, medians: pl.DataFrame, family: str) -> list[s
     out = []
     rows = paired.filter((pl.col("family") == family) & (pl.col("baseline") == BASELINE))
     for r in rows.iter_rows(named=True):
+        same_n = pl.col("n").is_null() if r["n"] is None else pl.col("n") == r["n"]
         cell = medians.filter((pl.col("family") == family) & (pl.col("method") == r["method"])
-                              & (pl.col("n") == r["n"])).row(0, named=True)
+                              & same_n).row(0, named=True)
         out.append(
             f"{column_label(r['method'], r['n'])}: median {cell['median_normalised']:.1f} % of "
             f"fine-tuned{fmt_ci(cell['ci_low'], cell['ci_high'])}; above averaging in "

@@ -2,8 +2,8 @@
 the speed-ups and Table 4 (mask Fisher GFLOPs), as DataFrames and Markdown.
 
 Merge methods appear in the order of
-:data:`workflow_scripts.merging.registry.ALL_VARIANTS`, under their registry
-labels; Fisher kinds in the order of :data:`workflow_scripts.fisher.kinds.METHODS`.
+:data:`workflow_scripts.merging.registry.ALL_VARIANTS` (lambda variants by
+lambda), under their registry labels; Fisher kinds in the order of :data:`workflow_scripts.fisher.kinds.METHODS`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import polars as pl
 from tabulate import tabulate
 
 from ..fisher.kinds import METHODS as FISHER_KINDS
-from ..merging.registry import ALL_VARIANTS
+from ..merging.registry import ALL_VARIANTS, is_known, rank, variant
 from ..tasks.glue import GLUE_TASKS
 from . import stats
 
@@ -40,8 +40,8 @@ def task_rank() -> pl.Expr:
 
 
 def method_rank(col: str = "method") -> pl.Expr:
-    """Sort key of a merge-method column: the registry's order (unknown names last)."""
-    return _rank(pl.col(col), ALL_VARIANTS)
+    """Sort key of a merge-method column: the registry's order, then lambda (unknown last)."""
+    return pl.col(col).map_elements(rank, return_dtype=pl.Float64)
 
 
 def kind_rank(col: str = "method") -> pl.Expr:
@@ -106,15 +106,18 @@ def fmt_ci(low, high) -> str:
 
 
 def column_label(method: str, n: int | None) -> str:
-    label = ALL_VARIANTS[method].label if method in ALL_VARIANTS else method
+    label = variant(method).label if is_known(method) else method
     return label if n is None else f"{label}, n = {n:,}"
 
 
 def _columns(medians: pl.DataFrame) -> list[tuple[str, int | None]]:
-    """Table 1's columns: each merge without n (always), then each (merge, n) present."""
-    return [(key, None) for key, v in ALL_VARIANTS.items() if not v.per_n] + [
-        (m, n) for m, n in medians.filter(pl.col("n").is_not_null())
-        .select("method", "n").unique().sort(method_rank(), "n").iter_rows()
+    """Table 1's columns: averaging (always), then each merge (and n, lambda) present, in
+    the registry's order."""
+    present = medians.select("method", "n").unique().sort(method_rank(), "n", nulls_last=False)
+    return [(key, None) for key, v in ALL_VARIANTS.items()  # always: averaging
+            if not v.per_n and not v.method.takes_lambda] + [
+        (m, n) for m, n in present.iter_rows()
+        if n is not None or variant(m).method.takes_lambda
     ]
 
 
@@ -135,7 +138,7 @@ def table1_markdown(medians: pl.DataFrame, families: list[str]) -> str:
                 row.append(MISSING)
                 continue
             text = fmt_score(cell["median_normalised"]) + fmt_ci(cell["ci_low"], cell["ci_high"])
-            if ALL_VARIANTS[method].method.vs_average and cell["diff_vs_average"] is not None:
+            if variant(method).method.vs_average and cell["diff_vs_average"] is not None:
                 text += f" ({fmt_diff(cell['diff_vs_average'])})"
             row.append(text)
         rows.append(row)

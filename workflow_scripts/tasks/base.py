@@ -6,7 +6,8 @@ from __future__ import annotations
 from ..errors import ConfigError
 
 # config keys that only the local source reads; prepare-task rejects them elsewhere
-LOCAL_KEYS = ("train_file", "validation_file", "format", "column_map", "label_names")
+LOCAL_KEYS = ("train_file", "validation_file", "format", "quoting", "header", "column_map",
+              "label_names")
 
 
 class Source:

@@ -12,6 +12,11 @@ import gzip
 from pathlib import Path
 
 FORMATS = ("parquet", "csv", "tsv")
+# how quote characters in CSV/TSV files are read (the ``quoting`` setting of a local task):
+# none: '"' is ordinary text (GLUE's TSV files are written so); double: a field may be
+# enclosed in double quotes, '""' being a quote inside one (RFC 4180)
+QUOTINGS = ("none", "double")
+BOM = "\ufeff"
 COMPRESSIONS = (".gz", ".bz2", ".zst", ".xz")
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open}  # what csv_header can read
 
@@ -34,20 +39,64 @@ def delimiter(fmt: str) -> str:
     return "\t" if fmt == "tsv" else ","
 
 
-def csv_header(path: str | Path, delim: str) -> list[str]:
-    """The first row of a CSV/TSV file (plain, .gz or .bz2); [] if unreadable."""
-    path = Path(path)
+def default_quoting(fmt: str | None) -> str:
+    """TSV files are read without quote processing, CSV files with double quotes."""
+    return "none" if fmt == "tsv" else "double"
+
+
+def _reader(handle, delim: str, quoting: str):
+    if quoting == "none":
+        return csv.reader(handle, delimiter=delim, quoting=csv.QUOTE_NONE)
+    return csv.reader(handle, delimiter=delim, quotechar='"', doublequote=True)
+
+
+def _open(path: Path):
     opener = _OPENERS.get(path.suffix.lower(), open)
+    return opener(path, "rt", encoding="utf-8", errors="replace", newline="")
+
+
+def csv_header(path: str | Path, delim: str, quoting: str = "double") -> list[str]:
+    """The first row of a CSV/TSV file (plain, .gz or .bz2), without a UTF-8 byte-order
+    mark; [] if unreadable."""
+    path = Path(path)
     try:
-        with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as handle:
-            return next(csv.reader(handle, delimiter=delim), [])
-    except OSError:
+        with _open(path) as handle:
+            row = next(_reader(handle, delim, quoting), [])
+    except (OSError, csv.Error):
         return []
+    if row:
+        row[0] = row[0].removeprefix(BOM)
+    return row
 
 
-def file_columns(path: str | Path, fmt: str | None = None) -> list[str] | None:
-    """A data file's column names from its header; None when they cannot be read here
-    (unknown format, a compression only pyarrow reads, a damaged file)."""
+def column_names(header_row: list[str], header: bool) -> list[str]:
+    """The column names of a file whose first row is ``header_row``: that row itself,
+    or, for a file without a header row, the 0-based column indices as strings."""
+    return list(header_row) if header else [str(i) for i in range(len(header_row))]
+
+
+def first_malformed_row(path: str | Path, delim: str, quoting: str) -> tuple[int, int, int] | None:
+    """``(line, columns, expected)`` of the first row whose column count differs from
+    the first row's (line numbers from 1; empty lines skipped), or None."""
+    path = Path(path)
+    with _open(path) as handle:
+        reader = _reader(handle, delim, quoting)
+        expected, line = None, 1
+        for row in reader:
+            if row:
+                if expected is None:
+                    expected = len(row)
+                elif len(row) != expected:
+                    return line, len(row), expected
+            line = reader.line_num + 1
+    return None
+
+
+def file_columns(path: str | Path, fmt: str | None = None, quoting: str | None = None,
+                 header: bool = True) -> list[str] | None:
+    """A data file's column names from its header (0-based indices ``"0"``, ``"1"``,
+    ... without one); None when they cannot be read here (unknown format, a
+    compression only pyarrow reads, a damaged file)."""
     path = Path(path)
     fmt = fmt or guess_format(path)
     if fmt == "parquet":
@@ -61,5 +110,6 @@ def file_columns(path: str | Path, fmt: str | None = None) -> list[str] | None:
         compressed = path.suffix.lower() in COMPRESSIONS
         if compressed and path.suffix.lower() not in _OPENERS:
             return None
-        return csv_header(path, delimiter(fmt)) or None
+        row = csv_header(path, delimiter(fmt), quoting or default_quoting(fmt))
+        return column_names(row, header) or None
     return None

@@ -10,7 +10,17 @@ from typing import TYPE_CHECKING
 from ..configpaths import resolve_path
 from ..errors import ConfigError, MissingFileError, UserError
 from .base import Source
-from .files import FORMATS, csv_header, delimiter, file_columns, guess_format
+from .files import (
+    FORMATS,
+    QUOTINGS,
+    column_names,
+    csv_header,
+    default_quoting,
+    delimiter,
+    file_columns,
+    first_malformed_row,
+    guess_format,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -53,7 +63,12 @@ def infer_format(path: str | Path) -> str:
     return fmt
 
 
-def read_table(path: str | Path, fmt: str | None, text_columns=()) -> pa.Table:
+def read_table(path: str | Path, fmt: str | None, text_columns=(), quoting: str | None = None,
+               header: bool = True) -> pa.Table:
+    """A data file as a table.  CSV/TSV: a UTF-8 byte-order mark is dropped from the
+    header, quote characters are read per ``quoting`` (default: ``none`` for TSV,
+    ``double`` for CSV), and without a ``header`` row the columns are named by their
+    0-based indices (``"0"``, ``"1"``, ...)."""
     import pyarrow as pa
 
     path = Path(path)
@@ -62,6 +77,9 @@ def read_table(path: str | Path, fmt: str | None, text_columns=()) -> pa.Table:
     fmt = fmt or infer_format(path)
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; use parquet, csv or tsv")
+    quoting = quoting or default_quoting(fmt)
+    if quoting not in QUOTINGS:
+        raise UserError(f"unknown quoting {quoting!r}; use {' or '.join(QUOTINGS)}")
     try:
         if fmt == "parquet":
             import pyarrow.parquet as pq
@@ -69,16 +87,42 @@ def read_table(path: str | Path, fmt: str | None, text_columns=()) -> pa.Table:
             return pq.read_table(path)
         import pyarrow.csv as pcsv
 
-        header = csv_header(path, delimiter(fmt))
-        types = {c: pa.string() for c in text_columns if c in header}
+        delim = delimiter(fmt)
+        names = column_names(csv_header(path, delim, quoting), header)
+        types = {c: pa.string() for c in text_columns if c in names}
+        quoted = quoting != "none"
         return pcsv.read_csv(
             path,
-            parse_options=pcsv.ParseOptions(delimiter=delimiter(fmt),
-                                            newlines_in_values=True),
+            read_options=pcsv.ReadOptions(column_names=names, skip_rows=1 if header else 0),
+            parse_options=pcsv.ParseOptions(delimiter=delim, quote_char='"' if quoted else False,
+                                            newlines_in_values=quoted),
             convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=False),
         )
     except (pa.ArrowInvalid, OSError) as exc:
+        bad = first_malformed_row(path, delimiter(fmt), quoting) if fmt != "parquet" else None
+        if bad is not None:
+            line, got, expected = bad
+            raise UserError(
+                f"{path}: line {line} has {got} columns but the {'header' if header else 'first row'}"
+                f" has {expected} (read as {fmt} with quoting: {quoting}); fix that row, or set "
+                "the task's quoting if the file quotes its fields differently"
+            ) from exc
         raise UserError(f"cannot read {path} as {fmt}: {exc}") from exc
+
+
+def column_keys(column_map: dict, header: bool = True) -> dict[str, str]:
+    """The column map with column names as strings; without a header row its values
+    must be 0-based column indices."""
+    cmap = {key: str(value).strip() for key, value in column_map.items()}
+    if not header:
+        bad = {k: v for k, v in cmap.items() if not v.isdigit()}
+        if bad:
+            raise UserError(
+                f"column map {bad} must name 0-based column indices (e.g. label=1), because "
+                "the files have no header row (header: false)"
+            )
+        cmap = {key: str(int(value)) for key, value in cmap.items()}
+    return cmap
 
 
 def _column(table: pa.Table, column: str, path, key: str) -> list:
@@ -158,14 +202,15 @@ def encode_labels(
 
 def local_splits(
     train_file, validation_file, column_map: dict[str, str], fmt: str | None = None,
-    label_names: list[str] | None = None,
+    label_names: list[str] | None = None, quoting: str | None = None, header: bool = True,
 ) -> tuple[Samples, Samples, list[str], dict]:
     from ..data import Samples
 
+    column_map = column_keys(column_map, header)
     text_cols = [column_map[k] for k in ("text_a", "text_b") if k in column_map]
     raw = {}
     for split, path in (("train", train_file), ("validation", validation_file)):
-        table = read_table(path, fmt, text_cols)
+        table = read_table(path, fmt, text_cols, quoting, header)
         cols = {key: _column(table, col, path, key) for key, col in column_map.items()}
         if len(cols["text_a"]) == 0:
             raise UserError(f"{path} has no rows")
@@ -218,16 +263,29 @@ class LocalSource(Source):
         for option in ("train_file", "validation_file", "column_map"):
             if option not in spec:
                 raise ConfigError(f"{where}: a local task needs '{option}'")
+        header = spec.get("header", True)
+        try:
+            cmap = column_keys(spec["column_map"], header)
+        except UserError as exc:
+            raise ConfigError(f"{where}.column_map: {exc}") from None
         for option in ("train_file", "validation_file"):
             path = resolve_path(spec[option], base_dir)
             if not path.is_file():
                 raise ConfigError(f"{where}.{option}: file {spec[option]!r} does not exist")
-            columns = file_columns(path, spec.get("format"))
-            missing = [c for c in spec["column_map"].values() if c not in (columns or [])]
+            fmt = spec.get("format") or guess_format(path)
+            if fmt == "parquet":
+                for csv_only in ("quoting", "header"):
+                    if csv_only in spec:
+                        raise ConfigError(f"{where}.{csv_only}: applies to CSV and TSV files "
+                                          f"only, and {option} {spec[option]!r} is Parquet")
+            columns = file_columns(path, fmt, spec.get("quoting"), header)
+            missing = [c for c in cmap.values() if c not in (columns or [])]
             if columns is not None and missing:
+                has = (f"{len(columns)} columns (indices 0..{len(columns) - 1})" if not header
+                       else f"columns {columns}")
                 raise ConfigError(
                     f"{where}.column_map: column(s) {missing} are not in {option} "
-                    f"{spec[option]!r}, which has columns {columns}; fix the column_map or the file"
+                    f"{spec[option]!r}, which has {has}; fix the column_map or the file"
                 )
 
     def info_name(self, name: str | None, spec: dict) -> str:
@@ -240,11 +298,17 @@ class LocalSource(Source):
         if train_file is None or validation_file is None or column_map is None:
             raise UserError("--source local needs --train-file, --validation-file and --column-map")
         cmap = parse_column_map(column_map) if isinstance(column_map, str) else dict(column_map)
+        header = spec.get("header")
+        header = True if header is None else header
+        fmt = fmt or infer_format(train_file)
+        quoting = spec.get("quoting") or (None if fmt == "parquet" else default_quoting(fmt))
         train, valid, names, how = local_splits(train_file, validation_file, cmap, fmt,
-                                                spec.get("label_names"))
+                                                spec.get("label_names"), quoting, header)
         origin = f"local files {train_file}, {validation_file}"
         extra = dict(files={"train": str(train_file), "validation": str(validation_file)},
-                     column_map=cmap, format=fmt or infer_format(train_file), **how)
+                     column_map=column_keys(cmap, header), format=fmt, **how)
+        if fmt != "parquet":
+            extra.update(quoting=quoting, header=header)
         return train, valid, names, origin, extra
 
 

@@ -61,6 +61,8 @@ def prepare(
     train_file=None,
     validation_file=None,
     fmt: str | None = None,
+    quoting: str | None = None,
+    header: bool | None = None,
     column_map: dict[str, str] | str | None = None,
     label_names: list[str] | str | None = None,
     seed: int = 0,
@@ -85,7 +87,8 @@ def prepare(
     if source == "glue" and glue_loader is not None:
         src = GlueSource(glue_loader)
     options = dict(revision=revision, train_file=train_file, validation_file=validation_file,
-                   format=fmt, column_map=column_map, label_names=label_names)
+                   format=fmt, quoting=quoting, header=header, column_map=column_map,
+                   label_names=label_names)
     spec = {key: value for key, value in options.items() if value is not None}
     spec["validation_fraction"] = validation_fraction
     train, valid, names, origin, extra = src.prepare(task, spec, seed)

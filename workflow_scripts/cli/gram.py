@@ -1,0 +1,70 @@
+"""Gram matrices of every linear layer's inputs of a checkpoint: RegMean's artifact.
+
+For each ``nn.Linear`` of the shared body (attention query, key, value and
+output projections, FFN input and output projections, the pooler), the Gram
+G = X^T X / T of its inputs over the samples: forward passes only (no
+gradients), padding tokens excluded, T the number of rows (non-padding tokens;
+examples for the pooler), summed over batches in float64.  Keys: the layer's weight
+name as in ``model.base_model.state_dict()``.
+
+Output: a safetensors file like the ``fisher`` command's (the Grams, the run's
+metadata with ``method: gram``, the model's fingerprint, the seconds of the
+forward passes, the device and versions, the ``--meta`` context, and a checksum).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..fisher import kinds
+from . import options
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    p = options.add_command(subparsers, "gram",
+                            "compute the Gram matrices of every body linear layer's inputs",
+                            __doc__)
+    p.add_argument("--model", required=True, help="checkpoint directory or hub id")
+    options.add_model_source(p)
+    options.add_label_map(p)
+    p.add_argument("--data", required=True, help="samples Parquet file (idx, text_a, text_b, label)")
+    p.add_argument("--batch-size", type=options.positive_int, default=kinds.DEFAULT_BATCH_SIZE)
+    p.add_argument("--max-length", type=options.positive_int, default=kinds.DEFAULT_MAX_LENGTH)
+    options.add_device(p)
+    p.add_argument("--task", default=None)
+    p.add_argument("--n", type=int, default=None, help="requested number of samples (metadata)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (metadata)")
+    options.add_meta(p)
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from .. import data
+    from ..artifacts import check_finite, save_fisher
+    from ..devices import resolve_device
+    from ..errors import SampleError
+    from ..gram import compute_gram
+    from ..models import load_model, parse_label_map
+
+    context = options.meta_context(args.meta)
+    device = resolve_device(args.device)
+    samples = data.read_samples(args.data)
+    if len(samples) == 0:
+        raise SampleError(f"samples file {args.data} has no rows")
+    model, tokenizer, info = load_model(
+        args.model, revision=args.revision, allow_pickle=args.allow_pickle,
+        label_map=parse_label_map(args.label_map), device=device,
+    )
+    data.check_labels(samples, info.num_labels, where=str(args.data))
+    log.info("Grams of %s on %d samples (%s)", args.model, len(samples), device)
+    grams, metadata = compute_gram(
+        model, tokenizer, samples, batch_size=args.batch_size, max_length=args.max_length,
+        device=device, info=info, task=args.task, n=args.n, seed=args.seed, context=context,
+        progress=args.progress,
+    )
+    save_fisher(grams, metadata, args.out, check=check_finite)
+    log.info("wrote %s (%d Grams, %.2f s)", args.out, len(grams), metadata["seconds"])

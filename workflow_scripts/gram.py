@@ -1,0 +1,122 @@
+"""Gram matrices of the inputs of every linear layer of the body: RegMean's artifact.
+
+For the linear layer with weight ``W`` (named as in ``model.base_model.state_dict()``,
+e.g. ``encoder.layer.0.attention.self.query.weight``), the Gram is
+
+    G = X^T X / T
+
+with X the [T, in] matrix of that layer's inputs over the samples, one row per
+non-padding token (padding rows are dropped with the attention mask), or one row
+per example for a layer that sees one vector per example (the pooler).  Dividing
+by T makes G the mean outer product: each model's regression counts equally in
+RegMean's sum however many samples or tokens its task has (long news articles
+would otherwise outweigh short tweets), and Grams of different n are on one scale.
+Each batch's product is computed in float32 (the activations' precision; a
+float64 product costs 2-4x more on a CPU), summed over batches in float64 and
+stored in float32.  Forward passes only,
+under ``torch.inference_mode``, with the same sorted, dynamically padded batches
+as the Fisher.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import torch
+from torch import nn
+
+from . import architectures as arch
+from .devices import device_name, synchronize
+from .fisher.batches import model_batches, progress_bar
+from .fisher.kinds import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH
+
+KIND = "gram"
+
+
+def body_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """Every ``nn.Linear`` of the body, by its weight's body parameter name."""
+    return {f"{name}.weight": module for name, module in arch.body(model).named_modules()
+            if isinstance(module, nn.Linear)}
+
+
+def gram_batches(model: nn.Module, batches, progress: bool = False) -> tuple[dict, dict]:
+    """(Grams, rows per layer) over ``batches``: sum of x x^T over non-padding rows / rows."""
+    linears = body_linears(model)
+    sums: dict[str, torch.Tensor] = {}
+    rows: dict[str, int] = {name: 0 for name in linears}
+    state: dict = {"mask": None, "last": None}
+
+    def hook_for(name):
+        def hook(module, args):
+            x = args[0]
+            if x.dim() == 3:  # [batch, tokens, in]: keep the non-padding tokens
+                x = x[state["mask"]]
+            x = x.reshape(-1, x.shape[-1])
+            last = state["last"]
+            if last is not None and last[0] is args[0]:  # query/key/value share their input
+                product = last[1]
+            else:  # one batch's product in float32 (a float64 matmul costs 2-4x on CPU)
+                xf = x.to(torch.float32)
+                product = (xf.T @ xf).to(torch.float64)
+                state["last"] = (args[0], product)
+            sums[name] = product.clone() if name not in sums else sums[name] + product
+            rows[name] += x.shape[0]
+        return hook
+
+    handles = [module.register_forward_pre_hook(hook_for(name)) for name, module in linears.items()]
+    try:
+        with torch.inference_mode():
+            for batch in progress_bar(batches, "gram", progress):
+                state["mask"] = batch.inputs["attention_mask"].bool()
+                state["last"] = None
+                model(**batch.inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    state.clear()
+    grams = {name: (sums[name] / max(rows[name], 1)).to(torch.float32) for name in linears
+             if name in sums}
+    return grams, rows
+
+
+def compute_gram(model: nn.Module, tokenizer, samples, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                 max_length: int = DEFAULT_MAX_LENGTH, device=None, info=None,
+                 task: str | None = None, n: int | None = None, seed: int | None = None,
+                 context: dict | None = None, progress: bool = False):
+    """(Grams, metadata of the artifact); ``seconds`` times the forward passes alone."""
+    import transformers
+
+    batches, device = model_batches(model, tokenizer, samples, batch_size=batch_size,
+                                    max_length=max_length, sort_by_length=True, device=device)
+    synchronize(device)
+    start = time.perf_counter()
+    grams, rows = gram_batches(model, batches, progress)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    metadata = {
+        "model": getattr(info, "source", None),
+        "fingerprint": getattr(info, "fingerprint", None),
+        "revision": getattr(info, "revision", None),
+        "model_type": model.config.model_type,
+        "num_labels": int(model.config.num_labels),
+        "label_map": getattr(info, "label_map", None),
+        "task": task,
+        "n": n,
+        "num_samples": len(samples),
+        "seed": seed,
+        "method": KIND,
+        "normalisation": "mean over non-padding tokens (per example for 2-D inputs)",
+        "rows": rows,
+        "max_length": max_length,
+        "batch_size": batch_size,
+        "seconds": seconds,
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch_num_threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "context": dict(context or {}),
+    }
+    return grams, metadata

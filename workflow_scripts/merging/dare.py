@@ -1,0 +1,52 @@
+"""``dare`` (Yu et al. 2024, "Language models are Super Mario: absorbing abilities from
+homologous models as a free lunch"): drop and rescale, then combine.
+
+Each task-vector entry is dropped with probability p (``--dare-p``, default
+0.9) and the kept ones are rescaled by 1 / (1 - p); the rescaled task vectors
+are then combined by task arithmetic (default) or by TIES (``--dare-combine
+ties``, with ``--ties-k`` and ``--ties-scope``), scaled by ``--lambda`` (default:
+the combine method's, 0.3 or 1.0).  The drops are reproducible: the mask of
+model j's parameter ``name`` comes from a generator seeded with a hash of
+(``--seed``, j, name), independent of the order in which parameters are visited.
+With p = 0 it is the combine method itself.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import torch
+
+from ..errors import MergeError
+from . import registry
+from .task_arithmetic import combine
+from .taskvectors import lam, need_base, option, task_vectors
+from .ties import ties_combine
+
+
+def drop_and_rescale(tau: torch.Tensor, p: float, seed: int, j: int, name: str) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{j}:{name}".encode()))
+    keep = torch.rand(tau.shape, generator=generator, dtype=torch.float64) >= p
+    return torch.where(keep, tau / (1.0 - p), torch.zeros_like(tau))
+
+
+def merged(inputs) -> dict[str, torch.Tensor]:
+    need_base(inputs, "dare")
+    d = registry.DEFAULTS
+    p = float(option(inputs, "dare_p", d["dare_p"]))
+    if not 0 <= p < 1:
+        raise MergeError(f"--dare-p must be in [0, 1), got {p}")
+    seed = int(option(inputs, "seed", d["seed"]))
+    how = option(inputs, "dare_combine", d["dare_combine"])
+    if how not in registry.DARE_COMBINES:
+        raise MergeError(f"--dare-combine must be one of {registry.DARE_COMBINES}, got {how!r}")
+
+    def vectors(name):
+        return [drop_and_rescale(t, p, seed, j, name)
+                for j, t in enumerate(task_vectors(inputs, name))]
+
+    scale = lam(inputs, registry.METHODS[how].default_lambda)
+    if how == "ties":
+        return ties_combine(inputs, vectors, k=float(option(inputs, "ties_k", d["ties_k"])),
+                            scope=option(inputs, "ties_scope", d["ties_scope"]), scale=scale)
+    return combine(inputs, vectors, scale)
