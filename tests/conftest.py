@@ -10,6 +10,16 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 from workflow_scripts.testing import make_tiny_checkpoint, toy_samples, write_toy_samples  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny models: more threads only add synchronisation
+    (and stall badly when other processes share the cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tiny_checkpoint(tmp_path_factory):
     """Factory: tiny_checkpoint(model_type='bert', num_labels=2, seed=0) -> Path."""

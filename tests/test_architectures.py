@@ -36,12 +36,7 @@ def rtol(model_type, float64=1e-9):
     return 1e-5 if model_type in FLOAT32_INSIDE else float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

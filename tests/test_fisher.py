@@ -25,14 +25,7 @@ from workflow_scripts.testing import toy_samples
 MODEL_TYPES = ("bert", "roberta", "distilbert", "electra")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models: OpenMP threads only add synchronisation (and stall badly
-    # when other processes share the cores)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load(path, dtype=torch.float64):

@@ -121,3 +121,42 @@ def load_fisher(path, verify: bool = True, what: str = "Fisher artifact",
     if verify and tensors_digest(tensors) != header[SUM_KEY]:
         raise _corrupt(path, "checksum mismatch: its values were changed after it was written", what)
     return tensors, json.loads(header[META_KEY])
+
+
+# ---------------------------------------------------------------- shared header fields
+
+
+def source_metadata(model, info, samples, *, task=None, n=None, seed=None) -> dict:
+    """Header fields naming what an artifact was computed from: the model (``info``: the
+    ``ModelInfo`` of :func:`workflow_scripts.models.load_model`) and its samples."""
+    return {
+        "model": getattr(info, "source", None),
+        "fingerprint": getattr(info, "fingerprint", None),
+        "revision": getattr(info, "revision", None),
+        "model_type": model.config.model_type,
+        "num_labels": int(model.config.num_labels),
+        "label_map": getattr(info, "label_map", None),
+        "task": task,
+        "n": n,
+        "num_samples": len(samples),
+        "seed": seed,
+    }
+
+
+def environment_metadata(device) -> dict:
+    """Header fields naming where an artifact was computed: device, threads, versions."""
+    import platform
+
+    import transformers
+
+    from .devices import device_name
+
+    device = torch.device(device)
+    return {
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch_num_threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }

@@ -176,12 +176,7 @@ def _check_families(config: dict, base_dir: Path) -> None:
         if not NAME.match(family):
             raise ConfigError(f"{where}: family names may hold letters, digits, '_' and '-' only")
         if "base" in spec:
-            try:
-                kind = classify_source(spec["base"], base_dir)
-            except ConfigError as exc:
-                raise ConfigError(f"{where}.base: {exc}") from None
-            if kind == "local":
-                check_architecture(resolve_path(spec["base"], base_dir), f"{where}.base")
+            _check_model_source(spec["base"], base_dir, f"{where}.base")
         else:
             needing = [m for m in config["merge"]["methods"] if MERGE_METHODS[m].needs_base]
             if needing:
@@ -204,12 +199,8 @@ def _check_families(config: dict, base_dir: Path) -> None:
             if tune and "base" not in spec:
                 raise ConfigError(f"{cwhere}: 'finetune: true' needs the family's 'base' model")
             if has_source:
-                try:
-                    kind = classify_source(ckpt["source"], base_dir)
-                except ConfigError as exc:
-                    raise ConfigError(f"{cwhere}.source: {exc}") from None
+                kind = _check_model_source(ckpt["source"], base_dir, f"{cwhere}.source")
                 if kind == "local":
-                    check_architecture(resolve_path(ckpt["source"], base_dir), f"{cwhere}.source")
                     have = checkpoint_label_count(resolve_path(ckpt["source"], base_dir))
                     need = SOURCES[tasks[task]["source"]].label_count(task, tasks[task])
                     if have is not None and need is not None and have != need:
@@ -243,6 +234,18 @@ def _one_seed_shorthand(config: dict, section: str) -> None:
             f"give only {section}.seeds"
         )
     settings["seeds"] = [seed]
+
+
+def _check_model_source(source: str, base_dir: Path, where: str) -> str:
+    """The kind of a model source (:func:`classify_source`); a local one must hold a
+    supported architecture.  Errors name ``where``."""
+    try:
+        kind = classify_source(source, base_dir)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if kind == "local":
+        check_architecture(resolve_path(source, base_dir), where)
+    return kind
 
 
 def check_config(config: dict, base_dir: str | Path = ".", config_files=()) -> dict:

@@ -20,14 +20,14 @@ as the Fisher.
 
 from __future__ import annotations
 
-import platform
 import time
 
 import torch
 from torch import nn
 
 from . import architectures as arch
-from .devices import device_name, synchronize
+from .artifacts import environment_metadata, source_metadata
+from .devices import synchronize
 from .fisher.batches import model_batches, progress_bar
 from .fisher.kinds import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH
 
@@ -85,8 +85,6 @@ def compute_gram(model: nn.Module, tokenizer, samples, *, batch_size: int = DEFA
                  task: str | None = None, n: int | None = None, seed: int | None = None,
                  context: dict | None = None, progress: bool = False):
     """(Grams, metadata of the artifact); ``seconds`` times the forward passes alone."""
-    import transformers
-
     batches, device = model_batches(model, tokenizer, samples, batch_size=batch_size,
                                     max_length=max_length, sort_by_length=True, device=device)
     synchronize(device)
@@ -95,28 +93,14 @@ def compute_gram(model: nn.Module, tokenizer, samples, *, batch_size: int = DEFA
     synchronize(device)
     seconds = time.perf_counter() - start
     metadata = {
-        "model": getattr(info, "source", None),
-        "fingerprint": getattr(info, "fingerprint", None),
-        "revision": getattr(info, "revision", None),
-        "model_type": model.config.model_type,
-        "num_labels": int(model.config.num_labels),
-        "label_map": getattr(info, "label_map", None),
-        "task": task,
-        "n": n,
-        "num_samples": len(samples),
-        "seed": seed,
+        **source_metadata(model, info, samples, task=task, n=n, seed=seed),
         "method": KIND,
         "normalisation": "mean over non-padding tokens (per example for 2-D inputs)",
         "rows": rows,
         "max_length": max_length,
         "batch_size": batch_size,
         "seconds": seconds,
-        "device": str(device),
-        "device_name": device_name(device),
-        "torch_num_threads": torch.get_num_threads() if device.type == "cpu" else None,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
+        **environment_metadata(device),
         "context": dict(context or {}),
     }
     return grams, metadata

@@ -75,10 +75,7 @@ def register(subparsers) -> None:
                         f"(default {chunk['cpu']} on CPU, {chunk['cuda']} on CUDA)")
     p.add_argument("--max-length", type=options.positive_int, default=kinds.DEFAULT_MAX_LENGTH)
     options.add_device(p)
-    p.add_argument("--task", default=None)
-    p.add_argument("--n", type=int, default=None, help="requested number of samples (metadata)")
-    p.add_argument("--seed", type=int, default=None, help="sampling seed (metadata)")
-    options.add_meta(p)
+    options.add_artifact_context(p)
     p.add_argument("--count-flops", action=argparse.BooleanOptionalAction, default=True,
                    help="count FLOPs in one extra pass (--no-count-flops: flops recorded as null)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -87,12 +84,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> None:
-    from .. import data
     from ..artifacts import save_fisher
     from ..devices import resolve_device
-    from ..errors import SampleError, UserError
+    from ..errors import UserError
     from ..fisher import compute_fisher, tune_cpu_allocator
-    from ..models import load_model, parse_label_map
 
     if args.method == "full" and args.estimator != "per-example":
         raise UserError("--estimator applies to --method mask only (the full Fisher is per-example)")
@@ -100,14 +95,7 @@ def run(args) -> None:
     device = resolve_device(args.device)
     if device == "cpu":
         tune_cpu_allocator()
-    samples = data.read_samples(args.data)
-    if len(samples) == 0:
-        raise SampleError(f"samples file {args.data} has no rows")
-    model, tokenizer, info = load_model(
-        args.model, revision=args.revision, allow_pickle=args.allow_pickle,
-        label_map=parse_label_map(args.label_map), device=device,
-    )
-    data.check_labels(samples, info.num_labels, where=str(args.data))
+    samples, model, tokenizer, info = options.load_samples_and_model(args, device)
     log.info("%s Fisher of %s on %d samples (%s)", args.method, args.model, len(samples), device)
     tensors, metadata = compute_fisher(
         model, tokenizer, samples,

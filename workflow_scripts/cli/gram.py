@@ -33,33 +33,20 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=options.positive_int, default=kinds.DEFAULT_BATCH_SIZE)
     p.add_argument("--max-length", type=options.positive_int, default=kinds.DEFAULT_MAX_LENGTH)
     options.add_device(p)
-    p.add_argument("--task", default=None)
-    p.add_argument("--n", type=int, default=None, help="requested number of samples (metadata)")
-    p.add_argument("--seed", type=int, default=None, help="sampling seed (metadata)")
-    options.add_meta(p)
+    options.add_artifact_context(p)
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.set_defaults(func=run)
 
 
 def run(args) -> None:
-    from .. import data
     from ..artifacts import check_finite, save_fisher
     from ..devices import resolve_device
-    from ..errors import SampleError
     from ..gram import compute_gram
-    from ..models import load_model, parse_label_map
 
     context = options.meta_context(args.meta)
     device = resolve_device(args.device)
-    samples = data.read_samples(args.data)
-    if len(samples) == 0:
-        raise SampleError(f"samples file {args.data} has no rows")
-    model, tokenizer, info = load_model(
-        args.model, revision=args.revision, allow_pickle=args.allow_pickle,
-        label_map=parse_label_map(args.label_map), device=device,
-    )
-    data.check_labels(samples, info.num_labels, where=str(args.data))
+    samples, model, tokenizer, info = options.load_samples_and_model(args, device)
     log.info("Grams of %s on %d samples (%s)", args.model, len(samples), device)
     grams, metadata = compute_gram(
         model, tokenizer, samples, batch_size=args.batch_size, max_length=args.max_length,

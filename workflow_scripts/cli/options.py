@@ -114,3 +114,31 @@ def add_model_source(parser) -> None:
 def add_label_map(parser) -> None:
     parser.add_argument("--label-map", default=None, metavar="MAP",
                         help="data-set label i is model output MAP[i], e.g. 2,0,1")
+
+
+def load_samples_and_model(args, device):
+    """(samples, model, tokenizer, info): the samples of ``--data`` (an error when there are
+    none) and the model of ``--model`` (``--revision``, ``--allow-pickle``,
+    ``--label-map``), checked against each other's labels."""
+    from .. import data
+    from ..errors import SampleError
+    from ..models import load_model, parse_label_map
+
+    samples = data.read_samples(args.data)
+    if len(samples) == 0:
+        raise SampleError(f"samples file {args.data} has no rows")
+    model, tokenizer, info = load_model(
+        args.model, revision=args.revision, allow_pickle=args.allow_pickle,
+        label_map=parse_label_map(args.label_map), device=device,
+    )
+    data.check_labels(samples, info.num_labels, where=str(args.data))
+    return samples, model, tokenizer, info
+
+
+def add_artifact_context(parser) -> None:
+    """``--task``, ``--n``, ``--seed`` and ``--meta``: recorded in an artifact's header."""
+    parser.add_argument("--task", default=None)
+    parser.add_argument("--n", type=int, default=None,
+                        help="requested number of samples (metadata)")
+    parser.add_argument("--seed", type=int, default=None, help="sampling seed (metadata)")
+    add_meta(parser)

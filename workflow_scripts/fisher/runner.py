@@ -14,7 +14,8 @@ from torch import nn
 
 from .. import architectures as arch
 from .. import data as data_mod
-from ..devices import device_name, synchronize
+from ..artifacts import environment_metadata, source_metadata
+from ..devices import synchronize
 from .batches import model_batches
 from .full import full_fisher_batches
 from .kinds import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, METHODS, check_choice, default_chunk_size
@@ -110,20 +111,9 @@ def compute_fisher(
             compute(False)
         flops = int(counter.get_total_flops())
 
-    import transformers
-
     d = arch.dims(model)
     metadata = {
-        "model": getattr(info, "source", None),
-        "fingerprint": getattr(info, "fingerprint", None),
-        "revision": getattr(info, "revision", None),
-        "model_type": model.config.model_type,
-        "num_labels": int(model.config.num_labels),
-        "label_map": getattr(info, "label_map", None),
-        "task": task,
-        "n": n,
-        "num_samples": len(samples),
-        "seed": seed,
+        **source_metadata(model, info, samples, task=task, n=n, seed=seed),
         "method": method,
         "estimator": estimator if method == "mask" else "per-example",
         "labels": labels if method == "full" else "empirical",
@@ -135,11 +125,7 @@ def compute_fisher(
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "seconds": seconds,
         "flops": flops,
-        "device": str(device),
-        "device_name": device_name(device),
-        "torch_num_threads": torch.get_num_threads() if device.type == "cpu" else None,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **environment_metadata(device),
         # kv_heads only where grouped-query attention makes it differ from heads
         "dims": {k: v for k, v in asdict(d).items() if k != "kv_heads" or v != d.heads},
         "context": dict(context or {}),
