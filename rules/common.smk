@@ -107,8 +107,12 @@ def merged_eval_flags(wildcards):
     return PLAN.merged_eval_flags(wildcard_merge(wildcards))
 
 
-def merged_output(path):
-    return path if config["merge"]["keep_merged"] else temp(path)
+def merged_output():
+    """The merged checkpoints as an output where merge.keep_merged keeps them; else the
+    merge job evaluates them in memory and writes none."""
+    if config["merge"]["keep_merged"]:
+        return {"merged": directory(PATHS["merged"])}
+    return {}
 
 
 def heavy_threads():

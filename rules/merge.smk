@@ -1,13 +1,14 @@
 # One job per merge: merge the subset's checkpoints, then evaluate each merged model on
-# its own task's validation set in the same process (one JSON per task).
+# its own task's validation set in the same process (one JSON per task). The merged
+# checkpoints are written only when merge.keep_merged asks for them.
 
 
 rule merge:
     input:
         unpack(merge_inputs),
     output:
+        **merged_output(),
         evals=directory(PATHS["eval_merged_dir"]),
-        merged=merged_output(directory(PATHS["merged"])),
     log:
         "logs/merge/{family}/{rep}/{subset}/{merge_id}.log",
     conda:
@@ -18,8 +19,11 @@ rule merge:
     params:
         flags=merge_flags,
         evaluation=merged_eval_flags,
+        out=lambda wc, output: (
+            f"--out {output.merged}" if "merged" in output.keys() else ""
+        ),
     shell:
         "python -m workflow_scripts merge --models {input.models} {params.flags} "
-        "--out {output.merged} --eval-data {input.validation} "
+        "{params.out} --eval-data {input.validation} "
         "--eval-task-infos {input.infos} {params.evaluation} --eval-out {output.evals} "
         "> {log} 2>&1"

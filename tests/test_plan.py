@@ -299,3 +299,14 @@ def test_check_config_refuses_an_unsupported_local_architecture(config, tmp_path
         entry = r"families\.fam\.checkpoints\.c\.source"
     with pytest.raises(ConfigError, match=entry + r": .* is a 't5' model; supported model types are .*llama"):
         check_config(config, base_dir=tmp_path)
+
+
+def test_flops_are_counted_only_at_the_runtime_n(config, tmp_path):
+    config["report"] = {"runtime_n": 16}
+    check_config(config, base_dir=tmp_path)
+    plan = Plan(config)
+    assert "--count-flops" in plan.fisher_flags(16).split()
+    assert "--no-count-flops" in plan.fisher_flags(8).split()
+    assert "--seeds" not in plan.fisher_flags(8) and "--n " not in plan.fisher_flags(8)
+    del config["report"]["runtime_n"]
+    assert "--count-flops" in Plan(config).fisher_flags(8).split()

@@ -265,9 +265,15 @@ class Plan:
         return cli_flags({key: self.fisher[key] for key in ("batch_size", "max_length")}) \
             + " " + self.device_flag()
 
-    def fisher_flags(self) -> str:
-        return cli_flags(self.fisher, exclude=FISHER_WORKFLOW_KEYS) + " " + \
-            self.device_flag()
+    def fisher_flags(self, n: int) -> str:
+        """The ``fisher`` section's flags for the artifact of ``n`` samples.  FLOPs are
+        counted (an extra pass) only at ``report.runtime_n``, the n that Table 4 reads,
+        when that is set."""
+        settings = dict(self.fisher)
+        runtime_n = self.config["report"].get("runtime_n")
+        if runtime_n is not None and int(n) != runtime_n:
+            settings["count_flops"] = False
+        return cli_flags(settings, exclude=FISHER_WORKFLOW_KEYS) + " " + self.device_flag()
 
     def finetune_flags(self, family: str, replicate: str) -> str:
         """The ``finetune`` section's flags, with the replicate's seed as ``--seed``."""
