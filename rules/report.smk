@@ -16,6 +16,11 @@ rule report:
             caption="../report/summary.rst",
             category="Tables",
         ),
+        evidence=report(
+            f"{REPORT}/table1.html",
+            caption="../report/table1_html.rst",
+            category="Tables",
+        ),
         tables=[
             report(
                 f"{REPORT}/{table}.md",

@@ -9,6 +9,7 @@ median normalised score in Table 1 is BASE + 0.3.
 import dataclasses
 import itertools
 import json
+import re
 
 import matplotlib
 import polars as pl
@@ -218,6 +219,9 @@ def test_summary_and_warnings(report_dir):
             and "above averaging in 6 of 6 paired scores (below in 0), median difference +4.0 "
             "points" in summary and "Wilcoxon p = 0.031: significantly above it at 0.05" in summary)
     assert "One run (one seed) per cell" in summary
+    page = (report_dir / "table1.html").read_text()  # what the HTML report shows inline
+    assert page.count("<table>") == 2 and "94.3 [" in page and "Wilcoxon p = 0.031" in page
+    assert re.search(r"<td>Ours \(mask\), n = 8 *</td>", page)
     assert (report_dir / "warnings.md").read_text().strip().endswith("No warnings.")
 
 

@@ -202,7 +202,8 @@ def test_whole_workflow_and_incremental_reruns(tmp_path):
     expected += [f"results/report/{name}.md" for name in (
         "summary", "table1_scores", "paired_comparisons", "seed_spread", "table2_mask_runtime",
         "table3_full_runtime", "runtime_speedup", "table4_flops", "warnings")]
-    expected += ["results/report/scores_long.csv", "results/report/finetuned.csv"]
+    expected += ["results/report/scores_long.csv", "results/report/finetuned.csv",
+                 "results/report/table1.html"]
     for path in expected:
         assert payloads.get(path) == (work / path).read_bytes(), path
 

@@ -12,8 +12,9 @@ from . import checks, stats
 from .inputs import Inputs, runs_at
 from .tables import (
     BASELINE, column_label, fisher_tables, finetuned_markdown, fmt_ci, fmt_diff, fmt_gflops,
-    fmt_seconds, kind_rank, median_scores, method_rank, paired_markdown, speedup_markdown,
-    spread_markdown, table1_markdown, task_rank, wide_markdown,
+    fmt_seconds, html_table, kind_rank, median_scores, method_rank, paired_markdown,
+    paired_rows, speedup_markdown, spread_markdown, table1_markdown, table1_rows, task_rank,
+    wide_markdown,
 )
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ def write_report(data: Inputs, out_dir: Path, chance_margin: float = 0.05,
         f"\n## {title}\n\n" + (f"{note}\n\n" if note else "") + body for title, note, body in sections
     )
     write_text(out / "summary.md", summary)
+    write_text(out / "table1.html", evidence_html(paired, medians, families))
     for w in warnings:
         log.warning(w)
     log.info("wrote the report to %s", out)
@@ -148,4 +150,30 @@ def findings_markdown(paired: pl.DataFrame, medians: pl.DataFrame, families: lis
         if sentences:
             parts.append(f"**{family}**\n\n" + "".join(f"- {s}\n" for s in sentences))
     return ("## What the data shows\n\n" + "\n".join(parts) + "\n") if parts else ""
+
+
+HTML_STYLE = ("body{font-family:sans-serif;font-size:14px;margin:1em}"
+              "table{border-collapse:collapse;margin:.5em 0 1.5em}"
+              "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+              "th:first-child,td:first-child{text-align:left}")
+
+
+def evidence_html(paired: pl.DataFrame, medians: pl.DataFrame, families: list[str]) -> str:
+    """Table 1, its findings and the paired comparisons as one HTML page: the part of the
+    report that a Snakemake HTML report shows inline (it lists Markdown files as links)."""
+    import html
+
+    findings_html = "".join(
+        f"<h3>{html.escape(family)}</h3><ul>"
+        + "".join(f"<li>{html.escape(s)}</li>" for s in findings(paired, medians, family))
+        + "</ul>"
+        for family in families)
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><style>{HTML_STYLE}</style>"
+            "</head><body><h2>Table 1: normalised scores</h2>"
+            "<p>Median of merged / fine-tuned score x 100 over all (subset, task) cells, "
+            "seeds pooled; [95 % bootstrap interval]; (difference from averaging).</p>"
+            + html_table(*table1_rows(medians, families))
+            + "<h2>What the data shows</h2>" + findings_html
+            + "<h2>Paired comparisons</h2>" + html_table(*paired_rows(paired))
+            + "</body></html>\n")
 

@@ -68,6 +68,13 @@ def fmt_gflops(x) -> str:
     return MISSING if x is None else f"{x:,.2f}"
 
 
+def html_table(headers: list[str], rows: list[list[str]]) -> str:
+    """An HTML table (cells escaped); "<p>No data.</p>" without rows."""
+    if not rows:
+        return "<p>No data.</p>\n"
+    return tabulate(rows, headers=headers, tablefmt="html", disable_numparse=True) + "\n"
+
+
 def markdown(headers: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
     """A pipe table; the first ``text_columns`` left-aligned, the rest (numbers) right-aligned."""
     if not rows:
@@ -124,6 +131,11 @@ def _columns(medians: pl.DataFrame) -> list[tuple[str, int | None]]:
 def table1_markdown(medians: pl.DataFrame, families: list[str]) -> str:
     """One column per merge without n (always) and per (merge, n) present, registry order:
     ``median [95 % CI] (difference from averaging)``."""
+    return markdown(*table1_rows(medians, families))
+
+
+def table1_rows(medians: pl.DataFrame, families: list[str]) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of Table 1 as text cells."""
     columns = _columns(medians)
     cells = {(r["family"], r["method"], r["n"]): r for r in medians.iter_rows(named=True)}
     headers = ["Model"] + [column_label(m, n) for m, n in columns]
@@ -142,7 +154,7 @@ def table1_markdown(medians: pl.DataFrame, families: list[str]) -> str:
                 text += f" ({fmt_diff(cell['diff_vs_average'])})"
             row.append(text)
         rows.append(row)
-    return markdown(headers, rows)
+    return headers, rows
 
 
 # ---------------------------------------------------------------- Tables 2-4
@@ -236,6 +248,11 @@ def fmt_p(p) -> str:
 
 def paired_markdown(paired: pl.DataFrame) -> str:
     """The paired comparisons, one row per (family, merge, n, baseline)."""
+    return markdown(*paired_rows(paired), text_columns=3)
+
+
+def paired_rows(paired: pl.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of the paired comparisons as text cells."""
     rows = []
     for r in paired.sort("family", method_rank(), "n", method_rank("baseline")).iter_rows(
             named=True):
@@ -244,8 +261,8 @@ def paired_markdown(paired: pl.DataFrame) -> str:
                      column_label(r["baseline"], None if r["baseline"] == BASELINE else r["n"]),
                      f"{r['wins']} / {r['ties']} / {r['losses']}", fmt_diff(r["median_diff"]), ci,
                      fmt_p(r["wilcoxon_p"]) if r["wilcoxon_p"] is not None else r["note"]])
-    return markdown(["Model", "Merge", "Against", "Wins / ties / losses", "Median difference",
-                     "95 % CI", "Wilcoxon p"], rows, text_columns=3)
+    return ["Model", "Merge", "Against", "Wins / ties / losses", "Median difference",
+            "95 % CI", "Wilcoxon p"], rows
 
 
 def spread_markdown(medians: pl.DataFrame, families: list[str]) -> str:
