@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from test_fisher import brute_full, close, load
+from test_fisher import brute_full, central_difference, close, load, ones_gradients
 from workflow_scripts import architectures as arch
 from workflow_scripts import data, fisher
 from workflow_scripts.errors import UnsupportedArchitectureError
@@ -152,8 +152,7 @@ def test_mask_gradient_matches_finite_differences(ckpt, model_type):
             with fisher.mask_hooks(model, masks["head"], masks["neuron"], neuron_position=position):
                 return F.cross_entropy(model(**batch.inputs).logits, batch.labels, reduction="sum")
 
-        ones = {k: torch.ones(s, dtype=torch.float64, requires_grad=True) for k, s in shapes.items()}
-        grads = dict(zip(ones, torch.autograd.grad(loss(ones), list(ones.values()))))
+        grads = ones_gradients(loss, shapes)
         # float32 inside (rotary, RMSNorm): a larger step against the loss's rounding
         # noise, checked at the largest entries; float64 models: any entry, tightly
         eps, tol = (1e-2, 2e-2) if model_type in FLOAT32_INSIDE else (1e-3, 1e-5)
@@ -163,13 +162,7 @@ def test_mask_gradient_matches_finite_differences(ckpt, model_type):
         if model_type in FLOAT32_INSIDE:
             entries = [("head", largest["head"]), ("neuron", largest["neuron"])]
         for which, index in entries:
-            values = []
-            for sign in (1, -1):
-                masks = {k: torch.ones(s, dtype=torch.float64) for k, s in shapes.items()}
-                masks[which][index] += sign * eps
-                with torch.no_grad():
-                    values.append(float(loss(masks)))
-            numeric = (values[0] - values[1]) / (2 * eps)  # central: O(eps^2) error
+            numeric = central_difference(loss, shapes, which, index, eps)
             scale = float(grads[which].abs().max())
             assert scale > 0
             assert abs(float(grads[which][index]) - numeric) <= tol * scale, (position, which)

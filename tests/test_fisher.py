@@ -184,20 +184,29 @@ def test_mask_gradient_matches_finite_differences(tiny_checkpoint, position):
         with fisher.mask_hooks(model, masks["head"], masks["neuron"], neuron_position=position):
             return F.cross_entropy(model(**batch.inputs).logits, batch.labels, reduction="sum")
 
-    ones = {k: torch.ones(s, dtype=torch.float64, requires_grad=True) for k, s in shapes.items()}
-    grads = dict(zip(ones, torch.autograd.grad(loss(ones), list(ones.values()))))
-    eps = 1e-5
+    grads = ones_gradients(loss, shapes)
     for which, index in [("head", (0, 0, 1)), ("head", (3, 1, 3)), ("neuron", (1, 0, 5)),
                          ("neuron", (4, 1, 36)), ("neuron", (2, 1, 0))]:
-        values = []
-        for sign in (1, -1):
-            masks = {k: torch.ones(s, dtype=torch.float64) for k, s in shapes.items()}
-            masks[which][index] += sign * eps
-            with torch.no_grad():
-                values.append(float(loss(masks)))
-        numeric = (values[0] - values[1]) / (2 * eps)
+        numeric = central_difference(loss, shapes, which, index, eps=1e-5)
         scale = float(grads[which].abs().max())
         assert abs(float(grads[which][index]) - numeric) <= 1e-5 * scale, (which, index)
+
+
+def ones_gradients(loss, shapes) -> dict:
+    """The gradient of ``loss(masks)`` with respect to masks of ones (float64)."""
+    ones = {k: torch.ones(s, dtype=torch.float64, requires_grad=True) for k, s in shapes.items()}
+    return dict(zip(ones, torch.autograd.grad(loss(ones), list(ones.values()))))
+
+
+def central_difference(loss, shapes, which: str, index, eps: float) -> float:
+    """d loss / d masks[which][index] at masks of ones, by a central difference."""
+    values = []
+    for sign in (1, -1):
+        masks = {k: torch.ones(s, dtype=torch.float64) for k, s in shapes.items()}
+        masks[which][index] += sign * eps
+        with torch.no_grad():
+            values.append(float(loss(masks)))
+    return (values[0] - values[1]) / (2 * eps)  # O(eps^2) error
 
 
 def test_mask_hooks_validate_and_clean_up(tiny_checkpoint):

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from workflow_scripts import architectures as arch
 from workflow_scripts import cli

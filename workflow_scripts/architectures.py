@@ -87,7 +87,10 @@ class Module:
     in_unit: str | None = None
 
     def __post_init__(self):
-        if self.kind not in KINDS or not self.blocks:
+        units = {b.unit for b in self.blocks} | {self.in_unit}
+        if (self.kind not in KINDS or not self.blocks
+                or any(b.role not in ROLES for b in self.blocks)
+                or not units <= {None, *UNITS}):
             raise ValueError(f"bad module layout {self}")
 
 

@@ -70,7 +70,9 @@ class Samples:
         )
 
 
-def read_samples(path) -> Samples:
+def read_samples(path, nonempty: bool = False) -> Samples:
+    """The samples of a Parquet file in :data:`SCHEMA`; ``nonempty``: a file without rows
+    is an error too."""
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as exc:
@@ -84,6 +86,8 @@ def read_samples(path) -> Samples:
         table = table.select(SCHEMA.names).cast(SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise SampleError(f"samples file {path} does not match schema {SCHEMA}: {exc}") from exc
+    if nonempty and table.num_rows == 0:
+        raise SampleError(f"samples file {path} has no rows")
     cols = table.to_pydict()
     if any(v is None for v in cols["label"]) or any(v is None for v in cols["text_a"]):
         raise SampleError(f"samples file {path} has null text_a or label values")

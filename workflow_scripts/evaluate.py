@@ -152,9 +152,7 @@ def evaluate_checkpoint(
     if batch_size < 1 or max_length < 2:
         raise UserError("--batch-size must be >= 1 and --max-length >= 2")
     device = resolve_device(device)
-    samples = read_samples(data_path)
-    if len(samples) == 0:
-        raise UserError(f"{data_path} has no samples")
+    samples = read_samples(data_path, nonempty=True)
     model, tokenizer, info = load_model(
         model_source, revision=revision, allow_pickle=allow_pickle, label_map=label_map,
         device=device,

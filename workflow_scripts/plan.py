@@ -43,10 +43,6 @@ class Merge:
         return self.variant.merge_id(self.n, self.seed)
 
     @property
-    def fisher_method(self) -> str | None:
-        return self.variant.method.fisher
-
-    @property
     def artifact(self) -> str | None:
         """The per-model artifact of the merge: a Fisher kind, ``gram`` or None."""
         return self.variant.method.artifact

@@ -175,7 +175,7 @@ def run(args) -> None:
 
 
 def method_options(args) -> dict:
-    """The hyper-parameters that ``--method`` reads (recorded in merge_info.json)."""
+    """The hyper-parameters that ``--method`` reads (recorded in merge.json)."""
     method = METHODS[args.method]
     keys = (("lam",) if method.takes_lambda else ()) + method.settings
     return {key: getattr(args, key) for key in keys}

@@ -121,12 +121,9 @@ def load_samples_and_model(args, device):
     none) and the model of ``--model`` (``--revision``, ``--allow-pickle``,
     ``--label-map``), checked against each other's labels."""
     from .. import data
-    from ..errors import SampleError
     from ..models import load_model, parse_label_map
 
-    samples = data.read_samples(args.data)
-    if len(samples) == 0:
-        raise SampleError(f"samples file {args.data} has no rows")
+    samples = data.read_samples(args.data, nonempty=True)
     model, tokenizer, info = load_model(
         args.model, revision=args.revision, allow_pickle=args.allow_pickle,
         label_map=parse_label_map(args.label_map), device=device,

@@ -168,9 +168,7 @@ def _evaluate(loaded, out_names, evaluation: MergeEvaluation, checkpoints) -> li
         tmp.mkdir()
         for j, (model, tokenizer, _) in enumerate(loaded):
             name = out_names[j]
-            samples = read_samples(evaluation.data[j])
-            if len(samples) == 0:
-                raise MergeError(f"{evaluation.data[j]} has no samples")
+            samples = read_samples(evaluation.data[j], nonempty=True)
             ckpt = checkpoints[j] if checkpoints else None
             model.to(device)
             result = evaluate_loaded(

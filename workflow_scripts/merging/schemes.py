@@ -35,7 +35,7 @@ its test.  This module is pure data (no torch), so the workflow can read it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .. import architectures as arch
 

@@ -35,7 +35,8 @@ MIN_WILCOXON_CELLS = 6
 ALPHA = 0.05
 TIE = 1e-9  # |difference| below this (in points) is a tie
 CELL = ("replicate", "subset", "task")
-BASELINES = ("average", "fisher")  # the merges every other merge is compared with
+BASELINE = "average"  # Table 1's "(+x.x)" reference, and the first comparison of each merge
+BASELINES = (BASELINE, "fisher")  # the merges every other merge is compared with
 
 
 def _groups(df: pl.DataFrame, value: str) -> list[np.ndarray]:
@@ -124,7 +125,7 @@ def paired_comparisons(scores: pl.DataFrame) -> pl.DataFrame:
     """Every merge but averaging against each baseline present (not itself; full Fisher at
     the same n only), one row per (merge, n, baseline)."""
     rows = []
-    present = (scores.filter(pl.col("method") != BASELINES[0])
+    present = (scores.filter(pl.col("method") != BASELINE)
                .select("family", "method", "n").unique())
     for family, method, n in present.iter_rows():
         for baseline in BASELINES:
