@@ -13,7 +13,7 @@ rule fisher:
         **gpu_resources("fisher_runtime"),
     params:
         model=model_flags,
-        flags=lambda wc: PLAN.fisher_flags(wc.n),
+        flags=lambda wc: PLAN.fisher_flags(wc.n, wc.method),
     shell:
         "python -m workflow_scripts fisher --model {input.model} {params.model} "
         "--data {input.samples} --method {wildcards.method} "

@@ -10,6 +10,7 @@ from workflow_scripts import architectures as arch
 from workflow_scripts import cli
 from workflow_scripts.artifacts import load_fisher
 from workflow_scripts.errors import CorruptArtifactError, MergeError
+from workflow_scripts.settings import MergeSettings
 from workflow_scripts.merging import registry
 from workflow_scripts.merging.files import merge_models
 from workflow_scripts.merging.merge import MergeInputs, merge_loaded
@@ -64,7 +65,7 @@ def floating(state):
 def test_task_arithmetic_lambda_one_with_one_task_vector_returns_the_finetune(family):
     base, (ft, _, _) = family
     models = loaded([ft, base])  # the base's own task vector is zero
-    merge_loaded(models, "task-arithmetic", base=load_model(str(base))[0], options={"lam": 1.0})
+    merge_loaded(models, "task-arithmetic", base=load_model(str(base))[0], lam=1.0)
     expected = body(ft)
     for name, value in floating(arch.body_state(models[0])).items():
         torch.testing.assert_close(value, expected[name], rtol=0, atol=1e-7)
@@ -73,7 +74,7 @@ def test_task_arithmetic_lambda_one_with_one_task_vector_returns_the_finetune(fa
 def test_task_arithmetic_lambda_one_over_m_is_plain_averaging(family):
     base, tuned = family
     ta, avg = loaded(tuned), loaded(tuned)
-    merge_loaded(ta, "task-arithmetic", base=load_model(str(base))[0], options={"lam": 1 / 3})
+    merge_loaded(ta, "task-arithmetic", base=load_model(str(base))[0], lam=1 / 3)
     merge_loaded(avg, "average")
     averaged = floating(arch.body_state(avg[0]))
     for name, value in floating(arch.body_state(ta[0])).items():
@@ -104,7 +105,8 @@ def hand_inputs(lam, scope, taus=TAUS, **options):
     return MergeInputs(spec=None, dims=None, shapes={k: v.shape for k, v in base.items()},
                        labels=[f"m{j}" for j in range(len(taus))], artifacts=None,
                        artifact_labels=[], bodies=bodies, base=base,
-                       options={"lam": lam, "ties_k": 50, "ties_scope": scope, **options})
+                       settings=MergeSettings(method="dare" if options else "ties", lam=lam,
+                                              ties_k=50, ties_scope=scope, **options))
 
 
 @pytest.mark.parametrize("scope, expected", [("global", GLOBAL), ("tensor", TENSOR)])
@@ -146,8 +148,7 @@ def test_dare_drops_and_rescales_reproducibly(family):
 
     def run(seed):
         models = loaded([ft, base])  # one non-zero task vector: the merge shows its drops
-        merge_loaded(models, "dare", base=base_model,
-                     options={"lam": 1.0, "dare_p": 0.5, "seed": seed})
+        merge_loaded(models, "dare", base=base_model, lam=1.0, dare_p=0.5, seed=seed)
         return floating(arch.body_state(models[0]))
 
     first, again, other = run(3), run(3), run(4)
@@ -181,7 +182,7 @@ def test_regmean_alpha_one_is_least_squares_on_stacked_inputs_and_outputs():
                          shapes={"lin.weight": ws[0].shape, "lin.bias": bs[0].shape},
                          labels=["a", "b"], artifacts=grams, artifact_labels=["ga", "gb"],
                          bodies=[{"lin.weight": w, "lin.bias": b} for w, b in zip(ws, bs)],
-                         options={"regmean_alpha": 1.0})
+                         settings=MergeSettings(method="regmean", regmean_alpha=1.0))
     got = regmean.merged(inputs)
     stacked_x = torch.cat(xs)
     stacked_y = torch.cat([x @ w.double().T for x, w in zip(xs, ws)])
@@ -189,7 +190,7 @@ def test_regmean_alpha_one_is_least_squares_on_stacked_inputs_and_outputs():
     torch.testing.assert_close(got["lin.weight"].double(), expected, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got["lin.bias"], (bs[0] + bs[1]) / 2)  # not a linear weight
     # alpha < 1 shrinks the off-diagonal entries: a different solution
-    inputs.options["regmean_alpha"] = 0.5
+    inputs.settings = inputs.settings.replace(regmean_alpha=0.5)
     assert not torch.allclose(regmean.merged(inputs)["lin.weight"].double(), expected, atol=1e-3)
 
 
@@ -246,7 +247,7 @@ def test_three_model_merge_keeps_heads_for_every_method(tmp_path, family, sample
             grams.append(str(tmp_path / f"g{j}.safetensors"))
     out = merge_models(tuned, tmp_path / "out", method=method, names=["a", "b", "c"],
                        base=str(base) if spec.needs_base else None, grams=grams,
-                       options={"lam": 0.5} if spec.takes_lambda else {})
+                       **({"lam": 0.5} if spec.takes_lambda else {}))
     merged = [body(p) for p in out]
     originals = [body(p) for p in tuned]
     for name in merged[0]:

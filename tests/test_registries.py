@@ -21,6 +21,7 @@ from workflow_scripts.devices import DEVICES
 from workflow_scripts.fisher import kinds
 from workflow_scripts.merging import registry, schemes
 from workflow_scripts.plan import FISHER_WORKFLOW_KEYS
+from workflow_scripts.settings import MergeSettings
 from workflow_scripts.paths import OUTPUT_ROOTS, PATHS, path
 from workflow_scripts.tasks import registry as tasks_registry
 from workflow_scripts.tasks.local import COLUMN_KEYS
@@ -90,7 +91,10 @@ def test_method_settings_agree_between_registry_schema_and_command():
     agree with it, and the lambda lists default to each method's lambda."""
     props = load_schema()["properties"]["merge"]["properties"]
     args = vars(_cli_defaults("merge", ["--models", "a", "b", "--method", "ties", "--out", "o"]))
-    for key, value in registry.DEFAULTS.items():
+    defaults = {e.name: e.default for e in MergeSettings.entries() if e.spec.config}
+    assert set(defaults) >= {"ties_k", "ties_scope", "dare_p", "dare_combine", "seed",
+                             "regmean_alpha"}
+    for key, value in defaults.items():
         assert props[key]["default"] == value, key
         assert args[key] == value, key
     for name, method in registry.METHODS.items():

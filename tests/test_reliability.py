@@ -245,7 +245,7 @@ def test_sigkill_during_evaluation_write_then_rerun_reuses_completed(workspace):
 
 def test_corrupt_fisher_is_named_and_only_it_and_dependants_rerun(workspace):
     fishers = MASK_FISHERS  # written by the prepared workspace
-    merged = "results/merged/tiny/ckpt/topic+pair/mask-n8-seed0"
+    merged = "results/merged/tiny/ckpt/pair+topic/mask-n8-seed0"
     bad = workspace / fishers[1]
     data = bytearray(bad.read_bytes())
     data[-8:] = bytes(b ^ 0xFF for b in data[-8:])  # edit values, keep the size
@@ -253,7 +253,7 @@ def test_corrupt_fisher_is_named_and_only_it_and_dependants_rerun(workspace):
 
     proc = snakemake(workspace, merged, check=False)
     assert proc.returncode != 0
-    log = (workspace / "logs/merge/tiny/ckpt/topic+pair/mask-n8-seed0.log").read_text()
+    log = (workspace / "logs/merge/tiny/ckpt/pair+topic/mask-n8-seed0.log").read_text()
     assert "checksum mismatch" in log and f"rm '{fishers[1]}'" in log
     assert not (workspace / merged).exists()
 

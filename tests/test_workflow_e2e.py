@@ -210,6 +210,10 @@ def test_whole_workflow_and_incremental_reruns(tmp_path):
     # a second run has nothing to do
     dry = snakemake(work, "-n")
     assert "Nothing to be done" in dry.stdout + dry.stderr
+    # nor has the same config written back by a YAML dumper, every mapping's keys sorted
+    (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
+    dry = snakemake(work, "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]
 
     # changing only one task's n reruns only that task's jobs and the report: one sample
     # (shared by the families), each family's mask and full Fisher of it

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -126,9 +127,22 @@ def load_fisher(path, verify: bool = True, what: str = "Fisher artifact",
 # ---------------------------------------------------------------- shared header fields
 
 
-def source_metadata(model, info, samples, *, task=None, n=None, seed=None) -> dict:
+@dataclass(frozen=True)
+class ArtifactContext:
+    """What an artifact's header records about the job that made it: the task, the requested
+    sample count and the sampling seed (metadata, for the merge's checks and the report),
+    and free ``meta`` context (``--meta KEY=VALUE``)."""
+
+    task: str | None = None
+    n: int | None = None
+    seed: int | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def source_metadata(model, info, samples, context: ArtifactContext | None = None) -> dict:
     """Header fields naming what an artifact was computed from: the model (``info``: the
     ``ModelInfo`` of :func:`workflow_scripts.models.load_model`) and its samples."""
+    context = context or ArtifactContext()
     return {
         "model": getattr(info, "source", None),
         "fingerprint": getattr(info, "fingerprint", None),
@@ -136,10 +150,11 @@ def source_metadata(model, info, samples, *, task=None, n=None, seed=None) -> di
         "model_type": model.config.model_type,
         "num_labels": int(model.config.num_labels),
         "label_map": getattr(info, "label_map", None),
-        "task": task,
-        "n": n,
+        "task": context.task,
+        "n": context.n,
         "num_samples": len(samples),
-        "seed": seed,
+        "seed": context.seed,
+        "context": dict(context.meta),
     }
 
 

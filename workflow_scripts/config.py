@@ -24,6 +24,8 @@ from .fetch import classify
 from .fisher import kinds as fisher_kinds
 from .merging.registry import DARE_COMBINES, METHODS as MERGE_METHODS, TIES_SCOPES
 from .merging.schemes import SCHEME_NAMES
+from .settings import CONFIG_SECTIONS, MergeSettings, schema_properties
+from .settings.core import value_schema
 from .tasks.files import QUOTINGS
 from .tasks.local import COLUMN_KEYS
 from .tasks.registry import SOURCE_NAMES, SOURCES, TASK_NAMES
@@ -52,6 +54,7 @@ def _schema(path: str) -> dict:
     }
     for key, values in enums.items():
         defs.setdefault(key, {})["enum"] = list(values)
+    _fill_settings(schema["properties"])
     defs.setdefault("column_map", {}).update(
         type="object",
         additionalProperties=False,
@@ -60,6 +63,34 @@ def _schema(path: str) -> dict:
         required=["text_a", "label"],
     )
     return schema
+
+
+def _fill_settings(sections: dict) -> None:
+    """Each config section's command settings from their settings objects
+    (:mod:`workflow_scripts.settings`), and one lambda list per registry method that takes
+    lambda; a key the schema file states itself as well is a bug (two owners)."""
+    lam = MergeSettings.entry("lam")
+    generated = {
+        name: schema_properties(classes, name) for name, classes in CONFIG_SECTIONS.items()
+    }
+    generated["merge"].update({
+        f"{m.name.replace('-', '_')}_lambda": {
+            "description": f"lambda values of {m.name} (each its own merge id)"
+                           + ("; also DARE's when dare_combine is " + m.name),
+            "type": "array", "items": value_schema(lam), "minItems": 1, "uniqueItems": True,
+            "default": [m.default_lambda],
+        }
+        for m in MERGE_METHODS.values() if m.takes_lambda and m.default_lambda is not None
+    })
+    targets = dict(sections)
+    targets["task"] = sections["tasks"]["additionalProperties"]
+    for name, props in generated.items():
+        own = targets[name].setdefault("properties", {})
+        twice = sorted(set(own) & set(props))
+        if twice:
+            raise RuntimeError(f"schema section {name}: {', '.join(twice)} stated in "
+                               f"{SCHEMA.name} and by the settings objects")
+        own.update(props)
 
 
 def load_schema(path: str | Path = SCHEMA) -> dict:

@@ -12,6 +12,7 @@ import logging
 import math
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,7 +23,8 @@ from .data import Samples, batches, check_labels, read_samples, tokenize
 from .devices import resolve_device
 from .errors import UserError
 from .io import write_json
-from .models import load_model
+from .models import ModelSource, load_model
+from .settings import EvaluateSettings
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +71,15 @@ def compute_metrics(task: str, y_true, y_pred_or_scores, num_labels: int) -> dic
     return metrics
 
 
+_EVAL = EvaluateSettings()
+
+
 def predict(
     model,
     tokenizer,
     samples: Samples,
-    batch_size: int = 64,
-    max_length: int = 128,
+    batch_size: int = _EVAL.batch_size,
+    max_length: int = _EVAL.max_length,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> np.ndarray:
@@ -110,8 +115,8 @@ def evaluate_model(
     tokenizer,
     samples: Samples,
     task: str,
-    batch_size: int = 64,
-    max_length: int = 128,
+    batch_size: int = _EVAL.batch_size,
+    max_length: int = _EVAL.max_length,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> dict:
@@ -127,42 +132,58 @@ def label_counts(samples: Samples, num_labels: int) -> list[int]:
     return np.bincount(np.asarray(samples.label, dtype=np.int64), minlength=num_labels).tolist()
 
 
+@dataclass(frozen=True)
+class EvalRecord:
+    """What an evaluation JSON records of the evaluated model: its source (path, hub id or a
+    description), the samples file, its fingerprint and label map."""
+
+    model: str
+    data: str
+    fingerprint: str | None = None
+    label_map: list[int] | None = None
+
+
 def evaluate_checkpoint(
     model_source: str,
     data_path: str,
     task: str,
+    settings: EvaluateSettings | None = None,
     *,
-    label_map: list[int] | None = None,
+    source: ModelSource | None = None,
     num_labels: int | None = None,
     task_info: str | None = None,
-    batch_size: int = 64,
-    max_length: int = 128,
-    device: str = "auto",
-    revision: str | None = None,
-    allow_pickle: bool = False,
     context: dict | None = None,
     out: str | None = None,
     progress: bool = True,
+    **overrides,
 ) -> dict:
     """Evaluate a checkpoint on a samples file; returns (and writes to ``out``) the result.
 
+    ``settings`` (:class:`EvaluateSettings`, or ``overrides`` by name: ``batch_size=8``);
+    ``source``: the checkpoint's revision, pickle permission and label map.
     ``num_labels`` (or, when not given, the ``num_labels`` of the ``task_info``
     file) must equal the checkpoint's label count.
     """
-    if batch_size < 1 or max_length < 2:
-        raise UserError("--batch-size must be >= 1 and --max-length >= 2")
-    device = resolve_device(device)
+    settings = EvaluateSettings.of(settings, **overrides)
+    source = source or ModelSource()
+    device = resolve_device(settings.device)
     samples = read_samples(data_path, nonempty=True)
-    model, tokenizer, info = load_model(
-        model_source, revision=revision, allow_pickle=allow_pickle, label_map=label_map,
-        device=device,
-    )
-    return evaluate_loaded(
-        model, tokenizer, samples, task, model_source=model_source, data_path=data_path,
-        fingerprint=info.fingerprint, label_map=label_map, num_labels=num_labels,
-        task_info=task_info, batch_size=batch_size, max_length=max_length, device=device,
-        context=context, out=out, progress=progress,
-    )
+    model, tokenizer, info = load_model(model_source, revision=source.revision,
+                                        allow_pickle=source.allow_pickle,
+                                        label_map=source.label_map, device=device)
+    record = EvalRecord(str(model_source), str(data_path), info.fingerprint, source.label_map)
+    return evaluate_loaded(model, tokenizer, samples, task, settings, record=record,
+                           num_labels=num_labels, task_info=task_info, context=context, out=out,
+                           progress=progress)
+
+
+def expected_label_count(num_labels: int | None, task_info: str | None) -> int | None:
+    """``num_labels``, else the ``num_labels`` of the task's info file, else None."""
+    if num_labels is None and task_info:
+        from .tasks.info import read_info
+
+        return int(read_info(task_info)["num_labels"])
+    return num_labels
 
 
 def evaluate_loaded(
@@ -170,62 +191,54 @@ def evaluate_loaded(
     tokenizer,
     samples: Samples,
     task: str,
+    settings: EvaluateSettings | None = None,
     *,
-    model_source: str,
-    data_path: str,
-    fingerprint: str | None,
-    label_map: list[int] | None = None,
+    record: EvalRecord,
     num_labels: int | None = None,
     task_info: str | None = None,
-    batch_size: int = 64,
-    max_length: int = 128,
-    device: str = "cpu",
     context: dict | None = None,
     out: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Evaluate a loaded model (on ``device``, in eval mode) on ``samples`` read from
-    ``data_path``; the result of :func:`evaluate_checkpoint`, for a model in memory
+    """Evaluate a loaded model (on its device, in eval mode) on ``samples`` read from
+    ``record.data``; the result of :func:`evaluate_checkpoint`, for a model in memory
     (``merge --eval-out`` evaluates its merged models without reloading them)."""
-    if batch_size < 1 or max_length < 2:
-        raise UserError("--batch-size must be >= 1 and --max-length >= 2")
+    settings = EvaluateSettings.of(settings)
     model_labels = int(model.config.num_labels)
-    if num_labels is None and task_info:
-        from .tasks.info import read_info
-
-        num_labels = int(read_info(task_info)["num_labels"])
+    num_labels = expected_label_count(num_labels, task_info)
     if num_labels is not None and num_labels != model_labels:
         raise UserError(
-            f"checkpoint {model_source} has {model_labels} labels but task {task} "
+            f"checkpoint {record.model} has {model_labels} labels but task {task} "
             f"needs {num_labels} (--num-labels); wrong checkpoint or task?"
         )
     if model_labels < 2:
         raise UserError(
-            f"checkpoint {model_source} has {model_labels} output label; evaluation needs a "
+            f"checkpoint {record.model} has {model_labels} output label; evaluation needs a "
             "classification head with >= 2 labels (regression heads are not supported)"
         )
-    check_labels(samples, model_labels, where=f"{data_path} for checkpoint {model_source}")
+    check_labels(samples, model_labels, where=f"{record.data} for checkpoint {record.model}")
+    device = next(model.parameters()).device.type
     start = time.perf_counter()
-    metrics = evaluate_model(model, tokenizer, samples, task, batch_size, max_length, device,
-                             progress)
+    metrics = evaluate_model(model, tokenizer, samples, task, settings.batch_size,
+                             settings.max_length, device, progress)
     seconds = time.perf_counter() - start
     result = {
         "task": task,
-        "model": str(model_source),
-        "fingerprint": fingerprint,
-        "data": str(data_path),
-        "label_map": label_map,
+        "model": record.model,
+        "fingerprint": record.fingerprint,
+        "data": record.data,
+        "label_map": record.label_map,
         "n_examples": len(samples),
         "num_labels": model_labels,
         "label_counts": label_counts(samples, model_labels),
         "metrics": metrics,
         "seconds": round(seconds, 4),
         "device": device,
-        "batch_size": batch_size,
-        "max_length": max_length,
+        "batch_size": settings.batch_size,
+        "max_length": settings.max_length,
         "context": dict(context or {}),
     }
-    log.info("%s on %s: %s", model_source, task,
+    log.info("%s on %s: %s", record.model, task,
              ", ".join(f"{k}={v:.4f}" if v is not None else f"{k}=nan" for k, v in metrics.items()))
     if out is not None:
         write_json(out, result, sort_keys=False)

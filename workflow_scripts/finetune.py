@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ from .devices import resolve_device
 from .errors import UserError
 from .evaluate import compute_metrics, predict
 from .io import atomic_path
-from .models import load_model, save_checkpoint
+from .models import ModelSource, load_model, save_checkpoint
+from .settings import EvaluateSettings, FinetuneSettings
 
 log = logging.getLogger(__name__)
 
@@ -118,40 +120,58 @@ def finetune(
     train: Samples | str | os.PathLike,
     info: dict | str | os.PathLike,
     out: str | os.PathLike | None = None,
+    settings: FinetuneSettings | None = None,
     *,
     validation: Samples | str | os.PathLike | None = None,
-    epochs: float = 1,
-    max_steps: int | None = None,
-    max_train_examples: int | None = None,
-    batch_size: int = 32,
-    lr: float = 5e-5,
-    weight_decay: float = 0.01,
-    warmup_ratio: float = 0.1,
-    max_length: int = 128,
-    seed: int = 0,
-    device: str = "auto",
-    allow_pickle: bool = False,
-    revision: str | None = None,
-    group_by_length: bool = True,
+    source: ModelSource | None = None,
     progress: bool | None = None,
+    **overrides,
 ):
     """Fine-tune ``base`` on ``train``; save to ``out`` (if given).
 
-    Returns ``(model, tokenizer, finetune_info)``.
+    ``settings`` (:class:`FinetuneSettings`, or ``overrides`` by name: ``max_steps=60``);
+    ``source``: the base's revision and pickle permission.  ``progress`` None: a bar on a
+    terminal, log lines in a log file.  Returns ``(model, tokenizer, finetune_info)``.
     """
     started = time.perf_counter()
-    if batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
-    if max_length < 2:
-        raise UserError("--max-length must be at least 2")
-    if max_steps is not None and max_steps < 1:
-        raise UserError("--max-steps must be at least 1")
-    if max_steps is None and not epochs > 0:
-        raise UserError("--epochs must be positive (or give --max-steps)")
-    if not 0 <= warmup_ratio < 1:
-        raise UserError("--warmup-ratio must lie in [0, 1)")
-    if lr <= 0:
-        raise UserError("--lr must be positive")
+    settings = FinetuneSettings.of(settings, **overrides)
+    source = source or ModelSource()
+    task_info, label_names = _task_labels(info)
+    train = _training_samples(train, len(label_names), settings)
+    valid = None
+    if validation is not None:
+        vwhere = str(validation) if not isinstance(validation, Samples) else "validation samples"
+        valid = _as_samples(validation, "validation")
+        check_labels(valid, len(label_names), where=vwhere)
+    device = resolve_device(settings.device)
+    # seed: the new head's initialisation draws from torch's RNG
+    model, tokenizer, minfo = load_model(base, label_names=label_names, seed=settings.seed,
+                                         allow_pickle=source.allow_pickle,
+                                         revision=source.revision, device=device)
+    max_length = _fitted_max_length(model.config, settings.max_length)
+    run = _train(model, tokenizer, train, settings, max_length, progress)
+    result = _record(run, settings, base, minfo, task_info, label_names, len(train), max_length,
+                     device, source.allow_pickle)
+    if valid is not None and len(valid):
+        eval_started = time.perf_counter()
+        acc = validation_accuracy(model, tokenizer, valid, task_info.get("task"), max_length,
+                                  max(EvaluateSettings().batch_size, settings.batch_size), device)
+        result["validation"] = {"accuracy": acc, "n": len(valid),
+                                "seconds": round(time.perf_counter() - eval_started, 3)}
+        log.info("validation accuracy %.4f on %d examples", acc, len(valid))
+    log.info("fine-tuned %d steps in %.1f s; train loss %.4f -> %.4f", run.steps, run.seconds,
+             result["initial_train_loss"], result["final_train_loss"])
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    if out is not None:
+        model.to("cpu")
+        with atomic_path(out) as tmp:
+            save_checkpoint(model, tokenizer, tmp)
+            (Path(tmp) / INFO_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    return model, tokenizer, result
+
+
+def _task_labels(info) -> tuple[dict, list[str]]:
+    """The task's info (a dict or its JSON file) and its label names, checked."""
     if isinstance(info, dict):
         task_info = info
     else:
@@ -164,66 +184,74 @@ def finetune(
         raise UserError(f"task info: {num_labels} labels but {len(label_names)} label names")
     if num_labels < 2:
         raise UserError(f"fine-tuning needs a classification task with >= 2 labels, got {num_labels}")
+    return task_info, label_names
+
+
+def _training_samples(train, num_labels: int, settings: FinetuneSettings) -> Samples:
+    """The training samples (read, checked, and subsampled to ``max_train_examples``)."""
     where = str(train) if not isinstance(train, Samples) else "train samples"
     train = _as_samples(train, "train")
     check_labels(train, num_labels, where=where)
     if len(train) == 0:
         raise UserError(f"{where} has no rows")
-    if max_train_examples is not None:
-        if max_train_examples < 1:
-            raise UserError("--max-train-examples must be at least 1")
-        if max_train_examples < len(train):
-            rows = np.random.default_rng([int(seed), 5]).permutation(len(train))[:max_train_examples]
-            train = train.subset(sorted(int(i) for i in rows))
-    valid = None
-    if validation is not None:
-        vwhere = str(validation) if not isinstance(validation, Samples) else "validation samples"
-        valid = _as_samples(validation, "validation")
-        check_labels(valid, num_labels, where=vwhere)
-    device = resolve_device(device)
+    cap = settings.max_train_examples
+    if cap is not None and cap < len(train):
+        rows = np.random.default_rng([int(settings.seed), 5]).permutation(len(train))[:cap]
+        train = train.subset(sorted(int(i) for i in rows))
+    return train
 
-    # seed: the new head's initialisation draws from torch's RNG
-    model, tokenizer, minfo = load_model(base, label_names=label_names, seed=seed,
-                                         allow_pickle=allow_pickle, revision=revision, device=device)
-    limit = position_limit(model.config)
+
+def _fitted_max_length(config, max_length: int) -> int:
+    limit = position_limit(config)
     if limit is not None and max_length > limit:
         log.warning("--max-length %d exceeds the model's %d positions; using %d",
                     max_length, limit, limit)
-        max_length = limit
+        return limit
+    return max_length
 
+
+@dataclass
+class _Run:
+    """What the training loop did: its steps, losses, warm-up and time."""
+
+    steps: int
+    losses: list[float]
+    warmup: int
+    seconds: float
+
+
+def _train(model, tokenizer, train: Samples, settings: FinetuneSettings, max_length: int,
+           progress: bool | None) -> _Run:
+    """The training loop: AdamW, linear warm-up and decay, clipping, seeded batches."""
+    device = next(model.parameters()).device
     encoded = tokenize(tokenizer, train, max_length)
     lengths = [len(e["input_ids"]) for e in encoded]
     warn_unknown_tokens(tokenizer, encoded)
-    n = len(train)
-    steps_per_epoch = math.ceil(n / batch_size)
-    total = int(max_steps) if max_steps is not None else max(1, math.ceil(epochs * steps_per_epoch))
-    warmup = int(math.ceil(warmup_ratio * total))
-    optimizer = _optimizer(model, lr, weight_decay)
+    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
+    total = (int(settings.max_steps) if settings.max_steps is not None
+             else max(1, math.ceil(settings.epochs * steps_per_epoch)))
+    warmup = int(math.ceil(settings.warmup_ratio * total))
+    optimizer = _optimizer(model, settings.lr, settings.weight_decay)
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
-    generator = torch.Generator().manual_seed(int(seed))
-
+    generator = torch.Generator().manual_seed(int(settings.seed))
     model.train()
     losses: list[float] = []
-    step = 0
-    train_started = time.perf_counter()
-    # a tqdm bar on a terminal; in a log file (Snakemake) a log line every 5% of the steps
-    interactive = sys.stderr.isatty() if progress is None else bool(progress)
-    bar = tqdm(total=total, desc="finetune", unit="step", mininterval=1.0, disable=not interactive)
-    log_every = max(1, total // 20)
-    smooth = None
-    while step < total:
-        for rows in epoch_batches(lengths, batch_size, generator, group_by_length):
-            if step >= total:
+    started = time.perf_counter()
+    meter = _Progress(total, progress)
+    while len(losses) < total:
+        for rows in epoch_batches(lengths, settings.batch_size, generator,
+                                  settings.group_by_length):
+            if len(losses) >= total:
                 break
             inputs = pad_batch(tokenizer, encoded, rows, device)
             labels = torch.tensor([train.label[i] for i in rows], dtype=torch.long, device=device)
             loss = model(**arch.model_inputs(model, inputs), labels=labels).loss
             if not torch.isfinite(loss):
-                bar.close()
+                meter.close()
                 raise UserError(
-                    f"the training loss became {loss.item()} at step {step + 1}; "
+                    f"the training loss became {loss.item()} at step {len(losses) + 1}; "
                     "lower --lr or check the data"
                 )
             loss.backward()
@@ -231,67 +259,72 @@ def finetune(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            value = float(loss.item())
-            losses.append(value)
-            smooth = value if smooth is None else 0.9 * smooth + 0.1 * value
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
-            if progress is None and not interactive and (step % log_every == 0 or step == total):
-                log.info("step %d/%d  loss %.4f (smoothed %.4f)  %.1f s", step, total, value,
-                         smooth, time.perf_counter() - train_started)
-    bar.close()
-    train_seconds = time.perf_counter() - train_started
+            losses.append(float(loss.item()))
+            meter.step(losses[-1], scheduler.get_last_lr()[0], started)
+    meter.close()
     model.eval()
+    return _Run(len(losses), losses, warmup, time.perf_counter() - started)
 
-    window = max(1, len(losses) // 10)
-    result = {
+
+class _Progress:
+    """A tqdm bar on a terminal; in a log file (Snakemake) a log line every 5 % of the steps."""
+
+    def __init__(self, total: int, progress: bool | None):
+        self.total, self.done, self.smooth = total, 0, None
+        self.interactive = sys.stderr.isatty() if progress is None else bool(progress)
+        self.log_lines = progress is None and not self.interactive
+        self.every = max(1, total // 20)
+        self.bar = tqdm(total=total, desc="finetune", unit="step", mininterval=1.0,
+                        disable=not self.interactive)
+
+    def step(self, loss: float, lr: float, started: float) -> None:
+        self.done += 1
+        self.smooth = loss if self.smooth is None else 0.9 * self.smooth + 0.1 * loss
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{self.smooth:.4f}", lr=f"{lr:.2e}", refresh=False)
+        if self.log_lines and (self.done % self.every == 0 or self.done == self.total):
+            log.info("step %d/%d  loss %.4f (smoothed %.4f)  %.1f s", self.done, self.total,
+                     loss, self.smooth, time.perf_counter() - started)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _record(run: _Run, settings: FinetuneSettings, base, minfo, task_info: dict,
+            label_names: list[str], n: int, max_length: int, device, allow_pickle: bool) -> dict:
+    """``finetune_info.json`` (validation filled in by the caller)."""
+    window = max(1, len(run.losses) // 10)
+    return {
         "task": task_info.get("task"),
         "base": str(base),
         "base_fingerprint": minfo.fingerprint,
-        "num_labels": num_labels,
+        "num_labels": len(label_names),
         "label_names": label_names,
         "n_train_examples": n,
-        "steps": step,
-        "epochs_completed": round(step * batch_size / n, 4),
-        "initial_train_loss": float(np.mean(losses[:window])),
-        "final_train_loss": float(np.mean(losses[-window:])),
+        "steps": run.steps,
+        "epochs_completed": round(run.steps * settings.batch_size / n, 4),
+        "initial_train_loss": float(np.mean(run.losses[:window])),
+        "final_train_loss": float(np.mean(run.losses[-window:])),
         "loss_window_steps": window,
-        "train_loss_curve": [round(v, 5) for v in losses],
+        "train_loss_curve": [round(v, 5) for v in run.losses],
         "newly_initialised": minfo.newly_initialised,
         "validation": None,
-        "seconds_training": round(train_seconds, 3),
+        "seconds_training": round(run.seconds, 3),
         "device": device,
         "torch_threads": torch.get_num_threads(),
         "hyperparameters": {
-            "epochs": epochs,
-            "max_steps": max_steps,
-            "max_train_examples": max_train_examples,
-            "batch_size": batch_size,
-            "lr": lr,
-            "weight_decay": weight_decay,
-            "warmup_ratio": warmup_ratio,
-            "warmup_steps": warmup,
+            "epochs": settings.epochs,
+            "max_steps": settings.max_steps,
+            "max_train_examples": settings.max_train_examples,
+            "batch_size": settings.batch_size,
+            "lr": settings.lr,
+            "weight_decay": settings.weight_decay,
+            "warmup_ratio": settings.warmup_ratio,
+            "warmup_steps": run.warmup,
             "max_length": max_length,
-            "seed": seed,
+            "seed": settings.seed,
             "grad_clip_norm": 1.0,
-            "group_by_length": group_by_length,
+            "group_by_length": settings.group_by_length,
             "allow_pickle": allow_pickle,
         },
     }
-    if valid is not None and len(valid):
-        eval_started = time.perf_counter()
-        acc = validation_accuracy(model, tokenizer, valid, task_info.get("task"), max_length,
-                                  max(64, batch_size), device)
-        result["validation"] = {"accuracy": acc, "n": len(valid),
-                                "seconds": round(time.perf_counter() - eval_started, 3)}
-        log.info("validation accuracy %.4f on %d examples", acc, len(valid))
-    log.info("fine-tuned %d steps in %.1f s; train loss %.4f -> %.4f", step, train_seconds,
-             result["initial_train_loss"], result["final_train_loss"])
-    result["seconds"] = round(time.perf_counter() - started, 3)
-    if out is not None:
-        model.to("cpu")
-        with atomic_path(out) as tmp:
-            save_checkpoint(model, tokenizer, tmp)
-            (Path(tmp) / INFO_FILE).write_text(json.dumps(result, indent=2) + "\n")
-    return model, tokenizer, result

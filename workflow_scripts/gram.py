@@ -26,10 +26,10 @@ import torch
 from torch import nn
 
 from . import architectures as arch
-from .artifacts import environment_metadata, source_metadata
+from .artifacts import ArtifactContext, environment_metadata, source_metadata
 from .devices import synchronize
 from .fisher.batches import model_batches, progress_bar
-from .fisher.kinds import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH
+from .settings import GramSettings
 
 KIND = "gram"
 
@@ -80,27 +80,29 @@ def gram_batches(model: nn.Module, batches, progress: bool = False) -> tuple[dic
     return grams, rows
 
 
-def compute_gram(model: nn.Module, tokenizer, samples, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                 max_length: int = DEFAULT_MAX_LENGTH, device=None, info=None,
-                 task: str | None = None, n: int | None = None, seed: int | None = None,
-                 context: dict | None = None, progress: bool = False):
-    """(Grams, metadata of the artifact); ``seconds`` times the forward passes alone."""
-    batches, device = model_batches(model, tokenizer, samples, batch_size=batch_size,
-                                    max_length=max_length, sort_by_length=True, device=device)
+def compute_gram(model: nn.Module, tokenizer, samples, settings: GramSettings | None = None, *,
+                 info=None, context: ArtifactContext | None = None, progress: bool = False,
+                 **overrides):
+    """(Grams, metadata of the artifact); ``seconds`` times the forward passes alone.
+    ``settings`` (:class:`GramSettings`, or ``overrides`` by name); the model stays on its
+    own device."""
+    settings = GramSettings.of(settings, **overrides)
+    batches, device = model_batches(model, tokenizer, samples, batch_size=settings.batch_size,
+                                    max_length=settings.max_length, sort_by_length=True,
+                                    device=None)
     synchronize(device)
     start = time.perf_counter()
     grams, rows = gram_batches(model, batches, progress)
     synchronize(device)
     seconds = time.perf_counter() - start
     metadata = {
-        **source_metadata(model, info, samples, task=task, n=n, seed=seed),
+        **source_metadata(model, info, samples, context),
         "method": KIND,
         "normalisation": "mean over non-padding tokens (per example for 2-D inputs)",
         "rows": rows,
-        "max_length": max_length,
-        "batch_size": batch_size,
+        "max_length": settings.max_length,
+        "batch_size": settings.batch_size,
         "seconds": seconds,
         **environment_metadata(device),
-        "context": dict(context or {}),
     }
     return grams, metadata

@@ -1,5 +1,5 @@
-"""What the workflow's jobs need from the machine that plans them: config sections
-as command-line flags, the job environment, GPU detection, stable list files.
+"""What the workflow's jobs need from the machine that plans them: fixed-order flags,
+the job environment, GPU detection, stable list files, the failure summary.
 
 No torch and no Snakemake: ``rules/common.smk`` calls these while it parses.
 """
@@ -8,37 +8,19 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
-
-def flag(key: str, value) -> str:
-    """One config entry as a command-line flag, shell-quoted.
-
-    ``key`` ``max_length`` -> ``--max-length``.  True -> ``--key``; False ->
-    ``--no-key``; None -> nothing; a list -> ``--key a b``; a dict ->
-    ``--key k=v k2=v2``; anything else -> ``--key value``.
-    """
-    name = "--" + key.replace("_", "-")
-    if value is None:
-        return ""
-    if value is True:
-        return name
-    if value is False:
-        return "--no-" + key.replace("_", "-")
-    if isinstance(value, dict):
-        value = [f"{k}={v}" for k, v in value.items()]
-    if isinstance(value, (list, tuple)):
-        return " ".join([name] + [shlex.quote(str(v)) for v in value])
-    return f"{name} {shlex.quote(str(value))}"
+from .settings.core import flag
 
 
-def cli_flags(section: dict, exclude=()) -> str:
-    """A config section as flags (:func:`flag` per entry), leaving out ``exclude``."""
-    return " ".join(f for key, value in section.items() if key not in exclude
-                    if (f := flag(key, value)))
+def cli_flags(values: dict) -> str:
+    """``{key: value}`` as flags (``max_length`` -> ``--max-length``; True ``--x``, False
+    ``--no-x``, None nothing, lists and dicts as several words), in sorted key order so the
+    command line never depends on the order the entries were written in."""
+    words = (flag("--" + key.replace("_", "-"), values[key]) for key in sorted(values))
+    return " ".join(w for w in words if w)
 
 
 def visible_gpu_count() -> int:

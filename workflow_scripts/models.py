@@ -39,6 +39,16 @@ class ModelInfo:
     newly_initialised: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """How to load a checkpoint besides its path or hub id: the hub revision, whether pickle
+    weights are allowed, and the label map applied to its head (:func:`load_model`)."""
+
+    revision: str | None = None
+    allow_pickle: bool = False
+    label_map: list[int] | None = None
+
+
 def parse_label_map(text: str | None) -> list[int] | None:
     """``"2,0,1"`` -> [2, 0, 1]: data-set label i is model output ``map[i]``."""
     if text is None or text == "":

@@ -11,9 +11,14 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from .jobs import cli_flags, flag
+from .jobs import cli_flags
 from .merging import registry
 from .paths import path
+from .settings import (
+    EvaluateSettings, FinetuneSettings, FisherSettings, GramSettings, MergeSettings,
+    PrepareSettings,
+)
+from .settings.core import flag
 from . import replicates
 
 #: ``fisher`` settings the workflow plans with; every other one is a ``fisher`` flag.
@@ -53,17 +58,20 @@ class Plan:
 
     def __init__(self, config: dict):
         self.config = config
-        self.tasks = config["tasks"]
-        self.families = config["families"]
+        # sorted: the plan (job order, task subsets and their ids) never depends on the order
+        # the config was written in
+        self.tasks = dict(sorted(config["tasks"].items()))
+        self.families = dict(sorted(config["families"].items()))
         self.fisher = config["fisher"]
         self.merge_cfg = config["merge"]
 
     # -- per task / checkpoint facts ---------------------------------------
     def task_ns(self, task: str) -> list[int]:
-        return list(self.tasks[task].get("n", self.fisher["n"]))
+        return sorted(self.tasks[task].get("n", self.fisher["n"]))
 
     def family_tasks(self, family: str) -> list[str]:
-        return list(self.families[family]["checkpoints"])
+        """The family's tasks, sorted (its subsets list them in this order)."""
+        return sorted(self.families[family]["checkpoints"])
 
     def checkpoint(self, family: str, task: str) -> dict:
         return self.families[family]["checkpoints"][task]
@@ -238,10 +246,11 @@ class Plan:
         return {name: task["metric"] for name, task in self.tasks.items() if "metric" in task}
 
     # -- command flags -------------------------------------------------------
+    # Each from the command's settings object (workflow_scripts.settings): the settings the
+    # config holds, in the object's field order, whatever the config's key order.
     def prepare_task_flags(self, task: str) -> str:
-        spec = dict(self.tasks[task])
-        name = spec.pop("name", task)
-        return " ".join([flag("task", name), cli_flags(spec, exclude=("n", "metric"))])
+        spec = self.tasks[task]
+        return PrepareSettings.config_flags({"task": spec}, task=spec.get("name", task))
 
     def model_flags(self, family: str, task: str | None = None) -> str:
         """``--label-map`` (of a checkpoint) and ``--allow-pickle`` (of a family)."""
@@ -258,46 +267,44 @@ class Plan:
         })
 
     def gram_flags(self) -> str:
-        return cli_flags({key: self.fisher[key] for key in ("batch_size", "max_length")}) \
-            + " " + self.device_flag()
+        return GramSettings.config_flags(self.config)
 
-    def fisher_flags(self, n: int) -> str:
-        """The ``fisher`` section's flags for the artifact of ``n`` samples.  FLOPs are
-        counted (an extra pass) only at ``report.runtime_n``, the n that Table 4 reads,
-        when that is set."""
-        settings = dict(self.fisher)
+    def fisher_flags(self, n: int, method: str | None = None) -> str:
+        """The ``fisher`` settings of the artifact of ``n`` samples by ``method`` (only the
+        settings that method reads; None: all).  FLOPs are counted (an extra pass) only at
+        ``report.runtime_n``, the n that Table 4 reads, when that is set."""
         runtime_n = self.config["report"].get("runtime_n")
+        values = {"method": method or "mask"}  # the rule gives --method itself
         if runtime_n is not None and int(n) != runtime_n:
-            settings["count_flops"] = False
-        return cli_flags(settings, exclude=FISHER_WORKFLOW_KEYS) + " " + self.device_flag()
+            values["count_flops"] = False
+        only = [k for k in FisherSettings.relevant(method) if k != "method"]
+        return FisherSettings.config_flags(self.config, only=only, **values)
 
     def finetune_flags(self, family: str, replicate: str) -> str:
-        """The ``finetune`` section's flags, with the replicate's seed as ``--seed``."""
-        return " ".join([cli_flags(self.config["finetune"], exclude=("seeds",)),
-                         flag("seed", replicates.seed_of(replicate)),
-                         self.model_flags(family), self.device_flag()])
+        """The ``finetune`` settings, with the replicate's seed as ``--seed``."""
+        settings = FinetuneSettings.config_flags(self.config, seed=replicates.seed_of(replicate))
+        return " ".join(f for f in (settings, self.model_flags(family)) if f)
 
     def evaluate_flags(self) -> str:
-        return cli_flags(self.config["evaluation"]) + " " + self.device_flag()
-
-    def device_flag(self) -> str:
-        return flag("device", self.config["compute"]["device"])
+        return EvaluateSettings.config_flags(self.config)
 
     def merge_flags(self, merge: Merge) -> str:
+        """The merge's method and the settings it reads, its output names, tasks and label
+        maps."""
         maps = [self.label_map(merge.family, t) or "-" for t in merge.subset]
         variant = merge.variant
-        settings = {key: self.merge_cfg[key] for key in variant.method.settings}
-        return cli_flags({
-            "method": variant.method.name,
-            "names": list(merge.subset),
-            "tasks": list(merge.subset) if variant.method.artifact else None,
-            "lambda": variant.lam,
-            **settings,
-            "scheme": variant.scheme.name if variant.scheme and not variant.scheme.default else None,
-            "floor": self.merge_cfg["floor"] if variant.method.fisher and self.merge_cfg["floor"] else None,
-            "label_maps": maps if any(m != "-" for m in maps) else None,
-            "allow_pickle": self.allow_pickle(merge.family) or None,
-        })
+        values = {"method": variant.method.name, "lam": variant.lam}
+        if variant.scheme is not None:
+            values["scheme"] = variant.scheme.name
+        settings = MergeSettings.from_config(self.config, **values)
+        return " ".join(f for f in (
+            settings.flags(only=settings.relevant()),
+            cli_flags({
+                "names": list(merge.subset),
+                "tasks": list(merge.subset) if variant.method.artifact else None,
+                "label_maps": maps if any(m != "-" for m in maps) else None,
+                "allow_pickle": self.allow_pickle(merge.family) or None,
+            })) if f)
 
     def merged_eval_flags(self, merge: Merge) -> str:
         """``merge``'s evaluation flags: settings, device and the JSONs' context (each JSON
@@ -306,8 +313,8 @@ class Plan:
                 f"method={merge.method}", f"subset={merge.subset_id}"]
         if merge.n is not None:
             meta += [f"n={merge.n}", f"seed={merge.seed}"]
-        settings = {f"eval_{key}": value for key, value in self.config["evaluation"].items()}
-        return " ".join([cli_flags(settings), self.device_flag(), flag("meta", meta)])
+        return " ".join([EvaluateSettings.config_flags(self.config, prefix="eval"),
+                         flag("--meta", meta)])
 
     @staticmethod
     def finetuned_eval_meta(family: str, replicate: str, task: str) -> str:

@@ -27,6 +27,8 @@ from . import options
 
 
 def register(subparsers) -> None:
+    from ..settings import EvaluateSettings, add_arguments
+
     p = options.add_command(subparsers, "evaluate",
                             "evaluate a checkpoint on a task's validation samples", __doc__)
     p.add_argument("--model", nargs="+", required=True,
@@ -39,9 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--task-info", default=None,
                    help="the task's info JSON (prepare-task): its num_labels must match the "
                    "checkpoint")
-    p.add_argument("--batch-size", type=options.positive_int, default=64)
-    p.add_argument("--max-length", type=options.positive_int, default=128)
-    options.add_device(p)
+    add_arguments(p, EvaluateSettings)
     options.add_model_source(p)
     options.add_meta(p)
     p.add_argument("--card", action="store_true",
@@ -53,8 +53,10 @@ def register(subparsers) -> None:
 def run(args) -> None:
     from ..errors import UserError
     from ..evaluate import evaluate_checkpoint
-    from ..models import parse_label_map
+    from ..models import ModelSource, parse_label_map
+    from ..settings import EvaluateSettings
 
+    settings = EvaluateSettings.from_args(args)
     context = options.meta_context(args.meta)
     count = len(args.model)
     lengths = {"--data": len(args.data), "--task": len(args.task), "--out": len(args.out)}
@@ -74,12 +76,12 @@ def run(args) -> None:
 
         for model in args.model:
             check_card(model)  # before the evaluations, not after
+    source = ModelSource(revision=args.revision, allow_pickle=args.allow_pickle,
+                         label_map=parse_label_map(args.label_map))
     for model, data, task, out in zip(args.model, args.data, args.task, args.out):
         result = evaluate_checkpoint(
-            model, data, task, label_map=parse_label_map(args.label_map),
-            num_labels=args.num_labels, task_info=args.task_info, batch_size=args.batch_size,
-            max_length=args.max_length, device=args.device, revision=args.revision,
-            allow_pickle=args.allow_pickle,
+            model, data, task, settings, source=source, num_labels=args.num_labels,
+            task_info=args.task_info,
             context=context if count == 1 else {**context, "task": task}, out=out,
         )
         if args.card:

@@ -23,44 +23,28 @@ accuracy, seconds, hyper-parameters).
 
 from __future__ import annotations
 
-import argparse
-
 from . import options
 
 
 def register(subparsers) -> None:
+    from ..settings import FinetuneSettings, add_arguments
+
     p = options.add_command(subparsers, "finetune", "fine-tune a base model on a task", __doc__)
     p.add_argument("--base", required=True, help="base checkpoint directory (or hub id)")
     p.add_argument("--train", required=True, help="train split (Parquet)")
     p.add_argument("--info", required=True, help="task info JSON from prepare-task")
     p.add_argument("--validation", default=None, help="validation split (Parquet), for accuracy")
     p.add_argument("--out", required=True, help="output checkpoint directory")
-    p.add_argument("--epochs", type=float, default=1.0, help="passes over the data (default 1)")
-    p.add_argument("--max-steps", type=options.positive_int, default=None,
-                   help="optimiser steps; overrides --epochs")
-    p.add_argument("--max-train-examples", type=options.positive_int, default=None,
-                   help="use a seeded subsample of this many train examples")
-    p.add_argument("--batch-size", type=options.positive_int, default=32)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--warmup-ratio", type=float, default=0.1)
-    p.add_argument("--max-length", type=options.positive_int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    options.add_device(p)
+    add_arguments(p, FinetuneSettings)
     options.add_model_source(p)
-    p.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=True,
-                   help="batch examples of similar length together (less padding; default on)")
     p.set_defaults(func=run)
 
 
 def run(args) -> None:
     from ..finetune import finetune
+    from ..models import ModelSource
+    from ..settings import FinetuneSettings
 
-    finetune(
-        args.base, args.train, args.info, args.out, validation=args.validation,
-        epochs=args.epochs, max_steps=args.max_steps, max_train_examples=args.max_train_examples,
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_ratio=args.warmup_ratio, max_length=args.max_length, seed=args.seed,
-        device=args.device, allow_pickle=args.allow_pickle, revision=args.revision,
-        group_by_length=args.group_by_length,
-    )
+    finetune(args.base, args.train, args.info, args.out, FinetuneSettings.from_args(args),
+             validation=args.validation,
+             source=ModelSource(revision=args.revision, allow_pickle=args.allow_pickle))

@@ -37,11 +37,8 @@ ends).
 
 from __future__ import annotations
 
-import argparse
-
 import logging
 
-from ..fisher import kinds
 from . import options
 
 log = logging.getLogger(__name__)
@@ -54,31 +51,17 @@ ENVIRONMENT = {"THP_MEM_ALLOC_ENABLE": "1"}
 
 
 def register(subparsers) -> None:
+    from ..settings import FisherSettings, add_arguments
+
     p = options.add_command(subparsers, "fisher",
                             "compute a mask-node or full diagonal Fisher artifact", __doc__)
     p.add_argument("--model", required=True, help="checkpoint directory or hub id")
     options.add_model_source(p)
     options.add_label_map(p)
     p.add_argument("--data", required=True, help="samples Parquet file (idx, text_a, text_b, label)")
-    p.add_argument("--method", required=True, choices=kinds.METHODS)
-    p.add_argument("--estimator", default="per-example", choices=kinds.ESTIMATORS,
-                   help="mask Fisher: per-example (Eq. 4, default) or per-batch (released code)")
-    p.add_argument("--neuron-mask", default="post-activation", choices=kinds.NEURON_MASKS,
-                   help="mask Fisher: where the FFN neuron mask acts (default post-activation)")
-    p.add_argument("--labels", default="empirical", choices=kinds.LABEL_MODES,
-                   help="full Fisher: dataset labels (empirical, default) or expectation over "
-                        "the model's predictions (expected)")
-    p.add_argument("--batch-size", type=options.positive_int, default=kinds.DEFAULT_BATCH_SIZE)
-    chunk = kinds.DEFAULT_CHUNK_SIZE
-    p.add_argument("--chunk-size", type=options.positive_int, default=None,
-                   help="full Fisher: per-example gradients per vectorised call, bounding memory "
-                        f"(default {chunk['cpu']} on CPU, {chunk['cuda']} on CUDA)")
-    p.add_argument("--max-length", type=options.positive_int, default=kinds.DEFAULT_MAX_LENGTH)
-    options.add_device(p)
+    add_arguments(p, FisherSettings)
     options.add_artifact_context(p)
-    p.add_argument("--count-flops", action=argparse.BooleanOptionalAction, default=True,
-                   help="count FLOPs in one extra pass (--no-count-flops: flops recorded as null)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    options.add_progress(p)
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.set_defaults(func=run)
 
@@ -86,23 +69,18 @@ def register(subparsers) -> None:
 def run(args) -> None:
     from ..artifacts import save_fisher
     from ..devices import resolve_device
-    from ..errors import UserError
     from ..fisher import compute_fisher, tune_cpu_allocator
+    from ..settings import FisherSettings
 
-    if args.method == "full" and args.estimator != "per-example":
-        raise UserError("--estimator applies to --method mask only (the full Fisher is per-example)")
-    context = options.meta_context(args.meta)
-    device = resolve_device(args.device)
+    settings = FisherSettings.from_args(args)
+    context = options.artifact_context(args)
+    device = resolve_device(settings.device)
     if device == "cpu":
         tune_cpu_allocator()
     samples, model, tokenizer, info = options.load_samples_and_model(args, device)
-    log.info("%s Fisher of %s on %d samples (%s)", args.method, args.model, len(samples), device)
-    tensors, metadata = compute_fisher(
-        model, tokenizer, samples,
-        method=args.method, estimator=args.estimator, neuron_mask=args.neuron_mask,
-        labels=args.labels, batch_size=args.batch_size, chunk_size=args.chunk_size,
-        max_length=args.max_length, device=device, count_flops=args.count_flops, info=info,
-        task=args.task, n=args.n, seed=args.seed, context=context, progress=args.progress,
-    )
+    log.info("%s Fisher of %s on %d samples (%s)", settings.method, args.model, len(samples),
+             device)
+    tensors, metadata = compute_fisher(model, tokenizer, samples, settings, info=info,
+                                       context=context, progress=args.progress)
     save_fisher(tensors, metadata, args.out)
     log.info("wrote %s (%.2f s, %s FLOPs)", args.out, metadata["seconds"], metadata["flops"])

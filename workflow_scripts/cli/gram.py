@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 
-from ..fisher import kinds
 from . import options
 
 log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
+    from ..settings import GramSettings, add_arguments
+
     p = options.add_command(subparsers, "gram",
                             "compute the Gram matrices of every body linear layer's inputs",
                             __doc__)
@@ -30,11 +31,9 @@ def register(subparsers) -> None:
     options.add_model_source(p)
     options.add_label_map(p)
     p.add_argument("--data", required=True, help="samples Parquet file (idx, text_a, text_b, label)")
-    p.add_argument("--batch-size", type=options.positive_int, default=kinds.DEFAULT_BATCH_SIZE)
-    p.add_argument("--max-length", type=options.positive_int, default=kinds.DEFAULT_MAX_LENGTH)
-    options.add_device(p)
+    add_arguments(p, GramSettings)
     options.add_artifact_context(p)
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    options.add_progress(p)
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.set_defaults(func=run)
 
@@ -43,15 +42,14 @@ def run(args) -> None:
     from ..artifacts import check_finite, save_fisher
     from ..devices import resolve_device
     from ..gram import compute_gram
+    from ..settings import GramSettings
 
-    context = options.meta_context(args.meta)
-    device = resolve_device(args.device)
+    settings = GramSettings.from_args(args)
+    context = options.artifact_context(args)
+    device = resolve_device(settings.device)
     samples, model, tokenizer, info = options.load_samples_and_model(args, device)
     log.info("Grams of %s on %d samples (%s)", args.model, len(samples), device)
-    grams, metadata = compute_gram(
-        model, tokenizer, samples, batch_size=args.batch_size, max_length=args.max_length,
-        device=device, info=info, task=args.task, n=args.n, seed=args.seed, context=context,
-        progress=args.progress,
-    )
+    grams, metadata = compute_gram(model, tokenizer, samples, settings, info=info,
+                                   context=context, progress=args.progress)
     save_fisher(grams, metadata, args.out, check=check_finite)
     log.info("wrote %s (%d Grams, %.2f s)", args.out, len(grams), metadata["seconds"])

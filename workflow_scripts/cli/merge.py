@@ -38,7 +38,7 @@ scaling factor ``--lambda`` (default: the method's, {lambdas}); ``regmean``
 needs one Gram file per model (``--grams``, from the ``gram`` command).  Their
 defaults: ``--ties-k`` {ties_k:g}, ``--ties-scope`` {ties_scope}, ``--dare-p``
 {dare_p:g}, ``--dare-combine`` {dare_combine}, ``--seed`` {seed},
-``--regmean-alpha`` {regmean_alpha:g}.
+``--regmean-alpha`` {regmean_alpha:g}, ``--floor`` {floor:g}.
 
 Writes one ``save_pretrained`` checkpoint per input model under ``--out`` (the
 merged body, that model's own head and tokenizer), each with ``merge.json``
@@ -54,25 +54,31 @@ from __future__ import annotations
 
 import logging
 
-from ..merging.registry import DARE_COMBINES, DEFAULTS, METHODS, TIES_SCOPES
-from ..merging.schemes import DEFAULT_SCHEME, SCHEMES
+from ..merging.registry import METHODS
 from . import options
 
 log = logging.getLogger(__name__)
 
-__doc__ = __doc__.replace("{methods}", "\n".join(
-    f"``{m.name}``\n    {m.description}" for m in METHODS.values())).format(
-    lambdas=", ".join(f"{m.name} {m.default_lambda:g}" for m in METHODS.values()
-                      if m.default_lambda is not None) + ", dare: that of --dare-combine",
-    **DEFAULTS)
+
+def _doc() -> str:
+    from ..settings import MergeSettings
+
+    defaults = {e.name: e.default for e in MergeSettings.entries()}
+    return __doc__.replace("{methods}", "\n".join(
+        f"``{m.name}``\n    {m.description}" for m in METHODS.values())).format(
+        lambdas=", ".join(f"{m.name} {m.default_lambda:g}" for m in METHODS.values()
+                          if m.default_lambda is not None) + ", dare: that of --dare-combine",
+        **defaults)
 
 
 def register(subparsers) -> None:
+    from ..settings import EvaluateSettings, MergeSettings, add_arguments
+
     p = options.add_command(subparsers, "merge", "merge fine-tuned models (" + ", ".join(METHODS)
-                            + ")", __doc__)
+                            + ")", _doc())
     p.add_argument("--models", nargs="+", required=True, metavar="MODEL",
                    help="two or more checkpoints (directories or hub ids) sharing a body")
-    p.add_argument("--method", choices=tuple(METHODS), required=True)
+    add_arguments(p, MergeSettings)
     p.add_argument("--fishers", nargs="+", metavar="FISHER",
                    help="one Fisher file per model, same order (" + ", ".join(
                        f"{m.name}: {m.fisher}" for m in METHODS.values() if m.fisher) + ")")
@@ -80,27 +86,6 @@ def register(subparsers) -> None:
                    help="regmean: one Gram file per model, same order (the gram command)")
     p.add_argument("--base", default=None,
                    help="task-vector methods: the pre-trained model the checkpoints come from")
-    p.add_argument("--lambda", dest="lam", type=options.positive_float, default=None,
-                   help="task-vector methods: scaling factor of the merged task vector "
-                        "(default: the method's)")
-    p.add_argument("--ties-k", type=options.percent, default=DEFAULTS["ties_k"],
-                   help="ties (and dare --dare-combine ties): %% of each task vector kept "
-                        f"(default {DEFAULTS['ties_k']:g})")
-    p.add_argument("--ties-scope", choices=TIES_SCOPES, default=DEFAULTS["ties_scope"],
-                   help="ties: one trimming threshold per task vector (global, default) or per "
-                        "tensor")
-    p.add_argument("--dare-p", type=options.probability, default=DEFAULTS["dare_p"],
-                   help=f"dare: drop probability in [0, 1) (default {DEFAULTS['dare_p']:g})")
-    p.add_argument("--dare-combine", choices=DARE_COMBINES, default=DEFAULTS["dare_combine"],
-                   help="dare: combine the rescaled task vectors by task arithmetic or TIES")
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="dare: seed of the drops")
-    p.add_argument("--regmean-alpha", type=options.unit_float, default=DEFAULTS["regmean_alpha"],
-                   help="regmean: scale of the Grams' off-diagonal entries, in [0, 1] "
-                        f"(default {DEFAULTS['regmean_alpha']:g})")
-    p.add_argument("--scheme", choices=tuple(SCHEMES), default=DEFAULT_SCHEME,
-                   help=f"mask Fisher -> parameter mapping (default: {DEFAULT_SCHEME})")
-    p.add_argument("--floor", type=options.non_negative_float, default=0.0,
-                   help="weight floor max(F, EPS) (Matena & Raffel use 1e-6; default 0)")
     p.add_argument("--names", nargs="+", metavar="NAME",
                    help="output directory names (default: the inputs' basenames)")
     p.add_argument("--tasks", nargs="+", metavar="TASK",
@@ -123,59 +108,40 @@ def register(subparsers) -> None:
                    help="directory of one evaluate-style JSON per model (NAME.json)")
     e.add_argument("--eval-task-infos", nargs="+", metavar="INFO",
                    help="the tasks' info JSONs: each label count must match its model")
-    e.add_argument("--eval-batch-size", type=options.positive_int, default=64)
-    e.add_argument("--eval-max-length", type=options.positive_int, default=128)
-    options.add_device(e)
+    add_arguments(e, EvaluateSettings, prefix="eval")
     options.add_meta(e)
-    e.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    options.add_progress(e)
     p.set_defaults(func=run)
 
 
 def run(args) -> None:
     from ..errors import UserError
     from ..merging.files import MergeEvaluation, merge_models
+    from ..merging.sources import MergeSources
     from ..models import parse_label_map
+    from ..settings import EvaluateSettings, MergeSettings
 
+    settings = MergeSettings.from_args(args)
     label_maps = None
     if args.label_maps is not None:
         label_maps = [None if m in ("-", "") else parse_label_map(m) for m in args.label_maps]
-    if not METHODS[args.method].takes_scheme and args.scheme != DEFAULT_SCHEME:
-        log.warning("--scheme %s has no effect with --method %s", args.scheme, args.method)
-    if args.lam is not None and not METHODS[args.method].takes_lambda:
-        log.warning("--lambda has no effect with --method %s", args.method)
-    settings = method_options(args)
-    evaluation = None
+    ignored = [e for e in ("scheme", "lam") if e not in settings.relevant()
+               and getattr(settings, e) != MergeSettings.entry(e).default]
+    for name in ignored:
+        log.warning("%s has no effect with --method %s",
+                    MergeSettings.entry(name).spec.flag_name(name), settings.method)
     if (args.eval_data is None) != (args.eval_out is None):
         raise UserError("--eval-data and --eval-out go together")
-    if args.eval_out is None and args.out is None:
-        raise UserError("give --out (merged checkpoints), --eval-out (their evaluations) or both")
+    evaluation = None
     if args.eval_out is not None:
         evaluation = MergeEvaluation(
             data=args.eval_data, out_dir=args.eval_out, task_infos=args.eval_task_infos,
-            batch_size=args.eval_batch_size, max_length=args.eval_max_length, device=args.device,
+            settings=EvaluateSettings.from_args(args, prefix="eval"),
             context=options.meta_context(args.meta), progress=args.progress,
         )
-    merge_models(
-        args.models,
-        args.out,
-        method=args.method,
-        fishers=args.fishers,
-        scheme=args.scheme,
-        floor=args.floor,
-        names=args.names,
-        label_maps=label_maps,
-        allow_pickle=args.allow_pickle,
-        tasks=args.tasks,
+    sources = MergeSources(
+        args.models, fishers=args.fishers, grams=args.grams, base=args.base, names=args.names,
+        tasks=args.tasks, label_maps=label_maps, allow_pickle=args.allow_pickle,
         allow_fisher_mismatch=args.allow_fisher_mismatch,
-        base=args.base,
-        grams=args.grams,
-        options=settings,
-        evaluation=evaluation,
     )
-
-
-def method_options(args) -> dict:
-    """The hyper-parameters that ``--method`` reads (recorded in merge.json)."""
-    method = METHODS[args.method]
-    keys = (("lam",) if method.takes_lambda else ()) + method.settings
-    return {key: getattr(args, key) for key in keys}
+    merge_models(sources, args.out, settings, evaluation=evaluation)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import re
 
-from ..devices import DEVICES
 from ..errors import UserError
 
 
@@ -30,49 +29,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def _bounded_float(text: str, low: float, high: float, low_open: bool, high_open: bool,
-                   what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    return _bounded_float(text, 0, float("inf"), True, True, "a finite number > 0")
-
-
-def percent(text: str) -> float:
-    """argparse type: a percentage in (0, 100]."""
-    return _bounded_float(text, 0, 100, True, False, "a percentage in (0, 100]")
-
-
-def probability(text: str) -> float:
-    """argparse type: a probability in [0, 1)."""
-    return _bounded_float(text, 0, 1, False, True, "a number in [0, 1)")
-
-
-def unit_float(text: str) -> float:
-    """argparse type: a number in [0, 1]."""
-    return _bounded_float(text, 0, 1, False, False, "a number in [0, 1]")
-
-
 def key_value(text: str) -> tuple[str, str]:
     """argparse type: ``KEY=VALUE`` (the value may be empty, the key may not)."""
     key, sep, value = text.partition("=")
@@ -82,10 +38,6 @@ def key_value(text: str) -> tuple[str, str]:
 
 
 _INT = re.compile(r"^[+-]?\d+$")
-
-
-def add_device(parser, help: str = "auto (CUDA when available), cpu or cuda (default auto)") -> None:
-    parser.add_argument("--device", default="auto", choices=DEVICES, help=help)
 
 
 def add_meta(parser) -> None:
@@ -139,3 +91,17 @@ def add_artifact_context(parser) -> None:
                         help="requested number of samples (metadata)")
     parser.add_argument("--seed", type=int, default=None, help="sampling seed (metadata)")
     add_meta(parser)
+
+
+def artifact_context(args):
+    """The :class:`~workflow_scripts.artifacts.ArtifactContext` of
+    :func:`add_artifact_context`'s options."""
+    from ..artifacts import ArtifactContext
+
+    return ArtifactContext(task=args.task, n=args.n, seed=args.seed,
+                           meta=meta_context(args.meta))
+
+
+def add_progress(parser) -> None:
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bar")

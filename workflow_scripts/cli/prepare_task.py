@@ -53,57 +53,21 @@ Info file (JSON): ``task``, ``source``, ``origin`` (where the text came from),
 
 from __future__ import annotations
 
-import argparse
 import logging
 
 from ..tasks.base import LOCAL_KEYS
-from ..tasks.builtin import VALIDATION_FRACTION
-from ..tasks.files import FORMATS, QUOTINGS
 from ..tasks.registry import SOURCES
 from . import options
 
 log = logging.getLogger(__name__)
 
 
-def _items(values: list[str] | None) -> list[str] | None:
-    """``["a", "b,c"]`` -> ``["a", "b", "c"]`` (an item may be a comma-joined list)."""
-    if values is None:
-        return None
-    return [part.strip() for value in values for part in value.split(",") if part.strip()]
-
-
 def register(subparsers) -> None:
+    from ..settings import PrepareSettings, add_arguments
+
     p = options.add_command(subparsers, "prepare-task",
                             "write a task's train/validation Parquet files and info JSON", __doc__)
-    p.add_argument("--source", required=True, choices=tuple(SOURCES))
-    p.add_argument("--task", default=None,
-                   help="; ".join(f"{s.name}: {', '.join(s.tasks)}" for s in SOURCES.values()
-                                  if s.tasks)
-                   + "; local: a name for the info file (default: train file stem)")
-    p.add_argument("--revision", default=None, help="glue: data set revision on the hub")
-    p.add_argument("--train-file", default=None, help="local: train split file")
-    p.add_argument("--validation-file", default=None, help="local: validation split file")
-    p.add_argument("--format", default=None, choices=FORMATS,
-                   help="local: file format (default: from the suffix)")
-    p.add_argument("--quoting", default=None, choices=QUOTINGS,
-                   help="local CSV/TSV: none ('\"' is ordinary text; default for .tsv) or "
-                        "double (fields may be enclosed in double quotes; default for .csv)")
-    p.add_argument("--header", default=None, action=argparse.BooleanOptionalAction,
-                   help="local CSV/TSV: the first row names the columns (default); with "
-                        "--no-header the column map names 0-based column indices")
-    p.add_argument("--column-map", nargs="+", default=None, metavar="KEY=COLUMN",
-                   help="local: text_a=COL [text_b=COL] label=COL [idx=COL] "
-                        "(or one comma-joined item)")
-    p.add_argument("--label-names", nargs="+", default=None, metavar="NAME",
-                   help="local: class names in label order, or one comma-joined item (string "
-                        "labels map to their position; default: sorted distinct train labels)")
-    p.add_argument("--seed", type=int, default=0, help="split/subsample seed (default 0)")
-    p.add_argument("--max-train", type=options.positive_int, default=None,
-                   help="cap the train split (seeded, class-balanced subsample)")
-    p.add_argument("--max-validation", type=options.positive_int, default=None,
-                   help="cap the validation split (seeded, class-balanced subsample)")
-    p.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION,
-                   help="builtin: share of the data held out for validation (default 0.2)")
+    add_arguments(p, PrepareSettings)
     p.add_argument("--out-train", required=True)
     p.add_argument("--out-validation", required=True)
     p.add_argument("--out-info", required=True)
@@ -112,24 +76,19 @@ def register(subparsers) -> None:
 
 def run(args) -> None:
     from ..errors import UserError
+    from ..settings import PrepareSettings
     from ..tasks.prepare import prepare, write_task
 
-    if args.source != "local":
+    settings = PrepareSettings.from_args(args)
+    if settings.source != "local":
         for key in LOCAL_KEYS:
-            if getattr(args, key) is not None:
+            if getattr(settings, key) is not None:
                 raise UserError(f"--{key.replace('_', '-')} applies to --source local only")
-    if args.source != "glue" and args.revision is not None:
+    if settings.source != "glue" and settings.revision is not None:
         log.warning("--revision applies to --source glue only; ignored")
-    if SOURCES[args.source].tasks is not None and not args.task:
-        raise UserError(f"--source {args.source} needs --task")
-    train, valid, info = prepare(
-        args.source, args.task, revision=args.revision, train_file=args.train_file,
-        validation_file=args.validation_file, fmt=args.format, quoting=args.quoting,
-        header=args.header,
-        column_map=None if args.column_map is None else ",".join(args.column_map),
-        label_names=_items(args.label_names), seed=args.seed, max_train=args.max_train,
-        max_validation=args.max_validation, validation_fraction=args.validation_fraction,
-    )
+    if SOURCES[settings.source].tasks is not None and not settings.task:
+        raise UserError(f"--source {settings.source} needs --task")
+    train, valid, info = prepare(settings=settings)
     write_task(train, valid, info, args.out_train, args.out_validation, args.out_info)
     log.info("task %s: %d train / %d validation rows, %d labels %s (%s)", info["task"],
              len(train), len(valid), info["num_labels"], info["label_names"], info["origin"])

@@ -108,112 +108,136 @@ def full_fisher_batches(
     row gets none, as ``nn.Embedding(padding_idx=...)`` does).  The squares go
     into float accumulators in place, example by example.
     """
-    from torch.func import functional_call, grad, vjp, vmap
-    from torch.utils._pytree import tree_map
-
     check_choice("labels", labels, LABEL_MODES)
     if chunk_size < 1:
         raise ValueError(f"chunk size must be positive, not {chunk_size}")
-    prefix = arch.body_prefix(model)
-    mask_form = arch.spec_for(model).full_fisher_mask  # unsupported architectures fail here
-    embedding = model.get_input_embeddings()
-    emb_name = _word_embedding_name(model)
-    if not emb_name.startswith(prefix):
-        raise ValueError(f"word embeddings {emb_name!r} lie outside the body {prefix!r}")
-    named = dict(model.named_parameters())
-    diff = {k: p.detach() for k, p in named.items() if k.startswith(prefix) and k != emb_name}
-    fixed = {k: p.detach() for k, p in named.items() if k not in diff}
-    fixed.update(dict(model.named_buffers()))
-    dtype, device, acc = model_precision(model)
-    fisher = {k: torch.zeros(p.shape, dtype=acc, device=device) for k, p in diff.items()}
-    emb_fisher = torch.zeros(named[emb_name].shape, dtype=acc, device=device)
-    vocab, width = emb_fisher.shape
-    pad_row = embedding.padding_idx
-    num_labels = int(model.config.num_labels)
-    very_negative = torch.finfo(dtype).min
-    expected = labels == "expected"
-    # examples per vmap call: chunk_size per-example gradients in flight
-    examples_per_call = max(1, chunk_size // num_labels) if expected else chunk_size
-    offset = {}
+    state = _FullFisher(model, expected=labels == "expected", chunk_size=chunk_size)
+    n = 0
+    handle = state.embedding.register_forward_hook(state.add_offset)
+    try:
+        with eval_mode(model), attn_implementation(model, "eager"), torch.enable_grad():
+            for batch in progress_bar(batches, f"full fisher ({labels})", progress):
+                n += len(batch.rows)
+                for start in range(0, len(batch.rows), state.examples_per_call):
+                    state.add_chunk(batch, start)
+    finally:
+        handle.remove()
+        state.offset.clear()
+    return state.result(n)
 
-    def add_offset(module, args, out):
-        return out + offset["delta"]
 
-    def logits_of(params, delta, inputs):
+class _FullFisher:
+    """The accumulators and the vmapped per-example gradient functions of one full Fisher
+    (:func:`full_fisher_batches`)."""
+
+    def __init__(self, model: nn.Module, *, expected: bool, chunk_size: int):
+        from torch.func import vmap
+
+        self.model = model
+        self.prefix = arch.body_prefix(model)
+        self.mask_form = arch.spec_for(model).full_fisher_mask  # unsupported architectures fail here
+        self.embedding = model.get_input_embeddings()
+        self.emb_name = _word_embedding_name(model)
+        if not self.emb_name.startswith(self.prefix):
+            raise ValueError(f"word embeddings {self.emb_name!r} lie outside the body {self.prefix!r}")
+        named = dict(model.named_parameters())
+        self.diff = {k: p.detach() for k, p in named.items()
+                     if k.startswith(self.prefix) and k != self.emb_name}
+        self.fixed = {k: p.detach() for k, p in named.items() if k not in self.diff}
+        self.fixed.update(dict(model.named_buffers()))
+        self.dtype, self.device, acc = model_precision(model)
+        self.fisher = {k: torch.zeros(p.shape, dtype=acc, device=self.device)
+                       for k, p in self.diff.items()}
+        self.emb_fisher = torch.zeros(named[self.emb_name].shape, dtype=acc, device=self.device)
+        self.vocab, self.width = self.emb_fisher.shape
+        self.pad_row = self.embedding.padding_idx
+        num_labels = int(model.config.num_labels)
+        self.very_negative = torch.finfo(self.dtype).min
+        # examples per vmap call: chunk_size per-example gradients in flight
+        self.examples_per_call = max(1, chunk_size // num_labels) if expected else chunk_size
+        self.eye = torch.eye(num_labels, dtype=self.dtype, device=self.device)
+        self.offset: dict = {}
+        self.per_example = vmap(self.expected_grads if expected else self.empirical_grads,
+                                in_dims=(None, 0, 0, 0))
+
+    def add_offset(self, module, args, out):
+        return out + self.offset["delta"]
+
+    def logits_of(self, params, delta, inputs):
         # One example with a batch dimension of 1; its own additive attention
         # mask is already 4-D, so no mask preparation (data-dependent control
         # flow) runs under vmap, and padding only ever meets a masked key.
-        offset["delta"] = delta
-        kwargs = tree_map(lambda v: v.unsqueeze(0), inputs)
-        return functional_call(model, {**params, **fixed}, (), kwargs).logits[0]
+        from torch.func import functional_call
+        from torch.utils._pytree import tree_map
 
-    def empirical_grads(params, delta, inputs, label):
+        self.offset["delta"] = delta
+        kwargs = tree_map(lambda v: v.unsqueeze(0), inputs)
+        return functional_call(self.model, {**params, **self.fixed}, (), kwargs).logits[0]
+
+    def empirical_grads(self, params, delta, inputs, label):
+        from torch.func import grad
+
         def loss(p, dl):
-            return F.cross_entropy(logits_of(p, dl, inputs).unsqueeze(0), label.unsqueeze(0))
+            return F.cross_entropy(self.logits_of(p, dl, inputs).unsqueeze(0), label.unsqueeze(0))
 
         g, g_delta = grad(loss, argnums=(0, 1))(params, delta)
-        one = torch.ones(1, dtype=dtype, device=device)
+        one = torch.ones(1, dtype=self.dtype, device=self.device)
         # a class dimension of 1 with weight 1, as the expected form has C
         return {k: v.unsqueeze(0) for k, v in g.items()}, g_delta.unsqueeze(0), one
 
-    eye = torch.eye(num_labels, dtype=dtype, device=device)
+    def expected_grads(self, params, delta, inputs, label):
+        from torch.func import vjp, vmap
 
-    def expected_grads(params, delta, inputs, label):
         del label
 
         def log_probs(p, dl):
-            return torch.log_softmax(logits_of(p, dl, inputs), dim=-1)
+            return torch.log_softmax(self.logits_of(p, dl, inputs), dim=-1)
 
         logp, pullback = vjp(log_probs, params, delta)
-        g, g_delta = vmap(pullback)(eye)  # d log p(c|x) / dθ for every class c
+        g, g_delta = vmap(pullback)(self.eye)  # d log p(c|x) / dθ for every class c
         return g, g_delta, logp.exp()
 
-    per_example = vmap(expected_grads if expected else empirical_grads, in_dims=(None, 0, 0, 0))
+    def add_chunk(self, batch: data_mod.Batch, start: int) -> None:
+        """Add the squared gradients of the batch's examples ``start:start+examples_per_call``."""
+        stop = start + self.examples_per_call
+        inputs = _trim({k: v[start:stop] for k, v in batch.inputs.items()})
+        attn = inputs.pop("attention_mask")
+        inputs["attention_mask"] = _vmap_mask(self.model, self.mask_form, attn, self.dtype,
+                                              self.very_negative)
+        ids = inputs["input_ids"]
+        delta = torch.zeros(*ids.shape[:1], 1, ids.shape[1], self.width, dtype=self.dtype,
+                            device=self.device)
+        grads, g_delta, weights = self.per_example(self.diff, delta, inputs,
+                                                   batch.labels[start:stop])
+        valid = attn.bool()
+        if self.pad_row is not None:
+            valid &= ids != self.pad_row
+        self.accumulate(grads, g_delta, weights, ids, valid)
 
-    def accumulate(grads, g_delta, weights, ids, valid):
+    def accumulate(self, grads, g_delta, weights, ids, valid) -> None:
         # grads[k]: [examples, classes, *shape]; weights: [examples, classes]
         w = weights.tolist()
         for k, g in grads.items():
-            target = fisher[k]
+            target = self.fisher[k]
             for e, row in enumerate(w):
                 for c, weight in enumerate(row):
                     target.addcmul_(g[e, c], g[e, c], value=weight)
         # word embeddings: g_delta [examples, classes, 1, tokens, width]
-        examples = ids.shape[0]
-        keys = (torch.arange(examples, device=device)[:, None] * vocab + ids)[valid]
+        examples, vocab = ids.shape[0], self.vocab
+        keys = (torch.arange(examples, device=self.device)[:, None] * vocab + ids)[valid]
         per_token = g_delta[:, :, 0].transpose(1, 2)[valid]  # [K, classes, width]
         rows, where = torch.unique(keys, return_inverse=True)
-        summed = torch.zeros(rows.numel(), *per_token.shape[1:], dtype=per_token.dtype, device=device)
+        summed = torch.zeros(rows.numel(), *per_token.shape[1:], dtype=per_token.dtype,
+                             device=self.device)
         summed.index_add_(0, where, per_token)
         squares = (summed.square_() * weights[rows // vocab][:, :, None]).sum(1)
-        emb_fisher.index_add_(0, rows % vocab, squares.to(acc))
+        self.emb_fisher.index_add_(0, rows % vocab, squares.to(self.emb_fisher.dtype))
 
-    offset_handle = embedding.register_forward_hook(add_offset)
-    n = 0
-    try:
-        with eval_mode(model), attn_implementation(model, "eager"), torch.enable_grad():
-            for batch in progress_bar(batches, f"full fisher ({labels})", progress):
-                rows = len(batch.rows)
-                n += rows
-                for start in range(0, rows, examples_per_call):
-                    stop = start + examples_per_call
-                    inputs = _trim({k: v[start:stop] for k, v in batch.inputs.items()})
-                    attn = inputs.pop("attention_mask")
-                    inputs["attention_mask"] = _vmap_mask(model, mask_form, attn, dtype, very_negative)
-                    ids = inputs["input_ids"]
-                    delta = torch.zeros(*ids.shape[:1], 1, ids.shape[1], width, dtype=dtype, device=device)
-                    grads, g_delta, weights = per_example(diff, delta, inputs, batch.labels[start:stop])
-                    valid = attn.bool()
-                    if pad_row is not None:
-                        valid &= ids != pad_row
-                    accumulate(grads, g_delta, weights, ids, valid)
-                    del grads, g_delta
-    finally:
-        offset_handle.remove()
-        offset.clear()
-    fisher[emb_name] = emb_fisher
-    body_names = [k for k, _ in model.base_model.named_parameters()]
-    return {k: fisher[prefix + k] / n for k in body_names}
+    def result(self, n: int) -> dict[str, torch.Tensor]:
+        """The mean over the ``n`` examples, keyed as in ``model.base_model.state_dict()``."""
+        self.fisher[self.emb_name] = self.emb_fisher
+        body_names = [k for k, _ in self.model.base_model.named_parameters()]
+        return {k: self.fisher[self.prefix + k] / n for k in body_names}
 
 
 def full_fisher(

@@ -14,11 +14,12 @@ from torch import nn
 
 from .. import architectures as arch
 from .. import data as data_mod
-from ..artifacts import environment_metadata, source_metadata
+from ..artifacts import ArtifactContext, environment_metadata, source_metadata
 from ..devices import synchronize
+from ..settings import FisherSettings
 from .batches import model_batches
 from .full import full_fisher_batches
-from .kinds import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, METHODS, check_choice, default_chunk_size
+from .kinds import default_chunk_size
 from .mask import mask_fisher_batches
 
 
@@ -56,78 +57,86 @@ def compute_fisher(
     model: nn.Module,
     tokenizer,
     samples: data_mod.Samples,
+    settings: FisherSettings | None = None,
     *,
-    method: str,
-    estimator: str = "per-example",
-    neuron_mask: str = "post-activation",
-    labels: str = "empirical",
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    chunk_size: int | None = None,
-    max_length: int = DEFAULT_MAX_LENGTH,
-    device=None,
-    count_flops: bool = True,
     info=None,
-    task: str | None = None,
-    n: int | None = None,
-    seed: int | None = None,
-    context: dict | None = None,
+    context: ArtifactContext | None = None,
     progress: bool = False,
+    **overrides,
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Compute a Fisher and the metadata of its artifact: ``(tensors, metadata)``.
 
-    ``seconds`` times the Fisher computation alone (tokenisation and padding
-    happen before, model loading is the caller's); ``flops`` are counted with
-    ``FlopCounterMode`` in a second, untimed pass (``None`` if not counted).
-    ``info`` is the ``ModelInfo`` of :func:`models.load_model` (source,
-    fingerprint, revision).
+    ``settings`` (:class:`FisherSettings`, with ``overrides`` by name: ``method="mask"``)
+    chooses the Fisher; the model stays on its own device.  ``seconds`` times the Fisher
+    computation alone (tokenisation and padding happen before, model loading is the
+    caller's); ``flops`` are counted with ``FlopCounterMode`` in a second, untimed pass
+    (``None`` if not counted).  ``info`` is the ``ModelInfo`` of :func:`models.load_model`
+    (source, fingerprint, revision); ``context`` what the header records of the job.
     """
-    check_choice("method", method, METHODS)
+    settings = FisherSettings.of(settings, **overrides)
+    method = settings.method
     batches, device = model_batches(
-        model, tokenizer, samples, batch_size=batch_size, max_length=max_length,
-        sort_by_length=not (method == "mask" and estimator == "per-batch"), device=device,
+        model, tokenizer, samples, batch_size=settings.batch_size,
+        max_length=settings.max_length,
+        sort_by_length=not (method == "mask" and settings.estimator == "per-batch"), device=None,
     )
+    chunk_size = settings.chunk_size
     if method == "full" and chunk_size is None:
         chunk_size = default_chunk_size(device)
 
     def compute(show: bool):
         if method == "mask":
-            return mask_fisher_batches(
-                model, batches, estimator=estimator, neuron_mask=neuron_mask, progress=show
-            )
-        return full_fisher_batches(model, batches, labels=labels, chunk_size=chunk_size, progress=show)
+            return mask_fisher_batches(model, batches, estimator=settings.estimator,
+                                       neuron_mask=settings.neuron_mask, progress=show)
+        return full_fisher_batches(model, batches, labels=settings.labels,
+                                   chunk_size=chunk_size, progress=show)
 
-    synchronize(device)
-    start = time.perf_counter()
-    tensors = compute(progress)
-    synchronize(device)
-    seconds = time.perf_counter() - start
-
-    flops = None
-    if count_flops:
-        from torch.utils.flop_counter import FlopCounterMode
-
-        counter = FlopCounterMode(display=False)
-        with counter:
-            compute(False)
-        flops = int(counter.get_total_flops())
-
-    d = arch.dims(model)
+    tensors, seconds = timed(compute, device, progress)
+    flops = count_flops(compute) if settings.count_flops else None
     metadata = {
-        **source_metadata(model, info, samples, task=task, n=n, seed=seed),
-        "method": method,
-        "estimator": estimator if method == "mask" else "per-example",
-        "labels": labels if method == "full" else "empirical",
-        "neuron_mask": neuron_mask if method == "mask" else None,
-        "max_length": max_length,
-        "batch_size": batch_size,
-        "chunk_size": chunk_size if method == "full" else None,
-        "attn_implementation": "eager" if method == "full" else model.config._attn_implementation,
-        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        **source_metadata(model, info, samples, context),
+        **fisher_settings_metadata(model, settings, chunk_size),
         "seconds": seconds,
         "flops": flops,
         **environment_metadata(device),
-        # kv_heads only where grouped-query attention makes it differ from heads
-        "dims": {k: v for k, v in asdict(d).items() if k != "kv_heads" or v != d.heads},
-        "context": dict(context or {}),
     }
     return tensors, metadata
+
+
+def timed(compute, device, progress: bool):
+    """``(compute(progress), seconds)``, the device synchronised around the timing."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = compute(progress)
+    synchronize(device)
+    return result, time.perf_counter() - start
+
+
+def count_flops(compute) -> int:
+    """The FLOPs of one untimed ``compute(False)`` pass (``FlopCounterMode``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        compute(False)
+    return int(counter.get_total_flops())
+
+
+def fisher_settings_metadata(model: nn.Module, settings: FisherSettings,
+                             chunk_size: int | None) -> dict:
+    """The header fields of the Fisher's settings (those of the other method as their
+    neutral values) and the model's dimensions."""
+    method, d = settings.method, arch.dims(model)
+    return {
+        "method": method,
+        "estimator": settings.estimator if method == "mask" else "per-example",
+        "labels": settings.labels if method == "full" else "empirical",
+        "neuron_mask": settings.neuron_mask if method == "mask" else None,
+        "max_length": settings.max_length,
+        "batch_size": settings.batch_size,
+        "chunk_size": chunk_size if method == "full" else None,
+        "attn_implementation": "eager" if method == "full" else model.config._attn_implementation,
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        # kv_heads only where grouped-query attention makes it differ from heads
+        "dims": {k: v for k, v in asdict(d).items() if k != "kv_heads" or v != d.heads},
+    }

@@ -20,22 +20,12 @@ from ..errors import MergeError
 def check_compatible(
     bodies: list[dict[str, torch.Tensor]],
     labels: list[str] | None = None,
-    model_types: list[str] | None = None,
 ) -> None:
-    """All bodies have the same model type, parameter names and shapes.
+    """All bodies have the same parameter names and shapes.
 
     The error names the two models and the first parameter that differs.
     """
-    if len(bodies) < 2:
-        raise MergeError(f"a merge needs two or more models, got {len(bodies)}")
     labels = labels or [f"model {j}" for j in range(len(bodies))]
-    if model_types is not None:
-        for j in range(1, len(bodies)):
-            if model_types[j] != model_types[0]:
-                raise MergeError(
-                    f"cannot merge different architectures: {labels[0]} is "
-                    f"{model_types[0]!r} but {labels[j]} is {model_types[j]!r}"
-                )
     ref = bodies[0]
     for j in range(1, len(bodies)):
         other = bodies[j]
@@ -98,39 +88,22 @@ def merge_bodies(
     weights: list[dict[str, torch.Tensor]] | None = None,
     floor: float = 0.0,
     inplace: bool = False,
-    labels: list[str] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Merge body state dicts parameter by parameter.
+    """Merge body state dicts (checked: :func:`.checks.check_bodies`) parameter by parameter.
 
     ``weights`` is one dict per body (same keys, tensors broadcastable to each
     parameter) or None for plain averaging.  Non-floating tensors (integer
-    buffers) are not averaged: they must be equal and are kept.  With
-    ``inplace`` the merged values are copied into every body's tensors (which
-    share storage with their models' parameters) and ``bodies[0]`` is returned,
-    so no second copy of the body is held.
+    buffers, equal in every body) are kept.  With ``inplace`` the merged values are
+    copied into every body's tensors (which share storage with their models'
+    parameters) and ``bodies[0]`` is returned, so no second copy of the body is held.
     """
-    check_compatible(bodies, labels)
-    labels = labels or [f"model {j}" for j in range(len(bodies))]
-    if weights is not None and len(weights) != len(bodies):
-        raise MergeError(f"{len(bodies)} bodies but {len(weights)} weight sets")
     merged: dict[str, torch.Tensor] = {}
     for name, ref in bodies[0].items():
         tensors = [b[name] for b in bodies]
         if not ref.is_floating_point():
-            for j, t in enumerate(tensors[1:], 1):
-                if not torch.equal(t.cpu(), ref.cpu()):
-                    raise MergeError(
-                        f"cannot merge {labels[0]} and {labels[j]}: their integer body "
-                        f"buffer {name!r} differs"
-                    )
             value = ref
         else:
-            w = None
-            if weights is not None:
-                missing = [j for j, ws in enumerate(weights) if name not in ws]
-                if missing:
-                    raise MergeError(f"no merge weights for {name!r} of {labels[missing[0]]}")
-                w = [ws[name] for ws in weights]
+            w = None if weights is None else [ws[name] for ws in weights]
             value = merge_parameter(tensors, w, floor)
         if inplace:
             with torch.no_grad():

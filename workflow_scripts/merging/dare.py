@@ -17,10 +17,8 @@ import zlib
 
 import torch
 
-from ..errors import MergeError
-from . import registry
 from .task_arithmetic import combine
-from .taskvectors import lam, need_base, option, task_vectors
+from .taskvectors import option, task_vectors
 from .ties import ties_combine
 
 
@@ -31,22 +29,14 @@ def drop_and_rescale(tau: torch.Tensor, p: float, seed: int, j: int, name: str) 
 
 
 def merged(inputs) -> dict[str, torch.Tensor]:
-    need_base(inputs, "dare")
-    d = registry.DEFAULTS
-    p = float(option(inputs, "dare_p", d["dare_p"]))
-    if not 0 <= p < 1:
-        raise MergeError(f"--dare-p must be in [0, 1), got {p}")
-    seed = int(option(inputs, "seed", d["seed"]))
-    how = option(inputs, "dare_combine", d["dare_combine"])
-    if how not in registry.DARE_COMBINES:
-        raise MergeError(f"--dare-combine must be one of {registry.DARE_COMBINES}, got {how!r}")
+    p, seed = option(inputs, "dare_p"), option(inputs, "seed")
 
     def vectors(name):
         return [drop_and_rescale(t, p, seed, j, name)
                 for j, t in enumerate(task_vectors(inputs, name))]
 
-    scale = lam(inputs, registry.METHODS[how].default_lambda)
-    if how == "ties":
-        return ties_combine(inputs, vectors, k=float(option(inputs, "ties_k", d["ties_k"])),
-                            scope=option(inputs, "ties_scope", d["ties_scope"]), scale=scale)
+    scale = option(inputs, "lam")
+    if option(inputs, "dare_combine") == "ties":
+        return ties_combine(inputs, vectors, k=option(inputs, "ties_k"),
+                            scope=option(inputs, "ties_scope"), scale=scale)
     return combine(inputs, vectors, scale)

@@ -27,10 +27,8 @@ from .schemes import DEFAULT_SCHEME, SCHEMES, Scheme
 GRAM = "gram"  # the artifact of RegMean: Gram matrices of every linear layer's inputs
 TIES_SCOPES = ("global", "tensor")  # TIES trimming: one threshold per task vector or per tensor
 DARE_COMBINES = ("task-arithmetic", "ties")  # how DARE combines its rescaled task vectors
-# Hyper-parameter defaults of the methods (the config schema and the merge command agree
-# with these; tests/test_registries.py checks it).
-DEFAULTS = {"ties_k": 20.0, "ties_scope": "global", "dare_p": 0.9,
-            "dare_combine": "task-arithmetic", "seed": 0, "regmean_alpha": 0.9}
+# The methods' hyper-parameters (names, defaults, ranges, help) are fields of
+# workflow_scripts.settings.MergeSettings; a method lists those it reads in ``settings``.
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,7 @@ class MergeMethod:
     needs_base: bool = False  # works on task vectors: needs the pre-trained model (--base)
     takes_lambda: bool = False  # scaled by lambda; one variant per lambda value
     default_lambda: float | None = None  # None with takes_lambda: the lambda of its combine method
-    settings: tuple[str, ...] = ()  # the DEFAULTS keys it reads (config merge.KEY, CLI --key)
+    settings: tuple[str, ...] = ()  # the MergeSettings fields it reads (config merge.KEY, --key)
     description: str = ""
 
     @property

@@ -20,7 +20,6 @@ import logging
 import torch
 
 from ..errors import MergeError
-from . import registry
 from .core import merge_parameter
 from .taskvectors import f64, option
 
@@ -61,9 +60,7 @@ def solve(weights: list[torch.Tensor], grams: list[torch.Tensor], alpha: float,
 
 
 def merged(inputs) -> dict[str, torch.Tensor]:
-    alpha = float(option(inputs, "regmean_alpha", registry.DEFAULTS["regmean_alpha"]))
-    if not 0 <= alpha <= 1:
-        raise MergeError(f"--regmean-alpha must be in [0, 1], got {alpha}")
+    alpha = option(inputs, "regmean_alpha")
     for j, grams in enumerate(inputs.artifacts):
         check_grams(grams, inputs.shapes, inputs.artifact_labels[j])
     covered = [set(g) for g in inputs.artifacts]

@@ -12,8 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from . import registry
-from .taskvectors import lam, need_base, rebase, task_vectors
+from .taskvectors import option, rebase, task_vectors
 
 
 def combine(inputs, vectors: Callable[[str], list[torch.Tensor]], scale: float) -> dict[str, torch.Tensor]:
@@ -23,6 +22,4 @@ def combine(inputs, vectors: Callable[[str], list[torch.Tensor]], scale: float) 
 
 
 def merged(inputs) -> dict[str, torch.Tensor]:
-    need_base(inputs, "task-arithmetic")
-    scale = lam(inputs, registry.METHODS["task-arithmetic"].default_lambda)
-    return combine(inputs, lambda name: task_vectors(inputs, name), scale)
+    return combine(inputs, lambda name: task_vectors(inputs, name), option(inputs, "lam"))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import MergeError
 
 
 def f64(t: torch.Tensor) -> torch.Tensor:
@@ -28,23 +27,7 @@ def rebase(inputs, name: str, delta: torch.Tensor, lam: float) -> torch.Tensor:
     return (f64(base) + lam * delta).to(inputs.bodies[0][name].dtype)
 
 
-def option(inputs, key: str, default=None):
-    """A hyper-parameter of the merge (``inputs.options``), or ``default``."""
-    value = inputs.options.get(key)
-    return default if value is None else value
-
-
-def lam(inputs, default: float | None) -> float:
-    """The merge's lambda (``--lambda``), or the method's default."""
-    value = option(inputs, "lam", default)
-    if value is None:
-        raise MergeError("this merge needs a scaling factor lambda (--lambda)")
-    if not value > 0:
-        raise MergeError(f"--lambda must be positive, got {value}")
-    return float(value)
-
-
-def need_base(inputs, method: str) -> None:
-    if inputs.base is None:
-        raise MergeError(f"--method {method} works on task vectors: give the pre-trained model "
-                         "(--base DIR)")
+def option(inputs, key: str):
+    """A hyper-parameter of the merge (its :class:`~workflow_scripts.settings.MergeSettings`;
+    ``lam``: the method's default when not given)."""
+    return inputs.settings.option(key)

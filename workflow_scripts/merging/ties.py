@@ -22,9 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..errors import MergeError
-from . import registry
-from .taskvectors import lam, need_base, option, rebase, task_vectors
+from .taskvectors import option, rebase, task_vectors
 
 
 def threshold(magnitudes: torch.Tensor, k: float) -> float:
@@ -44,8 +42,6 @@ def trim_thresholds(names, vectors: Callable[[str], list[torch.Tensor]], models:
     if scope == "tensor":
         return {name: [threshold(t.abs().flatten().to(torch.float32), k) for t in vectors(name)]
                 for name in names}
-    if scope != "global":
-        raise MergeError(f"--ties-scope must be one of {registry.TIES_SCOPES}, got {scope!r}")
     # one pass over the parameters; the magnitudes of every model's whole task vector in float32
     # (ranking them in float64 would double the memory for the same order up to rounding)
     magnitudes: list[list[torch.Tensor]] = [[] for _ in range(models)]
@@ -74,8 +70,6 @@ def disjoint_mean(trimmed: list[torch.Tensor]) -> torch.Tensor:
 def ties_combine(inputs, vectors: Callable[[str], list[torch.Tensor]], k: float, scope: str,
                  scale: float) -> dict[str, torch.Tensor]:
     """TIES over the task vectors ``vectors(name)`` (recomputed per pass, deterministic)."""
-    if not 0 < k <= 100:
-        raise MergeError(f"--ties-k must be in (0, 100], got {k}")
     names = list(inputs.shapes)
     limits = trim_thresholds(names, vectors, len(inputs.bodies), k, scope)
     out = {}
@@ -87,11 +81,6 @@ def ties_combine(inputs, vectors: Callable[[str], list[torch.Tensor]], k: float,
 
 
 def merged(inputs) -> dict[str, torch.Tensor]:
-    need_base(inputs, "ties")
-    d = registry.DEFAULTS
-    return ties_combine(
-        inputs, lambda name: task_vectors(inputs, name),
-        k=float(option(inputs, "ties_k", d["ties_k"])),
-        scope=option(inputs, "ties_scope", d["ties_scope"]),
-        scale=lam(inputs, registry.METHODS["ties"].default_lambda),
-    )
+    return ties_combine(inputs, lambda name: task_vectors(inputs, name),
+                        k=option(inputs, "ties_k"), scope=option(inputs, "ties_scope"),
+                        scale=option(inputs, "lam"))

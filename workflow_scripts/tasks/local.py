@@ -31,8 +31,11 @@ if TYPE_CHECKING:
 COLUMN_KEYS = ("text_a", "text_b", "label", "idx")
 
 
-def parse_column_map(text: str) -> dict[str, str]:
-    """``"text_a=sentence,label=y"`` -> {"text_a": "sentence", "label": "y"}."""
+def parse_column_map(text: str | dict) -> dict[str, str]:
+    """``"text_a=sentence,label=y"`` (or that mapping) -> {"text_a": "sentence", "label": "y"},
+    checked: known keys, each once, text_a and label present."""
+    if isinstance(text, dict):
+        text = ",".join(f"{key}={value}" for key, value in text.items())
     mapping: dict[str, str] = {}
     for item in (text or "").split(","):
         if not item.strip():
@@ -297,7 +300,7 @@ class LocalSource(Source):
         column_map, fmt = spec.get("column_map"), spec.get("format")
         if train_file is None or validation_file is None or column_map is None:
             raise UserError("--source local needs --train-file, --validation-file and --column-map")
-        cmap = parse_column_map(column_map) if isinstance(column_map, str) else dict(column_map)
+        cmap = parse_column_map(column_map)
         header = spec.get("header")
         header = True if header is None else header
         fmt = fmt or infer_format(train_file)

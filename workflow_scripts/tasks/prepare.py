@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
-from .builtin import VALIDATION_FRACTION
+from ..settings import PrepareSettings
+from .base import LOCAL_KEYS
 from .glue import GlueSource
 from .info import INFO_VERSION, label_counts
 from .registry import source as source_named
@@ -53,48 +54,25 @@ def cap_samples(samples: Samples, cap: int | None, seed: int, stream: int) -> Sa
     return samples.subset(sorted(chosen))
 
 
-def prepare(
-    source: str,
-    task: str | None = None,
-    *,
-    revision: str | None = None,
-    train_file=None,
-    validation_file=None,
-    fmt: str | None = None,
-    quoting: str | None = None,
-    header: bool | None = None,
-    column_map: dict[str, str] | str | None = None,
-    label_names: list[str] | str | None = None,
-    seed: int = 0,
-    max_train: int | None = None,
-    max_validation: int | None = None,
-    validation_fraction: float = VALIDATION_FRACTION,
-    glue_loader=None,
-) -> tuple[Samples, Samples, dict]:
+def prepare(source: str | None = None, task: str | None = None, *,
+            settings: PrepareSettings | None = None, glue_loader=None,
+            **overrides) -> tuple[Samples, Samples, dict]:
     """(train, validation, info) for a task, before writing.
 
-    ``label_names`` may be comma-joined; ``glue_loader(task, revision)`` stands in for
-    :func:`.glue.load_glue` (tests).
+    ``settings`` (:class:`PrepareSettings`), or its fields by name: ``source`` and ``task``
+    positionally, the rest as keywords (``max_train=300``); ``glue_loader(task, revision)``
+    stands in for :func:`.glue.load_glue` (tests).
     """
-    if isinstance(label_names, str):
-        label_names = [n.strip() for n in label_names.split(",") if n.strip()]
-    if label_names is not None and len(set(label_names)) != len(label_names):
-        raise UserError(f"--label-names {label_names} repeats a name")
-    for name, cap in (("--max-train", max_train), ("--max-validation", max_validation)):
-        if cap is not None and cap < 1:
-            raise UserError(f"{name} must be a positive integer, got {cap}")
-    src = source_named(source)
-    if source == "glue" and glue_loader is not None:
+    given = {k: v for k, v in (("source", source), ("task", task)) if v is not None}
+    settings = PrepareSettings.of(settings, **given, **overrides)
+    src = source_named(settings.source)
+    if settings.source == "glue" and glue_loader is not None:
         src = GlueSource(glue_loader)
-    options = dict(revision=revision, train_file=train_file, validation_file=validation_file,
-                   format=fmt, quoting=quoting, header=header, column_map=column_map,
-                   label_names=label_names)
-    spec = {key: value for key, value in options.items() if value is not None}
-    spec["validation_fraction"] = validation_fraction
-    train, valid, names, origin, extra = src.prepare(task, spec, seed)
-    task = src.info_name(task, spec)
-    train = cap_samples(train, max_train, seed, 2)
-    valid = cap_samples(valid, max_validation, seed, 4)
+    train, valid, names, origin, extra = src.prepare(settings.task, source_spec(settings),
+                                                     settings.seed)
+    task = src.info_name(settings.task, source_spec(settings))
+    train = cap_samples(train, settings.max_train, settings.seed, 2)
+    valid = cap_samples(valid, settings.max_validation, settings.seed, 4)
     num_labels = len(names)
     for split, samples in (("train", train), ("validation", valid)):
         if len(samples) == 0:
@@ -105,7 +83,7 @@ def prepare(
     info = {
         "format_version": INFO_VERSION,
         "task": task,
-        "source": source,
+        "source": settings.source,
         "origin": origin,
         "num_labels": num_labels,
         "label_names": list(names),
@@ -113,12 +91,21 @@ def prepare(
         "sizes": {"train": len(train), "validation": len(valid)},
         "label_counts": {"train": label_counts(train, num_labels),
                          "validation": label_counts(valid, num_labels)},
-        "seed": seed,
-        "max_train": max_train,
-        "max_validation": max_validation,
+        "seed": settings.seed,
+        "max_train": settings.max_train,
+        "max_validation": settings.max_validation,
         **extra,
     }
     return train, valid, info
+
+
+def source_spec(settings: PrepareSettings) -> dict:
+    """The task's keys a source reads (:meth:`.base.Source.prepare`): those given, plus
+    ``validation_fraction``."""
+    keys = ("revision", *LOCAL_KEYS)
+    spec = {k: getattr(settings, k) for k in keys if getattr(settings, k) is not None}
+    spec["validation_fraction"] = settings.validation_fraction
+    return spec
 
 
 def write_task(train: Samples, valid: Samples, info: dict, out_train, out_validation, out_info) -> None:
