@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import UnsupportedArchitectureError
 
@@ -113,6 +113,7 @@ class ParamLayout:
     out_axis: int | None  # the axis the blocks split; None: no unit axis
     in_axis: int | None = None
     in_unit: str | None = None
+    kind: str = OTHER  # of its module in the table (OTHER outside the layers)
 
     @property
     def role(self) -> str:
@@ -429,15 +430,42 @@ def param_layout(spec: ArchSpec, name: str) -> ParamLayout:
             if suffix:
                 out_axis, in_axis = _axes(module.kind, suffix.group(1))
                 return ParamLayout(layer, module.blocks, out_axis, in_axis,
-                                   module.in_unit if in_axis is not None else None)
-    else:
-        for pattern in spec.global_patterns:
-            if re.fullmatch(pattern, name):
-                return ParamLayout(None, (Block(GLOBAL),), None)
+                                   module.in_unit if in_axis is not None else None, module.kind)
+    elif any(re.fullmatch(pattern, name) for pattern in spec.global_patterns):
+        return ParamLayout(None, (Block(GLOBAL),), None)
     raise UnsupportedArchitectureError(
         f"body parameter {name!r} of model type {spec.model_type!r} has no known role; "
         "this variant of the architecture is not supported"
     )
+
+
+def weight_kind(spec: ArchSpec, name: str) -> str:
+    """How body weight ``name`` is stored: LINEAR [out, in], CONV1D [in, out] or OTHER (table).
+    Outside the layers LINEAR: the pooler, ELECTRA's embeddings_project are nn.Linear."""
+    return LINEAR if (layout := param_layout(spec, name)).layer is None else layout.kind
+
+
+class LinearLayer(NamedTuple):
+    module: nn.Module  # an nn.Linear or a Conv1D
+    kind: str  # LINEAR or CONV1D (weight_kind)
+    in_features: int  # its input width: the size of its Gram
+
+
+def linear_layers(model: nn.Module) -> dict[str, LinearLayer]:
+    """Every linear-like module of the body (nn.Linear, transformers' Conv1D) by its weight's
+    body name; a module whose class contradicts the table is an error."""
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
+
+    spec, out = spec_for(model), {}
+    for prefix, module in body(model).named_modules():
+        if isinstance(module, (nn.Linear, Conv1D)):
+            name, kind = f"{prefix}.weight", LINEAR if isinstance(module, nn.Linear) else CONV1D
+            if (table := weight_kind(spec, name)) != kind:
+                raise UnsupportedArchitectureError(f"{prefix} of model type {spec.model_type!r} "
+                                                   f"is {kind}, not {table} as in the table")
+            out[name] = LinearLayer(module, kind, module.weight.shape[_axes(kind, "weight")[1]])
+    return out
 
 
 def param_role(spec: ArchSpec, name: str) -> ParamRole:

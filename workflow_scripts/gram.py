@@ -1,13 +1,18 @@
 """Gram matrices of the inputs of every linear layer of the body: RegMean's artifact.
 
-For the linear layer with weight ``W`` (named as in ``model.base_model.state_dict()``,
-e.g. ``encoder.layer.0.attention.self.query.weight``), the Gram is
+The linear layers are the body's ``nn.Linear`` and GPT-2's ``Conv1D`` modules
+(:func:`..architectures.linear_layers`).  For the layer with weight ``W`` (named
+as in ``model.base_model.state_dict()``, e.g.
+``encoder.layer.0.attention.self.query.weight`` or ``h.0.attn.c_attn.weight``),
+the Gram is
 
     G = X^T X / T
 
 with X the [T, in] matrix of that layer's inputs over the samples, one row per
 non-padding token (padding rows are dropped with the attention mask), or one row
-per example for a layer that sees one vector per example (the pooler).  Dividing
+per example for a layer that sees one vector per example (the pooler); an input
+that is not per token (DeBERTa's relative-position embeddings, projected once per
+batch) counts every row, each time the layer sees it.  Dividing
 by T makes G the mean outer product: each model's regression counts equally in
 RegMean's sum however many samples or tokens its task has (long news articles
 would otherwise outweigh short tweets), and Grams of different n are on one scale.
@@ -34,10 +39,10 @@ from .settings import GramSettings
 KIND = "gram"
 
 
-def body_linears(model: nn.Module) -> dict[str, nn.Linear]:
-    """Every ``nn.Linear`` of the body, by its weight's body parameter name."""
-    return {f"{name}.weight": module for name, module in arch.body(model).named_modules()
-            if isinstance(module, nn.Linear)}
+def body_linears(model: nn.Module) -> dict[str, nn.Module]:
+    """Every linear layer of the body (``nn.Linear``, GPT-2's ``Conv1D``), by its weight's body
+    parameter name."""
+    return {name: layer.module for name, layer in arch.linear_layers(model).items()}
 
 
 def gram_batches(model: nn.Module, batches, progress: bool = False) -> tuple[dict, dict]:
@@ -50,8 +55,8 @@ def gram_batches(model: nn.Module, batches, progress: bool = False) -> tuple[dic
     def hook_for(name):
         def hook(module, args):
             x = args[0]
-            if x.dim() == 3:  # [batch, tokens, in]: keep the non-padding tokens
-                x = x[state["mask"]]
+            if x.dim() == 3 and x.shape[:2] == state["mask"].shape:  # [batch, tokens, in]
+                x = x[state["mask"]]  # the non-padding tokens; other inputs: every row
             x = x.reshape(-1, x.shape[-1])
             last = state["last"]
             if last is not None and last[0] is args[0]:  # query/key/value share their input

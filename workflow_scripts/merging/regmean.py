@@ -1,8 +1,8 @@
 """``regmean`` (Jin et al. 2023, "Dataless knowledge fusion by merging weights of language
 models"): for every linear layer of the body,
 
-    W* = (sum_j G~_j)^-1 sum_j G~_j W_j        (W as [in, out], i.e. the transpose of
-                                               torch's Linear.weight)
+    W* = (sum_j G~_j)^-1 sum_j G~_j W_j        (W as [in, out]: the transpose of torch's
+                                               Linear.weight, GPT-2's Conv1D.weight as is)
 
 with G_j the Gram of that layer's inputs over model j's own samples (:mod:`..gram`)
 and G~_j = alpha G_j + (1 - alpha) diag(G_j): off-diagonal entries scaled by alpha
@@ -19,6 +19,7 @@ import logging
 
 import torch
 
+from .. import architectures as arch
 from ..errors import MergeError
 from .core import merge_parameter
 from .taskvectors import f64, option
@@ -26,17 +27,26 @@ from .taskvectors import f64, option
 log = logging.getLogger(__name__)
 
 
-def check_grams(grams: dict[str, torch.Tensor], shapes: dict[str, torch.Size], label: str) -> None:
-    """One [in, in] Gram per linear weight [out, in] of the body, and nothing else."""
+def weight_kind(spec: arch.ArchSpec | None, name: str) -> str:
+    """arch.CONV1D for a weight stored [in, out] (GPT-2), else arch.LINEAR ([out, in]); without
+    an architecture (hand-made inputs) every weight is a Linear's."""
+    return arch.LINEAR if spec is None else arch.weight_kind(spec, name)
+
+
+def check_grams(grams: dict[str, torch.Tensor], shapes: dict[str, torch.Size], label: str,
+                spec: arch.ArchSpec | None = None) -> None:
+    """One [in, in] Gram per linear weight of the body ([out, in]; Conv1D: [in, out]), and
+    nothing else."""
     for name, gram in grams.items():
         if name not in shapes:
             raise MergeError(f"{label} has a Gram for {name!r}, which is not a body parameter of "
                              "the models; it was computed for a different model")
         shape = shapes[name]
-        if len(shape) != 2 or tuple(gram.shape) != (shape[1], shape[1]):
+        d = shape[0 if weight_kind(spec, name) == arch.CONV1D else -1] if len(shape) == 2 else None
+        if len(shape) != 2 or tuple(gram.shape) != (d, d):
             raise MergeError(f"{label}: Gram {name!r} has shape {tuple(gram.shape)} but the "
                              f"models' weight {name!r} has shape {tuple(shape)} (needs "
-                             f"[{shape[-1]}, {shape[-1]}])")
+                             f"[{d}, {d}])")
 
 
 def regularise(gram: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -46,23 +56,25 @@ def regularise(gram: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def solve(weights: list[torch.Tensor], grams: list[torch.Tensor], alpha: float,
-          name: str = "") -> torch.Tensor:
-    """The RegMean weight [out, in] from the models' weights [out, in] and Grams [in, in]."""
+          name: str = "", kind: str = arch.LINEAR) -> torch.Tensor:
+    """The RegMean weight from the models' weights and Grams [in, in]: weights [out, in]
+    (``kind`` arch.LINEAR) or [in, out] (arch.CONV1D, solved as they are)."""
+    conv1d = kind == arch.CONV1D
     regs = [regularise(g, alpha) for g in grams]
     lhs = sum(regs)
-    rhs = sum(r @ f64(w).T for r, w in zip(regs, weights))
+    rhs = sum(r @ (f64(w) if conv1d else f64(w).T) for r, w in zip(regs, weights))
     try:
         merged_t = torch.linalg.solve(lhs, rhs)
     except RuntimeError:  # singular: least-norm least squares
         log.warning("RegMean: the Gram sum of %s is singular; using the least-norm solution", name)
         merged_t = torch.linalg.lstsq(lhs, rhs, driver="gelsd").solution
-    return merged_t.T.to(weights[0].dtype)
+    return (merged_t if conv1d else merged_t.T).to(weights[0].dtype)
 
 
 def merged(inputs) -> dict[str, torch.Tensor]:
     alpha = option(inputs, "regmean_alpha")
     for j, grams in enumerate(inputs.artifacts):
-        check_grams(grams, inputs.shapes, inputs.artifact_labels[j])
+        check_grams(grams, inputs.shapes, inputs.artifact_labels[j], inputs.spec)
     covered = [set(g) for g in inputs.artifacts]
     for j in range(1, len(covered)):
         if covered[j] != covered[0]:
@@ -72,7 +84,8 @@ def merged(inputs) -> dict[str, torch.Tensor]:
     for name in inputs.shapes:
         tensors = [body[name] for body in inputs.bodies]
         if name in covered[0]:
-            out[name] = solve(tensors, [g[name] for g in inputs.artifacts], alpha, name)
+            out[name] = solve(tensors, [g[name] for g in inputs.artifacts], alpha, name,
+                              weight_kind(inputs.spec, name))
         else:
             out[name] = merge_parameter(tensors)
     return out
