@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= all
 
-.PHONY: run test lint install report-html
+.PHONY: run test lint install report-html env
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,3 +32,7 @@ lint: install
 
 report-html: install
 	$(VENV)/bin/snakemake --report results/report.html
+
+# envs/fisher-merging.yaml (the rules' conda env) from pyproject.toml; standard library only.
+env:
+	python3 -m workflow_scripts.envfile --write
