@@ -18,6 +18,7 @@ from workflow_scripts import cli
 from workflow_scripts.artifacts import load_fisher
 from workflow_scripts.merging import registry
 from workflow_scripts.models import load_model
+from workflow_scripts.settings import MergeSettings
 from workflow_scripts.testing import make_tiny_checkpoint, write_toy_samples
 
 NOISE = 0.02  # std of each fine-tune's perturbation (the base's weights have std ~0.02)
@@ -133,7 +134,7 @@ def expected_body(method, family, inputs):
             d = module.weight.shape[0 if conv1d else 1]
             assert grams[0][k].shape == (d, d)
             out[k] = regmean_reference([b[k] for b in inputs], [g[k] for g in grams],
-                                       registry.DEFAULTS["regmean_alpha"], conv1d).float()
+                                       MergeSettings.entry("regmean_alpha").default, conv1d).float()
         return out
     return None
 
