@@ -24,6 +24,7 @@ from .fetch import classify
 from .fisher import kinds as fisher_kinds
 from .merging.registry import DARE_COMBINES, METHODS as MERGE_METHODS, TIES_SCOPES
 from .merging.schemes import SCHEME_NAMES
+from .metrics import METRICS
 from .tasks.files import QUOTINGS
 from .tasks.local import COLUMN_KEYS
 from .tasks.registry import SOURCE_NAMES, SOURCES, TASK_NAMES
@@ -49,6 +50,7 @@ def _schema(path: str) -> dict:
         "label_mode": fisher_kinds.LABEL_MODES,
         "device": DEVICES,
         "quoting": QUOTINGS,
+        "metric": METRICS,
     }
     for key, values in enums.items():
         defs.setdefault(key, {})["enum"] = list(values)
