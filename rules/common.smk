@@ -13,7 +13,14 @@ from workflow_scripts.jobs import (
 )
 from workflow_scripts.merging.registry import GRAM, MERGE_ID_PATTERN
 from workflow_scripts.fisher.kinds import METHODS as FISHER_METHODS
-from workflow_scripts.paths import PATHS
+from workflow_scripts.paths import (
+    LOGS,
+    PATHS,
+    REPORT_FILES,
+    REPORT_TABLES,
+    plot_file,
+    table_file,
+)
 from workflow_scripts.plan import Plan
 from workflow_scripts.replicates import PATTERN as REPLICATE_PATTERN
 
@@ -137,14 +144,6 @@ def gpu_resources(runtime_key):
     }
 
 
-REPORT_TABLES = [
-    "table1_scores",
-    "paired_comparisons",
-    "table2_mask_runtime",
-    "table3_full_runtime",
-    "runtime_speedup",
-    "table4_flops",
-]
 REPORT = PATHS["report_dir"]
 PLOTS = PATHS["report_plots"]
 write_if_changed(PATHS["report_eval_list"], PLAN.eval_paths())
@@ -152,4 +151,4 @@ write_if_changed(PATHS["report_fisher_list"], PLAN.fisher_paths())
 
 
 def report_outputs():
-    return [f"{REPORT}/summary.md", f"{PLOTS}/scores_vs_n.png"]
+    return [f"{REPORT}/{REPORT_FILES['summary']}", f"{PLOTS}/{plot_file('scores')}"]

@@ -4,7 +4,7 @@ rule prepare_task:
         validation=PATHS["task_validation"],
         info=PATHS["task_info"],
     log:
-        "logs/prepare_task/{task}.log",
+        LOGS["prepare_task"],
     conda:
         ENV
     params:
@@ -21,7 +21,7 @@ rule sample:
     output:
         PATHS["samples"],
     log:
-        "logs/sample/{task}/n{n}-seed{seed}.log",
+        LOGS["sample"],
     conda:
         ENV
     params:

@@ -5,7 +5,7 @@ rule fisher:
     output:
         PATHS["fisher"],
     log:
-        "logs/fisher/{family}/{rep}/{task}/n{n}-seed{seed}/{method}.log",
+        LOGS["fisher"],
     conda:
         ENV
     threads: heavy_threads()
@@ -29,7 +29,7 @@ rule gram:
     output:
         PATHS["gram"],
     log:
-        "logs/gram/{family}/{rep}/{task}/n{n}-seed{seed}.log",
+        LOGS["gram"],
     conda:
         ENV
     threads: 1

@@ -10,7 +10,7 @@ rule merge:
         **merged_output(),
         evals=directory(PATHS["eval_merged_dir"]),
     log:
-        "logs/merge/{family}/{rep}/{subset}/{merge_id}.log",
+        LOGS["merge"],
     conda:
         ENV
     threads: 1

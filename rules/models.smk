@@ -2,7 +2,7 @@ rule fetch_base_model:
     output:
         directory(PATHS["base_model"]),
     log:
-        "logs/fetch_base_model/{family}.log",
+        LOGS["fetch_base_model"],
     conda:
         ENV
     params:
@@ -17,7 +17,7 @@ rule fetch_model:
     output:
         directory(PATHS["fetched_model"]),
     log:
-        "logs/fetch_model/{family}/{task}.log",
+        LOGS["fetch_model"],
     conda:
         ENV
     params:
@@ -35,7 +35,7 @@ rule finetune:
     output:
         directory(PATHS["finetuned_model"]),
     log:
-        "logs/finetune/{family}/{rep}/{task}.log",
+        LOGS["finetune"],
     conda:
         ENV
     threads: heavy_threads()
@@ -56,7 +56,7 @@ rule evaluate_finetuned:
     output:
         PATHS["eval_finetuned"],
     log:
-        "logs/evaluate_finetuned/{family}/{rep}/{task}.log",
+        LOGS["evaluate_finetuned"],
     conda:
         ENV
     threads: 1

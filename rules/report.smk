@@ -12,47 +12,47 @@ rule report:
         fisher_list=PATHS["report_fisher_list"],
     output:
         summary=report(
-            f"{REPORT}/summary.md",
+            f"{REPORT}/{REPORT_FILES['summary']}",
             caption="../report/summary.rst",
             category="Tables",
         ),
         evidence=report(
-            f"{REPORT}/table1.html",
+            f"{REPORT}/{REPORT_FILES['evidence']}",
             caption="../report/table1_html.rst",
             category="Tables",
         ),
         tables=[
             report(
-                f"{REPORT}/{table}.md",
+                f"{REPORT}/{table_file(table, 'md')}",
                 caption=f"../report/{table}.rst",
                 category="Tables",
             )
             for table in REPORT_TABLES
         ],
-        csv=expand(f"{REPORT}/{{table}}.csv", table=REPORT_TABLES),
+        csv=[f"{REPORT}/{table_file(table, 'csv')}" for table in REPORT_TABLES],
         scores=report(
-            f"{REPORT}/scores_long.csv",
+            f"{REPORT}/{REPORT_FILES['scores']}",
             caption="../report/scores_long.rst",
             category="Data",
         ),
         finetuned=report(
-            f"{REPORT}/finetuned.csv",
+            f"{REPORT}/{REPORT_FILES['finetuned']}",
             caption="../report/finetuned.rst",
             category="Data",
         ),
         spread=report(
-            f"{REPORT}/seed_spread.md",
+            f"{REPORT}/{REPORT_FILES['spread']}",
             caption="../report/seed_spread.rst",
             category="Tables",
         ),
         warnings=report(
-            f"{REPORT}/warnings.md",
+            f"{REPORT}/{REPORT_FILES['warnings']}",
             caption="../report/warnings.rst",
             category="Tables",
         ),
-        runs=f"{REPORT}/fisher_runs.csv",
+        runs=f"{REPORT}/{REPORT_FILES['runs']}",
     log:
-        "logs/report/report.log",
+        LOGS["report"],
     conda:
         ENV
     params:
@@ -71,18 +71,18 @@ rule plots:
         fisher_list=PATHS["report_fisher_list"],
     output:
         scores=report(
-            f"{PLOTS}/scores_vs_n.png",
+            f"{PLOTS}/{plot_file('scores')}",
             caption="../report/scores_vs_n.rst",
             category="Plots",
         ),
         heatmap=report(
-            f"{PLOTS}/pair_heatmap.png",
+            f"{PLOTS}/{plot_file('heatmap')}",
             caption="../report/pair_heatmap.rst",
             category="Plots",
         ),
         paired=[
             report(
-                f"{PLOTS}/paired_{family}.png",
+                f"{PLOTS}/{plot_file('paired', family)}",
                 caption="../report/paired.rst",
                 category="Plots",
                 subcategory="Against averaging",
@@ -90,13 +90,13 @@ rule plots:
             for family in PLAN.families
         ],
         runtime=report(
-            f"{PLOTS}/runtime.png",
+            f"{PLOTS}/{plot_file('runtime')}",
             caption="../report/runtime.rst",
             category="Plots",
         ),
         layers=[
             report(
-                f"{PLOTS}/mask_fisher_layers_{family}.png",
+                f"{PLOTS}/{plot_file('layers', family)}",
                 caption="../report/mask_fisher_layers.rst",
                 category="Plots",
                 subcategory="Mask Fisher per layer",
@@ -104,7 +104,7 @@ rule plots:
             for family in PLAN.families
         ],
     log:
-        "logs/report/plots.log",
+        LOGS["plots"],
     conda:
         ENV
     params:

@@ -13,6 +13,7 @@ from workflow_scripts.cli.options import key_value, meta_context
 from workflow_scripts.data import read_samples
 from workflow_scripts.errors import SampleError, UserError
 from workflow_scripts.evaluate import compute_metrics, evaluate_checkpoint, evaluate_model, predict
+from workflow_scripts.metrics import COMPUTED_FOR, METRICS
 from workflow_scripts.models import load_model
 from workflow_scripts.testing import make_tiny_checkpoint, make_tokenizer
 
@@ -37,6 +38,14 @@ def test_cola_adds_matthews():
     m = compute_metrics("cola", Y_TRUE, Y_PRED, 2)
     assert m["matthews"] == pytest.approx(matthews_corrcoef(Y_TRUE, Y_PRED))
     assert set(m) == {"accuracy", "f1", "matthews"}
+
+
+def test_computed_metrics_are_the_owners():
+    """Every metric compute_metrics records is one of metrics.METRICS, and each is recorded
+    for some task (the schema, report and its help read that tuple)."""
+    y3 = np.array([0, 1, 2, 2, 1, 0])
+    seen = set(compute_metrics("cola", Y_TRUE, Y_PRED, 2)) | set(compute_metrics("t", y3, y3, 3))
+    assert seen == set(METRICS) == set(COMPUTED_FOR)
 
 
 def test_multiclass_metrics_equal_sklearn():

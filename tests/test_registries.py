@@ -20,6 +20,7 @@ from workflow_scripts.config import SCHEMA, check_config, load_schema
 from workflow_scripts.devices import DEVICES
 from workflow_scripts.fisher import kinds
 from workflow_scripts.merging import registry, schemes
+from workflow_scripts.metrics import METRICS
 from workflow_scripts.plan import FISHER_WORKFLOW_KEYS
 from workflow_scripts.settings import MergeSettings
 from workflow_scripts.paths import OUTPUT_ROOTS, PATHS, path
@@ -41,10 +42,25 @@ def test_schema_enums_are_the_registries():
     assert defs["neuron_mask"]["enum"] == list(kinds.NEURON_MASKS)
     assert defs["label_mode"]["enum"] == list(kinds.LABEL_MODES)
     assert defs["device"]["enum"] == list(DEVICES)
+    assert defs["metric"]["enum"] == list(METRICS)
     assert list(defs["column_map"]["properties"]) == list(COLUMN_KEYS)
     # the file on disk holds no copy of any of these lists
     text = SCHEMA.read_text()
     assert "enum: [average" not in text and "enum: [glue" not in text and "enum: [mask" not in text
+    assert "enum: [accuracy" not in text and "matthews" not in text
+    props = load_schema()["properties"]
+    metric_ref = {"$ref": "#/$defs/metric"}
+    assert metric_ref.items() <= props["report"]["properties"]["default_metric"].items()
+    assert metric_ref.items() <= props["tasks"]["additionalProperties"]["properties"]["metric"].items()
+
+
+def test_report_metric_choices_are_the_owners():
+    parser = cli.build_parser("report")
+    report = parser._subparsers._group_actions[0].choices["report"]
+    (default_metric,) = [a for a in report._actions if a.dest == "default_metric"]
+    assert tuple(default_metric.choices) == METRICS and default_metric.default in METRICS
+    text = report.format_help()
+    assert "mcc" not in text and all(f"``{m}``" in text for m in METRICS)
 
 
 def test_every_schema_ref_is_filled():
@@ -132,6 +148,7 @@ def _cli_defaults(command: str, argv: list[str]) -> argparse.Namespace:
     ("fisher", "fisher", ["--model", "m", "--data", "d", "--method", "mask", "--out", "o"]),
     ("finetune", "finetune", ["--base", "b", "--train", "t", "--info", "i", "--out", "o"]),
     ("evaluation", "evaluate", ["--model", "m", "--data", "d", "--task", "t", "--out", "o"]),
+    ("report", "report", ["--evals", "e", "--out-dir", "o"]),
 ])
 def test_schema_defaults_agree_with_the_commands(section, command, argv):
     """A setting the workflow leaves at its default means the same as the command's default."""

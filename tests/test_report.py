@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 import torch
 
-from workflow_scripts import artifacts, cli
+from workflow_scripts import artifacts, cli, paths
 from workflow_scripts.errors import MissingFileError, UserError
 from workflow_scripts.merging import registry
 from workflow_scripts.reporting import plots
@@ -225,6 +225,12 @@ def test_summary_and_warnings(report_dir):
     assert (report_dir / "warnings.md").read_text().strip().endswith("No warnings.")
 
 
+def test_report_writes_exactly_the_files_paths_names(report_dir):
+    """The report rule's outputs are these names (rules/report.smk reads the same table)."""
+    expected = {paths.table_file(t, fmt) for t in paths.REPORT_TABLES for fmt in paths.TABLE_FORMATS}
+    assert {p.name for p in report_dir.iterdir()} == expected | set(paths.REPORT_FILES.values())
+
+
 def test_runtime_n_choice(grid, tmp_path):
     assert cli.main(report_args(grid, tmp_path, "--runtime-n", "16")) == 0
     mask = pl.read_csv(tmp_path / "table2_mask_runtime.csv")
@@ -261,6 +267,9 @@ def test_near_chance_is_an_error(grid, tmp_path, capsys):
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert "fam-b/rte" in err and "label_map" in err and "fam-b/finetuned-rte" in err
+    # both causes and their fixes: train longer, or fix the label order; or accept it
+    assert "did not learn" in err and "`finetune` section" in err and "`lr`" in err
+    assert "report.accept_near_chance" in err and "--accept-near-chance" in err
     assert not (tmp_path / "out" / "summary.md").exists()
 
 
@@ -299,6 +308,10 @@ def test_plots(grid, report_dir, tmp_path):
              "mask_fisher_layers_fam-a.png", "mask_fisher_layers_fam-b.png",
              "paired_fam-a.png", "paired_fam-b.png"]
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(names)
+    per_family = {k for k, name in paths.PLOT_FILES.items() if "{family}" in name}
+    assert sorted(names) == sorted(
+        [paths.plot_file(k) for k in paths.PLOT_FILES if k not in per_family]
+        + [paths.plot_file(k, f) for k in per_family for f in FAMILIES])
     for name in names:
         data = (tmp_path / "a" / name).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
@@ -317,17 +330,17 @@ def test_undefined_metric(tmp_path):
     """An undefined (null) merged metric counts as 0 and is named in the warnings."""
     evals = [
         write_eval(tmp_path / "ft-cola.json", "fam", "cola", "finetuned",
-                   {"mcc": 0.8, "accuracy": 0.9}),
+                   {"matthews": 0.8, "accuracy": 0.9}),
         write_eval(tmp_path / "ft-rte.json", "fam", "rte", "finetuned", {"accuracy": 0.7}),
     ]
     for method, n, cola in (("average", None, 0.4), ("mask", 8, None)):
         ctx = {"method": method, "subset": "cola+rte", "n": n}
         evals.append(write_eval(tmp_path / f"{method}-cola.json", "fam", "cola", "merged",
-                                {"mcc": cola}, **ctx))
+                                {"matthews": cola}, **ctx))
         evals.append(write_eval(tmp_path / f"{method}-rte.json", "fam", "rte", "merged",
                                 {"accuracy": 0.63}, **ctx))
     out = tmp_path / "out"
-    assert cli.main(["report", "--evals", *evals, "--task-metric", "cola=mcc",
+    assert cli.main(["report", "--evals", *evals, "--task-metric", "cola=matthews",
                      "--out-dir", str(out)]) == 0
     table = pl.read_csv(out / "table1_scores.csv")
     assert table.filter(pl.col("method") == "average")["median_normalised"][0] == pytest.approx(70.0)
@@ -338,12 +351,22 @@ def test_undefined_metric(tmp_path):
 
 def test_fewer_than_two_labels_is_an_error(tmp_path, capsys):
     """Every task is a classification: num_labels 1 (a regression head) is an error."""
-    path = write_eval(tmp_path / "ft-stsb.json", "fam", "stsb", "finetuned", {"pearson": 0.8},
+    path = write_eval(tmp_path / "ft-stsb.json", "fam", "stsb", "finetuned", {"accuracy": 0.8},
                       num_labels=1)
-    assert cli.main(["report", "--evals", path, "--default-metric", "pearson",
-                     "--out-dir", str(tmp_path / "out")]) == 2
+    assert cli.main(["report", "--evals", path, "--out-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "ft-stsb.json" in err and "num_labels is 1" in err
+
+
+def test_metrics_are_the_engines(tmp_path, capsys):
+    """--task-metric and --default-metric take only the metrics evaluate records."""
+    path = write_eval(tmp_path / "ft-cola.json", "fam", "cola", "finetuned", {"accuracy": 0.8})
+    args = ["report", "--evals", path, "--out-dir", str(tmp_path / "out")]
+    assert cli.main(args + ["--task-metric", "cola=mcc"]) == 2
+    assert "unknown metric 'mcc' (known: accuracy, f1, macro_f1, matthews)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(args + ["--default-metric", "pearson"])
+    assert exit_.value.code == 2 and "invalid choice: 'pearson'" in capsys.readouterr().err
 
 
 def cola_args(tmp_path, **extra):

@@ -24,6 +24,7 @@ from .fetch import classify
 from .fisher import kinds as fisher_kinds
 from .merging.registry import DARE_COMBINES, METHODS as MERGE_METHODS, TIES_SCOPES
 from .merging.schemes import SCHEME_NAMES
+from .metrics import METRICS
 from .settings import CONFIG_SECTIONS, MergeSettings, schema_properties
 from .settings.core import value_schema
 from .tasks.files import QUOTINGS
@@ -51,6 +52,7 @@ def _schema(path: str) -> dict:
         "label_mode": fisher_kinds.LABEL_MODES,
         "device": DEVICES,
         "quoting": QUOTINGS,
+        "metric": METRICS,
     }
     for key, values in enums.items():
         defs.setdefault(key, {})["enum"] = list(values)

@@ -1,7 +1,8 @@
 """Evaluation of sequence-classification checkpoints: predictions and their metrics.
 
 The one metric code of the engine (:func:`compute_metrics`, scikit-learn), also
-behind fine-tuning's validation accuracy.  Labels are int64 class ids, from
+behind fine-tuning's validation accuracy; the metrics' names are
+:data:`workflow_scripts.metrics.METRICS`.  Labels are int64 class ids, from
 every task source; the ``evaluate`` command's help
 (:mod:`workflow_scripts.cli.evaluate`) lists the metrics.
 """
@@ -23,6 +24,7 @@ from .data import Samples, batches, check_labels, read_samples, tokenize
 from .devices import resolve_device
 from .errors import UserError
 from .io import write_json
+from .metrics import ACCURACY, F1, MACRO_F1, MATTHEWS
 from .models import ModelSource, load_model
 from .settings import EvaluateSettings
 
@@ -37,6 +39,8 @@ def _float(value) -> float | None:
 def compute_metrics(task: str, y_true, y_pred_or_scores, num_labels: int) -> dict:
     """Metrics of predicted class ids against labels.
 
+    The metrics of :data:`workflow_scripts.metrics.METRICS` that apply to ``task``
+    (:data:`~workflow_scripts.metrics.COMPUTED_FOR` says which), by name.
     ``y_pred_or_scores`` is either predicted labels (1-D) or per-class scores /
     logits ([n, num_labels], argmax taken).  Undefined values are returned as
     None.
@@ -61,13 +65,13 @@ def compute_metrics(task: str, y_true, y_pred_or_scores, num_labels: int) -> dic
         raise ValueError(f"predictions must be labels [n] or scores [n, labels], got {pred.shape}")
     y_true = y_true.astype(np.int64)
     pred = pred.astype(np.int64)
-    metrics = {"accuracy": _float(accuracy_score(y_true, pred))}
+    metrics = {ACCURACY: _float(accuracy_score(y_true, pred))}
     if num_labels == 2:
-        metrics["f1"] = _float(f1_score(y_true, pred, pos_label=1, average="binary", zero_division=0))
+        metrics[F1] = _float(f1_score(y_true, pred, pos_label=1, average="binary", zero_division=0))
     else:
-        metrics["macro_f1"] = _float(f1_score(y_true, pred, average="macro", zero_division=0))
+        metrics[MACRO_F1] = _float(f1_score(y_true, pred, average="macro", zero_division=0))
     if task == "cola":
-        metrics["matthews"] = _float(matthews_corrcoef(y_true, pred))
+        metrics[MATTHEWS] = _float(matthews_corrcoef(y_true, pred))
     return metrics
 
 

@@ -2,21 +2,7 @@
 
 Writes under ``--out-dir``:
 
-- ``scores_vs_n.png``: median normalised score against n per method, one panel
-  per model family, with 95 % bootstrap intervals of the medians as error bars;
-  averaging as a horizontal line with its interval as a band, the fine-tuned
-  level (100) dashed.
-- ``pair_heatmap.png``: merged / fine-tuned score (%) per merged subset and
-  task, one row of panels per family, one column per method (at ``--heatmap-n``).
-- ``paired_{family}.png``: one panel per merge and n, each (subset, task, seed)
-  normalised score against averaging's on the same (subset, task), with the
-  diagonal: points above it are where the merge beats averaging.
-- ``runtime.png``: mask vs full Fisher time per family and task (log scale),
-  with the speed-up of the mean times.
-- ``mask_fisher_layers_{family}.png``: per layer, box plots of the mask Fisher
-  values of heads and neurons for each fine-tuned model (at ``--layers-n``);
-  ``family`` with characters other than letters, digits, ``.``, ``_`` and
-  ``-`` replaced by ``_`` (:func:`family_slug`).
+{figures}
 
 Figures are deterministic: Agg backend, no software/date metadata in the PNGs.
 """
@@ -25,8 +11,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..paths import PLOT_FILES, plot_file
 from . import options
 from .report import add_input_args, load_from_args
+
+# What each of paths.PLOT_FILES shows (the same keys).
+FIGURES = {
+    "scores": "median normalised score against n per method, one panel per model family, "
+              "with 95 % bootstrap intervals of the medians as error bars; averaging as a "
+              "horizontal line with its interval as a band, the fine-tuned level (100) dashed.",
+    "heatmap": "merged / fine-tuned score (%) per merged subset and task, one row of panels "
+               "per family, one column per method (at ``--heatmap-n``).",
+    "paired": "one panel per merge and n, each (subset, task, seed) normalised score against "
+              "averaging's on the same (subset, task), with the diagonal: points above it are "
+              "where the merge beats averaging.",
+    "runtime": "mask vs full Fisher time per family and task (log scale), with the speed-up of "
+               "the mean times.",
+    "layers": "per layer, box plots of the mask Fisher values of heads and neurons for each "
+              "fine-tuned model (at ``--layers-n``).",
+}
+SLUG = ("``{family}``: the family's name with characters other than letters, digits, ``.``, "
+        "``_`` and ``-`` replaced by ``_`` (:func:`workflow_scripts.paths.family_slug`).")
+
+
+def _figures() -> str:
+    import textwrap
+
+    items = [f"- ``{name}``: {FIGURES[key]}" for key, name in PLOT_FILES.items()]
+    return ("\n".join(textwrap.fill(item, 80, subsequent_indent="  ") for item in items)
+            + "\n\n" + textwrap.fill(SLUG, 80))
+
+
+__doc__ = __doc__.replace("{figures}", _figures())
 
 
 def register(subparsers) -> None:
@@ -35,10 +51,11 @@ def register(subparsers) -> None:
     add_input_args(parser)
     parser.add_argument("--out-dir", required=True, type=Path)
     parser.add_argument("--heatmap-n", type=int, default=None, metavar="N",
-                        help="n of the Fisher-weighted merges in pair_heatmap.png "
+                        help=f"n of the Fisher-weighted merges in {plot_file('heatmap')} "
                              "(default: the smallest present)")
     parser.add_argument("--layers-n", type=int, default=None, metavar="N",
-                        help="n of the mask Fisher artifacts in mask_fisher_layers_*.png "
+                        help="n of the mask Fisher artifacts in "
+                             f"{PLOT_FILES['layers'].format(family='*')} "
                              "(default: the largest present)")
     parser.set_defaults(func=run)
 

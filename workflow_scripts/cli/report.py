@@ -21,12 +21,14 @@ Fisher artifacts (safetensors) are read through their header only
 (:func:`artifacts.read_metadata`): ``method`` ("mask"|"full"), ``task``, ``n``,
 ``seconds``, ``flops``, ``device`` and ``context.family``.
 
+Metrics (``--task-metric TASK=METRIC``, ``--default-metric``), as ``evaluate``
+records them:
+
+{metrics}
+
 Outputs (under ``--out-dir``)
 -----------------------------
-``table1_scores.{csv,md}``, ``table2_mask_runtime.{csv,md}``,
-``table3_full_runtime.{csv,md}``, ``runtime_speedup.{csv,md}``,
-``table4_flops.{csv,md}``, ``scores_long.csv``, ``finetuned.csv``,
-``fisher_runs.csv``, ``warnings.md`` and ``summary.md``.
+{outputs}
 """
 
 from __future__ import annotations
@@ -34,7 +36,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .. import metrics, paths
 from . import options
+
+__doc__ = (__doc__
+           .replace("{metrics}", "\n".join(f"- {line}" for line in metrics.describe()))
+           .replace("{outputs}", "\n".join(f"- ``{name}``" for name in paths.report_listing())))
 
 
 def add_input_args(parser: argparse.ArgumentParser) -> None:
@@ -49,9 +56,10 @@ def add_input_args(parser: argparse.ArgumentParser) -> None:
                         help="file listing Fisher artifacts, one path per line (repeatable)")
     parser.add_argument("--task-metric", nargs="+", action="extend", default=[],
                         metavar="TASK=METRIC",
-                        help="metric per task, e.g. mrpc=f1 cola=mcc (repeatable)")
-    parser.add_argument("--default-metric", default="accuracy",
-                        help="metric for tasks without --task-metric (default: accuracy)")
+                        help=f"metric per task, e.g. mrpc={metrics.F1} cola={metrics.MATTHEWS}; "
+                             f"METRIC: one of {', '.join(metrics.METRICS)} (repeatable)")
+    parser.add_argument("--default-metric", default=metrics.ACCURACY, choices=metrics.METRICS,
+                        help="metric for tasks without --task-metric (default: %(default)s)")
     parser.add_argument("--runtime-n", type=int, default=None, metavar="N",
                         help="sample count for the runtime and FLOP tables (default: the "
                              "smallest n that every Fisher method has)")

@@ -1,4 +1,4 @@
-"""The report's checks: the near-chance error and the warnings of ``warnings.md``."""
+"""The report's checks: the near-chance error and the warnings the report lists."""
 
 from __future__ import annotations
 
@@ -17,9 +17,22 @@ def undefined_warnings(merged: pl.DataFrame) -> list[str]:
             + ", ".join(undefined["file"])]
 
 
+NEAR_CHANCE_ERROR = (
+    "fine-tuned models score near chance on their own task. Two causes, two fixes:\n"
+    "  * the fine-tune did not learn (common on real data, e.g. RTE after a few hundred "
+    "steps): train longer, with more steps (`epochs`, `max_steps`) or a higher learning "
+    "rate (`lr`) in the config's `finetune` section;\n"
+    "  * the checkpoint's label order differs from the dataset's (a fetched checkpoint; it "
+    "usually scores below chance): set its `label_map` in the config "
+    "(families.FAMILY.checkpoints.TASK.label_map).\n"
+    "To report them anyway, as warnings, list them as FAMILY:TASK in the config's "
+    "`report.accept_near_chance` (or pass --accept-near-chance FAMILY:TASK to `report`):"
+)
+
+
 def near_chance(finetuned: pl.DataFrame, margin: float) -> pl.DataFrame:
-    """Fine-tuned models at or below chance + margin on their own task (below chance counts:
-    a label-order mismatch usually scores under chance)."""
+    """Fine-tuned models at or below chance + margin on their own task: a fine-tune that did
+    not learn scores about chance, a label-order mismatch usually under it (both count)."""
     return finetuned.filter(pl.col("accuracy") <= pl.col("chance") + margin)
 
 
@@ -52,12 +65,7 @@ def check_near_chance(finetuned: pl.DataFrame, margin: float, accepted_items: li
         else:
             errors.append(what)
     if errors:
-        raise UserError(
-            "fine-tuned models score near chance on their own task; their label order "
-            "probably differs from the dataset's. Set a `label_map` for them in the config "
-            "(or pass --accept-near-chance FAMILY:TASK to report them anyway):\n  - "
-            + "\n  - ".join(errors)
-        )
+        raise UserError(NEAR_CHANCE_ERROR + "\n  - " + "\n  - ".join(errors))
     return warnings
 
 

@@ -38,6 +38,7 @@ from .. import artifacts, replicates
 from ..errors import MissingFileError, UserError
 from ..fisher.kinds import METHODS as FISHER_KINDS
 from ..merging.registry import ALL_VARIANTS, is_known, variant
+from ..metrics import ACCURACY, F1, METRICS
 from .checks import undefined_warnings
 
 FINETUNED_SCHEMA = {"family": pl.String, "replicate": pl.String, "task": pl.String, "model": pl.String,
@@ -73,7 +74,10 @@ def parse_task_metrics(items: list[str]) -> dict[str, str]:
     for item in items:
         task, sep, metric = item.partition("=")
         if not sep or not task.strip() or not metric.strip():
-            raise UserError(f"--task-metric {item!r}: expected TASK=METRIC, e.g. mrpc=f1")
+            raise UserError(f"--task-metric {item!r}: expected TASK=METRIC, e.g. mrpc={F1}")
+        if metric.strip() not in METRICS:
+            raise UserError(f"--task-metric {item!r}: unknown metric {metric.strip()!r} "
+                            f"(known: {', '.join(METRICS)})")
         out[task.strip().lower()] = metric.strip()
     return out
 
@@ -170,7 +174,7 @@ def read_evals(paths: list[Path], task_metrics: dict[str, str], default_metric: 
                 warnings.append(warning)
             finetuned.append(row | {
                 "score": score,
-                "accuracy": _metric(data, "accuracy", path),
+                "accuracy": _metric(data, ACCURACY, path),
                 "num_labels": num_labels,
                 "n_examples": data.get("n_examples"),
                 "chance": chance,
@@ -298,7 +302,7 @@ class Inputs:
 
 
 def load_inputs(eval_paths: list[str | Path], fisher_paths: list[str | Path],
-                task_metrics: dict[str, str] | None = None, default_metric: str = "accuracy",
+                task_metrics: dict[str, str] | None = None, default_metric: str = ACCURACY,
                 runtime_n: int | None = None) -> Inputs:
     """Read, check and normalise everything the report and the plots need.
 

@@ -1,5 +1,7 @@
-"""The report's figures: ``scores_vs_n.png``, ``pair_heatmap.png``, ``runtime.png`` and
-``mask_fisher_layers_{family}.png`` (the ``plots`` command's help describes each).
+"""The report's figures, named by :data:`workflow_scripts.paths.PLOT_FILES` (the ``plots``
+command's help describes each):
+
+{figures}
 
 Labels and colours of the merge methods come from
 :data:`workflow_scripts.merging.registry.ALL_VARIANTS`; a Fisher kind is drawn
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from pathlib import Path
 
 import polars as pl
@@ -20,16 +21,15 @@ from .. import artifacts
 from ..errors import UserError
 from ..io import atomic_path
 from ..merging.registry import ALL_VARIANTS, rank, variant
+from ..paths import PLOT_FILES, plot_file
 from .inputs import Inputs, runs_at
 from .tables import BASELINE, column_label, fisher_tables, median_scores, method_rank, task_rank
+
+__doc__ = __doc__.replace("{figures}", "\n".join(f"- ``{name}``" for name in PLOT_FILES.values()))
 
 log = logging.getLogger(__name__)
 
 RC = {"svg.hashsalt": "fisher-mask-merging", "savefig.dpi": 110, "font.size": 9}
-
-
-def family_slug(family: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", family)
 
 
 def kind_style(kind: str) -> tuple[str, str]:
@@ -278,9 +278,9 @@ def write_plots(data: Inputs, out_dir: Path, heatmap_n: int | None = None,
                 layers_n: int | None = None) -> None:
     """Every figure under ``out_dir``.
 
-    ``heatmap_n``: n of the merges in ``pair_heatmap.png`` (None: the smallest
-    present); ``layers_n``: n of the mask Fisher artifacts in
-    ``mask_fisher_layers_*.png`` (None: the largest present).
+    ``heatmap_n``: n of the merges in the pair heatmap (None: the smallest present);
+    ``layers_n``: n of the mask Fisher artifacts in the per-layer figures (None: the
+    largest present).
     """
     import matplotlib
 
@@ -293,12 +293,11 @@ def write_plots(data: Inputs, out_dir: Path, heatmap_n: int | None = None,
     mask_runs = data.fishers.filter(pl.col("method") == "mask")
     layers_n = _pick_n(mask_runs["n"], layers_n, "--layers-n", largest=True)
     with matplotlib.rc_context(RC):
-        plot_scores_vs_n(plt, data.scores, out / "scores_vs_n.png")
-        plot_pair_heatmap(plt, data.scores, heatmap_n, out / "pair_heatmap.png")
-        plot_runtime(plt, data.fishers, data.families, data.runtime_n, out / "runtime.png")
+        plot_scores_vs_n(plt, data.scores, out / plot_file("scores"))
+        plot_pair_heatmap(plt, data.scores, heatmap_n, out / plot_file("heatmap"))
+        plot_runtime(plt, data.fishers, data.families, data.runtime_n, out / plot_file("runtime"))
         for family in data.families:
-            plot_paired(plt, data.scores, family, out / f"paired_{family_slug(family)}.png")
+            plot_paired(plt, data.scores, family, out / plot_file("paired", family))
         for family in data.families:
             runs = mask_runs.filter((pl.col("family") == family) & (pl.col("n") == layers_n))
-            plot_mask_layers(plt, runs, family, layers_n,
-                             out / f"mask_fisher_layers_{family_slug(family)}.png")
+            plot_mask_layers(plt, runs, family, layers_n, out / plot_file("layers", family))

@@ -1,4 +1,6 @@
-"""Writing the report: every table as CSV and Markdown, ``warnings.md`` and ``summary.md``."""
+"""Writing the report: every table as CSV and Markdown and the files beside them, under
+the names :mod:`workflow_scripts.paths` gives them (:data:`~workflow_scripts.paths.REPORT_TABLES`,
+:data:`~workflow_scripts.paths.REPORT_FILES`)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from ..io import atomic_path, write_text
+from ..paths import REPORT_FILES, REPORT_TABLES, table_file
 from . import checks, stats
 from .inputs import Inputs, runs_at
 from .tables import (
@@ -58,33 +61,28 @@ def write_report(data: Inputs, out_dir: Path, chance_margin: float = 0.05,
         warnings += checks.empty_runtime_warnings({"mask": table2, "full": table3}, n)
 
     ntext = "" if n is None else f" (n = {n:,})"
-    md = {
-        "table1_scores": table1,
-        "paired_comparisons": paired_markdown(paired),
-        "seed_spread": spread_markdown(medians, families),
-        "table2_mask_runtime": wide_markdown(table2, fmt_seconds),
-        "table3_full_runtime": wide_markdown(table3, fmt_seconds),
-        "runtime_speedup": speedup_markdown(speedup),
-        "table4_flops": wide_markdown(ft.mask_gflops, fmt_gflops),
+    tables = {  # each of paths.REPORT_TABLES: (its CSV frame, its Markdown)
+        "table1_scores": (medians, table1),
+        "paired_comparisons": (paired, paired_markdown(paired)),
+        "table2_mask_runtime": (table2, wide_markdown(table2, fmt_seconds)),
+        "table3_full_runtime": (table3, wide_markdown(table3, fmt_seconds)),
+        "runtime_speedup": (speedup, speedup_markdown(speedup)),
+        "table4_flops": (table4, wide_markdown(ft.mask_gflops, fmt_gflops)),
     }
-    csv = {
-        "table1_scores": medians,
-        "paired_comparisons": paired,
-        "table2_mask_runtime": table2,
-        "table3_full_runtime": table3,
-        "runtime_speedup": speedup,
-        "table4_flops": table4,
-        "scores_long": data.scores.sort("family", "replicate", "subset", task_rank(), "task",
-                                        method_rank(), "n", "seed"),
-        "finetuned": data.finetuned.sort("family", task_rank(), "task"),
-        "fisher_runs": data.fishers.sort("family", kind_rank(), "n", task_rank(), "task", "file"),
-    }
-    for name, df in csv.items():
-        write_csv(out / f"{name}.csv", df)
-    for name, text in md.items():
-        write_text(out / f"{name}.md", text)
+    md = {name: text for name, (_, text) in tables.items()}
+    for name in REPORT_TABLES:
+        frame, text = tables[name]
+        write_csv(out / table_file(name, "csv"), frame)
+        write_text(out / table_file(name, "md"), text)
+    write_csv(out / REPORT_FILES["scores"], data.scores.sort(
+        "family", "replicate", "subset", task_rank(), "task", method_rank(), "n", "seed"))
+    write_csv(out / REPORT_FILES["finetuned"], data.finetuned.sort("family", task_rank(), "task"))
+    write_csv(out / REPORT_FILES["runs"],
+              data.fishers.sort("family", kind_rank(), "n", task_rank(), "task", "file"))
+    spread_md = spread_markdown(medians, families)
+    write_text(out / REPORT_FILES["spread"], spread_md)
     warnings_md = "".join(f"- {w}\n" for w in warnings) or "No warnings.\n"
-    write_text(out / "warnings.md", "# Warnings\n\n" + warnings_md)
+    write_text(out / REPORT_FILES["warnings"], "# Warnings\n\n" + warnings_md)
 
     def devices(kind):
         runs = fishers_n.filter(pl.col("method") == kind)
@@ -102,7 +100,7 @@ def write_report(data: Inputs, out_dir: Path, chance_margin: float = 0.05,
          "points with its 95 % bootstrap interval, and the two-sided Wilcoxon signed-rank "
          "p-value over cells (seeds averaged within a cell).", md["paired_comparisons"]),
         ("Spread across seeds", "Median of each run (fine-tune replicate x Fisher seed), "
-         "mean and standard deviation over runs.", md["seed_spread"]),
+         "mean and standard deviation over runs.", spread_md),
         (f"Table 2: mask Fisher time (s){ntext}", devices("mask"), md["table2_mask_runtime"]),
         (f"Table 3: full Fisher time (s){ntext}", devices("full"), md["table3_full_runtime"]),
         (f"Speed-up{ntext}", "Mean full Fisher time / mean mask Fisher time.",
@@ -115,8 +113,8 @@ def write_report(data: Inputs, out_dir: Path, chance_margin: float = 0.05,
     summary = "# Results\n\n" + findings_markdown(paired, medians, families) + "".join(
         f"\n## {title}\n\n" + (f"{note}\n\n" if note else "") + body for title, note, body in sections
     )
-    write_text(out / "summary.md", summary)
-    write_text(out / "table1.html", evidence_html(paired, medians, families))
+    write_text(out / REPORT_FILES["summary"], summary)
+    write_text(out / REPORT_FILES["evidence"], evidence_html(paired, medians, families))
     for w in warnings:
         log.warning(w)
     log.info("wrote the report to %s", out)

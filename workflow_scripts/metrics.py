@@ -1,0 +1,24 @@
+"""The names of the metrics the engine computes, and when it computes each.
+
+One owner for :func:`workflow_scripts.evaluate.compute_metrics` (which computes them),
+the config schema (``$defs.metric``, filled by :func:`workflow_scripts.config.load_schema`)
+and the ``report`` command (``--task-metric``, ``--default-metric`` and its help).
+Light on purpose: Snakemake and ``--help`` import it, so nothing here imports torch or
+scikit-learn.
+"""
+
+from __future__ import annotations
+
+ACCURACY, F1, MACRO_F1, MATTHEWS = METRICS = ("accuracy", "f1", "macro_f1", "matthews")
+# metric -> the evaluations that record it
+COMPUTED_FOR = {
+    ACCURACY: "every task",
+    F1: "tasks with two labels (F1 of the positive class 1)",
+    MACRO_F1: "tasks with more than two labels (unweighted mean of the per-class F1)",
+    MATTHEWS: "cola (Matthews correlation)",
+}
+
+
+def describe() -> list[str]:
+    """One ``name: when`` line per metric, for help texts."""
+    return [f"``{name}``: {COMPUTED_FOR[name]}" for name in METRICS]
