@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= all
 
-.PHONY: run test lint install report-html env
+.PHONY: run test lint install report-html env docs
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -36,3 +36,7 @@ report-html: install
 # envs/fisher-merging.yaml (the rules' conda env) from pyproject.toml; standard library only.
 env:
 	python3 -m workflow_scripts.envfile --write
+
+# docs/settings.md (every command's settings) from workflow_scripts/settings/commands.py.
+docs: install
+	$(PY) -m workflow_scripts.settings.reference --write

@@ -9,7 +9,7 @@ import torch
 from workflow_scripts import architectures as arch
 from workflow_scripts import cli
 from workflow_scripts.artifacts import load_fisher
-from workflow_scripts.errors import CorruptArtifactError, MergeError
+from workflow_scripts.errors import CorruptArtifactError, FisherProvenanceError, MergeError
 from workflow_scripts.settings import MergeSettings
 from workflow_scripts.merging import registry
 from workflow_scripts.merging.files import merge_models
@@ -321,3 +321,20 @@ def test_in_process_evaluation_equals_the_evaluate_command(tmp_path, family, sam
     assert cli.main(["merge", "--models", *map(str, tuned[:2]), "--method", "average",
                      "--eval-data", *map(str, data)]) == 2  # --eval-data without --eval-out
     assert "--eval-data and --eval-out go together" in capsys.readouterr().err
+
+
+def test_swapped_gram_files_are_named_as_grams(tmp_path, family, samples_file):
+    """Grams given in the wrong order are refused as Gram files, pointing at --grams."""
+    _, tuned = family
+    samples = samples_file(n=8)
+    grams = []
+    for j, path in enumerate(tuned[:2]):
+        run_gram(path, samples, tmp_path / f"g{j}.safetensors")
+        grams.append(str(tmp_path / f"g{j}.safetensors"))
+    with pytest.raises(FisherProvenanceError) as err:
+        merge_models(tuned[:2], tmp_path / "out", method="regmean", grams=grams[::-1])
+    message = str(err.value)
+    assert message.startswith(f"Gram file {grams[1]} was computed for model")
+    assert "Give the --grams in the order of the --models" in message
+    assert "--fishers" not in message and "Fisher file" not in message
+    assert not (tmp_path / "out").exists()

@@ -228,3 +228,13 @@ def test_settings_errors_name_the_setting_and_its_flag():
         EvaluateSettings(batch_size=2.5)
     assert MergeSettings(method="dare").option("lam") == 0.3
     assert MergeSettings(method="dare", dare_combine="ties").option("lam") == 1.0
+
+
+def test_the_settings_reference_is_rendered_from_the_settings():
+    from workflow_scripts.settings import reference
+
+    assert reference.DOC.read_text() == reference.render(), (
+        "docs/settings.md is stale: python -m workflow_scripts.settings.reference --write")
+    for _, cls in reference.COMMANDS:
+        for entry in cls.entries():
+            assert f"`{entry.spec.flag_name(entry.name)}`" in reference.render()
