@@ -338,3 +338,23 @@ def test_swapped_gram_files_are_named_as_grams(tmp_path, family, samples_file):
     assert "Give the --grams in the order of the --models" in message
     assert "--fishers" not in message and "Fisher file" not in message
     assert not (tmp_path / "out").exists()
+
+
+def test_in_process_evaluation_of_a_holdout_split(tmp_path, family, samples_file):
+    """--holdout-data/--holdout-out evaluate the same merged models on a second split in the
+    same job: each JSON is the evaluate command's on that split, its context naming it."""
+    _, tuned = family
+    valid = [samples_file(n=12, num_labels=2, seed=5), samples_file(n=12, num_labels=3, seed=6)]
+    hold = [samples_file(n=9, num_labels=2, seed=7), samples_file(n=9, num_labels=3, seed=8)]
+    evals, held = tmp_path / "evals", tmp_path / "held"
+    assert cli.main(["merge", "--models", *map(str, tuned[:2]), "--method", "average",
+                     "--names", "t1", "t2", "--eval-data", *map(str, valid), "--eval-out",
+                     str(evals), "--holdout-data", *map(str, hold), "--holdout-out", str(held),
+                     "--no-progress"]) == 0
+    for j, name in enumerate(("t1", "t2")):
+        v, h = (json.loads((d / f"{name}.json").read_text()) for d in (evals, held))
+        assert v["data"] == str(valid[j]) and h["data"] == str(hold[j])
+        assert h["n_examples"] == 9 and v["n_examples"] == 12
+        assert h["context"] == {"task": name, "split": "holdout"} and v["context"] == {"task": name}
+    assert cli.main(["merge", "--models", *map(str, tuned[:2]), "--method", "average",
+                     "--holdout-data", *map(str, hold), "--holdout-out", str(held)]) == 2

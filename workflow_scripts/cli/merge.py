@@ -106,6 +106,11 @@ def register(subparsers) -> None:
                         "j is its output name (--names)")
     e.add_argument("--eval-out", default=None,
                    help="directory of one evaluate-style JSON per model (NAME.json)")
+    e.add_argument("--holdout-data", nargs="+", metavar="DATA",
+                   help="also evaluate on these held-out samples (one per model, same order; "
+                        "the selection split)")
+    e.add_argument("--holdout-out", default=None,
+                   help="directory of the held-out evaluations (NAME.json each)")
     e.add_argument("--eval-task-infos", nargs="+", metavar="INFO",
                    help="the tasks' info JSONs: each label count must match its model")
     add_arguments(e, EvaluateSettings, prefix="eval")
@@ -116,7 +121,7 @@ def register(subparsers) -> None:
 
 def run(args) -> None:
     from ..errors import UserError
-    from ..merging.files import MergeEvaluation, merge_models
+    from ..merging.files import EvalSplit, MergeEvaluation, merge_models
     from ..merging.sources import MergeSources
     from ..models import parse_label_map
     from ..settings import EvaluateSettings, MergeSettings
@@ -130,12 +135,20 @@ def run(args) -> None:
     for name in ignored:
         log.warning("%s has no effect with --method %s",
                     MergeSettings.entry(name).spec.flag_name(name), settings.method)
-    if (args.eval_data is None) != (args.eval_out is None):
-        raise UserError("--eval-data and --eval-out go together")
+    splits = []
+    for name, data, out in (("validation", args.eval_data, args.eval_out),
+                            ("holdout", args.holdout_data, args.holdout_out)):
+        flag = "--eval" if name == "validation" else "--holdout"
+        if (data is None) != (out is None):
+            raise UserError(f"{flag}-data and {flag}-out go together")
+        if data is not None:
+            splits.append(EvalSplit(data, out, name))
+    if splits and args.eval_out is None:
+        raise UserError("--holdout-data needs --eval-data and --eval-out as well")
     evaluation = None
-    if args.eval_out is not None:
+    if splits:
         evaluation = MergeEvaluation(
-            data=args.eval_data, out_dir=args.eval_out, task_infos=args.eval_task_infos,
+            splits, task_infos=args.eval_task_infos,
             settings=EvaluateSettings.from_args(args, prefix="eval"),
             context=options.meta_context(args.meta), progress=args.progress,
         )

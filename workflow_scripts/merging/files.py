@@ -44,20 +44,33 @@ def load_base(source: str, allow_pickle: bool = False):
 
 
 @dataclass
-class MergeEvaluation:
-    """Evaluate each merged model on its own task's validation samples (``merge --eval-out``):
-    one JSON per model, named by its output name, like the ``evaluate`` command's."""
+class EvalSplit:
+    """One split the merged models are evaluated on: one samples file per model (same
+    order) and the directory of one evaluate-style JSON per model (``NAME.json``, written
+    atomically as a whole)."""
 
-    data: list[str]  # one validation samples file per model, same order
-    out_dir: str  # the JSONs' directory (written atomically, as a whole)
+    data: list[str]
+    out_dir: str
+    name: str = "validation"
+
+
+@dataclass
+class MergeEvaluation:
+    """Evaluate each merged model on its own task's samples of every split (``merge
+    --eval-out``, and ``--holdout-out`` for the held-out selection split), in the merge's
+    process: one JSON per model and split, like the ``evaluate`` command's."""
+
+    splits: list[EvalSplit]
     task_infos: list[str] | None = None  # the tasks' info files: label counts must match
     settings: EvaluateSettings = field(default_factory=EvaluateSettings)
-    context: dict = field(default_factory=dict)  # each JSON's context, plus task=<name>
+    context: dict = field(default_factory=dict)  # each JSON's context, plus task and split
     progress: bool = True
 
     def check(self, models: int) -> None:
-        if len(self.data) != models:
-            raise MergeError(f"--eval-data gives {len(self.data)} files for {models} models")
+        for split in self.splits:
+            if len(split.data) != models:
+                raise MergeError(f"{split.name} data: {len(split.data)} files for {models} "
+                                 "models (one per model, same order)")
         if self.task_infos is not None and len(self.task_infos) != models:
             raise MergeError(f"--eval-task-infos gives {len(self.task_infos)} files for "
                              f"{models} models")
@@ -211,7 +224,10 @@ def write_outputs(loaded: Loaded, names: list[str], recipe: dict, out_dir,
 
 
 def evaluate_merged(models, names, evaluation: MergeEvaluation, checkpoints) -> list[Path]:
-    """One evaluation JSON per merged model (``evaluation.out_dir``, written as a whole)."""
+    """One evaluation JSON per merged model and split (each split's directory written as a
+    whole); the validation scores go into the model cards of written checkpoints."""
+    import contextlib
+
     from ..data import read_samples
     from ..devices import resolve_device
     from ..evaluate import EvalRecord, evaluate_loaded
@@ -219,23 +235,28 @@ def evaluate_merged(models, names, evaluation: MergeEvaluation, checkpoints) -> 
 
     infos = evaluation.task_infos or [None] * len(models)
     device = resolve_device(evaluation.settings.device)
-    out_dir = Path(evaluation.out_dir)
     written = []
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
+    with contextlib.ExitStack() as stack:
+        tmps = [stack.enter_context(atomic_path(split.out_dir)) for split in evaluation.splits]
+        for tmp in tmps:
+            tmp.mkdir()
         for j, (model, tokenizer, _) in enumerate(models):
             name = names[j]
-            samples = read_samples(evaluation.data[j], nonempty=True)
             ckpt = checkpoints[j] if checkpoints else None
             model.to(device)
-            record = EvalRecord(ckpt[0] if ckpt else f"merge of {name}", str(evaluation.data[j]),
-                                checkpoint_fingerprint(ckpt[1]) if ckpt else None)
-            result = evaluate_loaded(
-                model, tokenizer, samples, name, evaluation.settings, record=record,
-                task_info=infos[j], context=dict(evaluation.context, task=name),
-                out=tmp / f"{name}.json", progress=evaluation.progress,
-            )
-            written.append(out_dir / f"{name}.json")
-            if ckpt:  # the scores go into the merged checkpoint's model card
-                add_scores(ckpt[1], name, result["metrics"])
+            for split, tmp in zip(evaluation.splits, tmps):
+                samples = read_samples(split.data[j], nonempty=True)
+                record = EvalRecord(ckpt[0] if ckpt else f"merge of {name}", str(split.data[j]),
+                                    checkpoint_fingerprint(ckpt[1]) if ckpt else None)
+                context = dict(evaluation.context, task=name)
+                if split.name != "validation":
+                    context["split"] = split.name
+                result = evaluate_loaded(
+                    model, tokenizer, samples, name, evaluation.settings, record=record,
+                    task_info=infos[j], context=context, out=tmp / f"{name}.json",
+                    progress=evaluation.progress,
+                )
+                written.append(Path(split.out_dir) / f"{name}.json")
+                if ckpt and split.name == "validation":  # the model card's scores
+                    add_scores(ckpt[1], name, result["metrics"])
     return written
