@@ -13,6 +13,7 @@ from workflow_scripts.jobs import (
 )
 from workflow_scripts.merging.registry import GRAM, MERGE_ID_PATTERN
 from workflow_scripts.fisher.kinds import METHODS as FISHER_METHODS
+from workflow_scripts.jobmemory import resources as job_resources
 from workflow_scripts.paths import (
     LOGS,
     PATHS,
@@ -136,12 +137,9 @@ def gpus_per_job():
     return int(visible_gpu_count() > 0)
 
 
-def gpu_resources(runtime_key):
-    return {
-        "gpu": gpus_per_job(),
-        "mem_mb": COMPUTE["mem_mb"],
-        "runtime": COMPUTE[runtime_key],
-    }
+def gpu_resources(rule, runtime_key):
+    """GPUs, runtime and memory (estimated per job from its model: jobmemory.py)."""
+    return job_resources(PLAN, rule, COMPUTE[runtime_key], gpus_per_job())
 
 
 REPORT = PATHS["report_dir"]

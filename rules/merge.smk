@@ -15,7 +15,7 @@ rule merge:
         ENV
     threads: 1
     resources:
-        **gpu_resources("evaluate_runtime"),
+        **gpu_resources("merge", "evaluate_runtime"),
     params:
         flags=merge_flags,
         evaluation=merged_eval_flags,

@@ -40,7 +40,7 @@ rule finetune:
         ENV
     threads: heavy_threads()
     resources:
-        **gpu_resources("finetune_runtime"),
+        **gpu_resources("finetune", "finetune_runtime"),
     params:
         flags=lambda wc: PLAN.finetune_flags(wc.family, wc.rep),
     shell:
@@ -61,7 +61,7 @@ rule evaluate_finetuned:
         ENV
     threads: 1
     resources:
-        **gpu_resources("evaluate_runtime"),
+        **gpu_resources("evaluate_finetuned", "evaluate_runtime"),
     params:
         model=model_flags,
         flags=PLAN.evaluate_flags(),

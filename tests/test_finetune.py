@@ -156,3 +156,15 @@ def test_epoch_batches_seeded():
         a = epoch_batches(lengths, 4, torch.Generator().manual_seed(0), group)
         b = epoch_batches(lengths, 4, torch.Generator().manual_seed(0), group)
         assert a == b and sorted(i for batch in a for i in batch) == list(range(len(lengths)))
+
+
+def test_bfloat16_fine_tuning_is_mixed_precision_and_saved_in_bfloat16(bare_base, task_files,
+                                                                       tmp_path):
+    train, valid, info = task_files
+    _, _, result = finetune(str(bare_base), train, info, tmp_path / "bf16",
+                            validation=valid, **dict(KW, dtype="bfloat16"))
+    weights = load_file(tmp_path / "bf16" / "model.safetensors")
+    assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.bfloat16}
+    assert result["hyperparameters"]["dtype"] == "bfloat16"
+    assert result["final_train_loss"] < 0.5 * result["initial_train_loss"]
+    assert result["validation"]["accuracy"] >= 0.8

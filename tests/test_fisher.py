@@ -460,3 +460,26 @@ def test_compute_fisher_counts_flops_of_a_separate_pass(tiny_checkpoint):
     tokens = sum(len(e["input_ids"]) for e in data.tokenize(tok, samples))
     assert meta["flops"] > 2 * 32 * 37 * 2 * tokens
     assert math.isfinite(meta["seconds"])
+
+
+def test_bfloat16_mask_fisher_is_close_to_float32(tiny_checkpoint, one_thread):
+    """--dtype bfloat16 runs the model in bfloat16 and accumulates in float32: its mask
+    Fisher stays within a few percent of the float32 one (relative to the largest value),
+    and the artifact records the dtype."""
+    from workflow_scripts.fisher import compute_fisher
+    from workflow_scripts.models import load_model as load
+
+    path = tiny_checkpoint("bert", num_labels=3, seed=4)
+    samples = toy_samples(24, num_labels=3, seed=2)
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model, tok, info = load(str(path), dtype=dtype)
+        tensors, meta = compute_fisher(model, tok, samples, method="mask", count_flops=False,
+                                       info=info)
+        assert meta["dtype"] == str(dtype)[6:]
+        assert all(t.dtype == torch.float32 for t in tensors.values())
+        results[dtype] = tensors
+    for key in ("head", "neuron"):
+        full, half = results[torch.float32][key], results[torch.bfloat16][key]
+        assert not torch.equal(full, half)  # bfloat16 really ran
+        assert float((full - half).abs().max() / full.abs().max()) < 0.05, key

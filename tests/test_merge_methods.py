@@ -13,7 +13,8 @@ from workflow_scripts.errors import CorruptArtifactError, FisherProvenanceError,
 from workflow_scripts.settings import MergeSettings
 from workflow_scripts.merging import registry
 from workflow_scripts.merging.files import merge_models
-from workflow_scripts.merging.merge import MergeInputs, merge_loaded
+from workflow_scripts.merging.engine import MemorySources, MergeContext, merge_all
+from workflow_scripts.merging.merge import merge_loaded
 from workflow_scripts.models import load_model
 from workflow_scripts.testing import make_tiny_checkpoint
 
@@ -99,25 +100,23 @@ GLOBAL = {"w": [[-10, -3.25, 0], [-3, 2, -4]], "v": [0, 3]}
 TENSOR = {"w": [[-10, -5, 0], [-3, 2, -4]], "v": [1, 3]}
 
 
-def hand_inputs(lam, scope, taus=TAUS, **options):
+def hand_inputs(lam, scope, taus=TAUS, method=None, **options):
     base = {"w": torch.ones(2, 3), "v": torch.full((2,), 0.5)}
     bodies = [{k: base[k] + torch.tensor(t[k], dtype=torch.float32) for k in base} for t in taus]
-    return MergeInputs(spec=None, dims=None, shapes={k: v.shape for k, v in base.items()},
-                       labels=[f"m{j}" for j in range(len(taus))], artifacts=None,
-                       artifact_labels=[], bodies=bodies, base=base,
-                       settings=MergeSettings(method="dare" if options else "ties", lam=lam,
-                                              ties_k=50, ties_scope=scope, **options))
+    settings = MergeSettings(method=method or ("dare" if options else "ties"), lam=lam,
+                             ties_k=50, ties_scope=scope, **options)
+    return MergeContext(spec=None, dims=None, settings=settings,
+                        sources=MemorySources(bodies, base),
+                        labels=[f"m{j}" for j in range(len(taus))])
 
 
 @pytest.mark.parametrize("scope, expected", [("global", GLOBAL), ("tensor", TENSOR)])
 @pytest.mark.parametrize("lam", [1.0, 0.5])
 def test_ties_is_the_hand_worked_trimmed_sign_elected_disjoint_mean(scope, expected, lam):
-    from workflow_scripts.merging import ties
-
     inputs = hand_inputs(lam, scope)
-    got = ties.merged(inputs)
+    got = merge_all(inputs)
     for k in ("w", "v"):
-        want = inputs.base[k] + lam * torch.tensor(expected[k], dtype=torch.float32)
+        want = inputs.base(k) + lam * torch.tensor(expected[k], dtype=torch.float32)
         torch.testing.assert_close(got[k], want, rtol=0, atol=1e-6)
 
 
@@ -133,11 +132,9 @@ def test_ties_trims_the_top_k_percent():
 
 
 def test_dare_with_p_zero_is_its_combine_method():
-    from workflow_scripts.merging import dare, task_arithmetic, ties
-
-    for how, module in (("task-arithmetic", task_arithmetic), ("ties", ties)):
-        expected = module.merged(hand_inputs(0.7, "global"))
-        got = dare.merged(hand_inputs(0.7, "global", dare_p=0.0, dare_combine=how))
+    for how in ("task-arithmetic", "ties"):
+        expected = merge_all(hand_inputs(0.7, "global", method=how))
+        got = merge_all(hand_inputs(0.7, "global", dare_p=0.0, dare_combine=how))
         for k in expected:
             assert torch.equal(got[k], expected[k]), (how, k)
 
@@ -170,7 +167,6 @@ def test_dare_drops_and_rescales_reproducibly(family):
 
 
 def test_regmean_alpha_one_is_least_squares_on_stacked_inputs_and_outputs():
-    from workflow_scripts.merging import regmean
 
     g = torch.Generator().manual_seed(0)
     d_in, d_out, tokens = 5, 3, 40
@@ -178,12 +174,12 @@ def test_regmean_alpha_one_is_least_squares_on_stacked_inputs_and_outputs():
     ws = [torch.randn(d_out, d_in, generator=g) for _ in range(2)]
     bs = [torch.randn(d_out, generator=g) for _ in range(2)]
     grams = [{"lin.weight": (x.T @ x / tokens).float()} for x in xs]  # as the gram command
-    inputs = MergeInputs(spec=None, dims=None,
-                         shapes={"lin.weight": ws[0].shape, "lin.bias": bs[0].shape},
-                         labels=["a", "b"], artifacts=grams, artifact_labels=["ga", "gb"],
-                         bodies=[{"lin.weight": w, "lin.bias": b} for w, b in zip(ws, bs)],
-                         settings=MergeSettings(method="regmean", regmean_alpha=1.0))
-    got = regmean.merged(inputs)
+    inputs = MergeContext(spec=None, dims=None,
+                          settings=MergeSettings(method="regmean", regmean_alpha=1.0),
+                          sources=MemorySources([{"lin.weight": w, "lin.bias": b}
+                                                 for w, b in zip(ws, bs)], artifacts=grams),
+                          labels=["a", "b"], artifact_labels=["ga", "gb"])
+    got = merge_all(inputs)
     stacked_x = torch.cat(xs)
     stacked_y = torch.cat([x @ w.double().T for x, w in zip(xs, ws)])
     expected = torch.linalg.lstsq(stacked_x, stacked_y).solution.T
@@ -191,7 +187,7 @@ def test_regmean_alpha_one_is_least_squares_on_stacked_inputs_and_outputs():
     torch.testing.assert_close(got["lin.bias"], (bs[0] + bs[1]) / 2)  # not a linear weight
     # alpha < 1 shrinks the off-diagonal entries: a different solution
     inputs.settings = inputs.settings.replace(regmean_alpha=0.5)
-    assert not torch.allclose(regmean.merged(inputs)["lin.weight"].double(), expected, atol=1e-3)
+    assert not torch.allclose(merge_all(inputs)["lin.weight"].double(), expected, atol=1e-3)
 
 
 # --- the gram command ------------------------------------------------------

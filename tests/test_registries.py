@@ -93,8 +93,10 @@ def test_merge_ids_round_trip_and_match_the_wildcard_constraint():
 def test_every_method_has_its_module_and_known_artifact():
     for method in registry.METHODS.values():
         module = importlib.import_module(f"workflow_scripts.merging.{method.module}")
-        # exactly one of: weights for the weighted average, or the merged body
-        assert callable(getattr(module, "weights", None)) != callable(getattr(module, "merged", None)), method.name
+        # the per-tensor merge of merging/engine.py (optionally its check and prepare passes),
+        # and nothing of the old whole-body interface
+        assert callable(getattr(module, "tensor", None)), method.name
+        assert not hasattr(module, "weights") and not hasattr(module, "merged"), method.name
         assert method.artifact in (None, registry.GRAM, *kinds.METHODS)
         assert method.fisher in (None, *kinds.METHODS)
         assert not (method.takes_lambda and method.artifact), method.name  # lambda ids take no n

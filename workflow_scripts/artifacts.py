@@ -39,18 +39,25 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 def check_values(tensors: dict[str, torch.Tensor], what: str = "Fisher") -> None:
     """NaN, infinite, negative or all-zero Fisher values are errors."""
-    total = 0.0
-    for name, t in tensors.items():
-        if not torch.isfinite(t).all():
-            bad = int((~torch.isfinite(t)).sum())
-            raise FisherValueError(
-                f"{what} tensor {name!r} has {bad} NaN or infinite values; the model or "
-                "its samples produce non-finite gradients (check the checkpoint, the "
-                "label mapping and --max-length)"
-            )
-        if (t < 0).any():
-            raise FisherValueError(f"{what} tensor {name!r} has negative values")
-        total += float(t.double().sum())
+    total = sum(tensor_total(name, t, what) for name, t in tensors.items())
+    check_total(total, what)
+
+
+def tensor_total(name: str, t: torch.Tensor, what: str = "Fisher") -> float:
+    """The sum of one Fisher tensor's values; NaN, infinite or negative values are errors."""
+    if not torch.isfinite(t).all():
+        bad = int((~torch.isfinite(t)).sum())
+        raise FisherValueError(
+            f"{what} tensor {name!r} has {bad} NaN or infinite values; the model or "
+            "its samples produce non-finite gradients (check the checkpoint, the "
+            "label mapping and --max-length)"
+        )
+    if (t < 0).any():
+        raise FisherValueError(f"{what} tensor {name!r} has negative values")
+    return float(t.double().sum())
+
+
+def check_total(total: float, what: str = "Fisher") -> None:
     if total == 0.0 or not math.isfinite(total):
         raise FisherValueError(
             f"{what} is zero everywhere: every gradient vanished (a saturated or "
@@ -122,6 +129,48 @@ def load_fisher(path, verify: bool = True, what: str = "Fisher artifact",
     if verify and tensors_digest(tensors) != header[SUM_KEY]:
         raise _corrupt(path, "checksum mismatch: its values were changed after it was written", what)
     return tensors, json.loads(header[META_KEY])
+
+
+def verify_artifact(path, what: str = "Fisher artifact", values: str = "fisher") -> dict:
+    """Check an artifact file as :func:`load_fisher` and the value checks do (the checksum;
+    Fisher values finite, non-negative and not all zero, or Gram values finite), reading
+    one tensor at a time; returns its metadata."""
+    from .errors import ModelLoadError
+    from .tensorfiles import read_header, read_tensor
+
+    path = Path(path)
+    if not path.exists():
+        command = "gram" if values == "gram" else "fisher"
+        raise MissingFileError(f"{what} {path} does not exist; compute it with "
+                               f"`python -m workflow_scripts {command}` (or rerun the workflow)")
+    try:
+        infos, header = read_header(path)
+    except ModelLoadError as exc:
+        raise _corrupt(path, f"unreadable: {exc}", what) from exc
+    if META_KEY not in header or SUM_KEY not in header:
+        raise _corrupt(path, "header lacks its metadata or checksum", what)
+    digest, total, label = hashlib.sha256(), 0.0, f"{'Gram' if values == 'gram' else 'Fisher'} file {path}"
+    bad_value = None  # reported after the checksum: an edited file is corrupt first of all
+    for name in sorted(infos):
+        t = read_tensor(infos[name]).contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        try:
+            if values == "gram":
+                check_finite({name: t}, what=label)
+            else:
+                total += tensor_total(name, t, label)
+        except FisherValueError as exc:
+            bad_value = bad_value or exc
+    if digest.hexdigest() != header[SUM_KEY]:
+        raise _corrupt(path, "checksum mismatch: its values were changed after it was written", what)
+    if bad_value is not None:
+        raise bad_value
+    if values == "gram" and not infos:
+        raise FisherValueError(f"{label} holds no tensors")
+    if values != "gram":
+        check_total(total, label)
+    return json.loads(header[META_KEY])
 
 
 # ---------------------------------------------------------------- shared header fields

@@ -7,6 +7,7 @@ import platform
 from .errors import UserError
 
 DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "bfloat16", "float16")  # what models may be loaded and run in
 
 
 def resolve_device(name: str | None) -> str:

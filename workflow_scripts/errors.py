@@ -47,3 +47,7 @@ class FisherValueError(UserError, ValueError):
 
 class FisherProvenanceError(MergeError):
     """A Fisher file was computed for another model or task than the one it is used for."""
+
+
+class FisherMemoryError(UserError, MemoryError):
+    """A Fisher computation cannot fit in the memory it may use."""

@@ -174,7 +174,8 @@ def evaluate_checkpoint(
     samples = read_samples(data_path, nonempty=True)
     model, tokenizer, info = load_model(model_source, revision=source.revision,
                                         allow_pickle=source.allow_pickle,
-                                        label_map=source.label_map, device=device)
+                                        label_map=source.label_map, device=device,
+                                        dtype=settings.torch_dtype)
     record = EvalRecord(str(model_source), str(data_path), info.fingerprint, source.label_map)
     return evaluate_loaded(model, tokenizer, samples, task, settings, record=record,
                            num_labels=num_labels, task_info=task_info, context=context, out=out,

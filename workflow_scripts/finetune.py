@@ -150,6 +150,7 @@ def finetune(
                                          revision=source.revision, device=device)
     max_length = _fitted_max_length(model.config, settings.max_length)
     run = _train(model, tokenizer, train, settings, max_length, progress)
+    model.to(settings.torch_dtype)  # saved (and validated) in the compute dtype
     result = _record(run, settings, base, minfo, task_info, label_names, len(train), max_length,
                      device, source.allow_pickle)
     if valid is not None and len(valid):
@@ -240,6 +241,7 @@ def _train(model, tokenizer, train: Samples, settings: FinetuneSettings, max_len
     losses: list[float] = []
     started = time.perf_counter()
     meter = _Progress(total, progress)
+    precision = _Precision(settings, device)
     while len(losses) < total:
         for rows in epoch_batches(lengths, settings.batch_size, generator,
                                   settings.group_by_length):
@@ -247,16 +249,15 @@ def _train(model, tokenizer, train: Samples, settings: FinetuneSettings, max_len
                 break
             inputs = pad_batch(tokenizer, encoded, rows, device)
             labels = torch.tensor([train.label[i] for i in rows], dtype=torch.long, device=device)
-            loss = model(**arch.model_inputs(model, inputs), labels=labels).loss
+            with precision.autocast():
+                loss = model(**arch.model_inputs(model, inputs), labels=labels).loss
             if not torch.isfinite(loss):
                 meter.close()
                 raise UserError(
                     f"the training loss became {loss.item()} at step {len(losses) + 1}; "
                     "lower --lr or check the data"
                 )
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            precision.step(loss, model, optimizer)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(float(loss.item()))
@@ -264,6 +265,37 @@ def _train(model, tokenizer, train: Samples, settings: FinetuneSettings, max_len
     meter.close()
     model.eval()
     return _Run(len(losses), losses, warmup, time.perf_counter() - started)
+
+
+class _Precision:
+    """Float32 training, or mixed precision for ``--dtype bfloat16``/``float16``: float32
+    master weights, the forward pass under autocast, float16 losses scaled."""
+
+    def __init__(self, settings: FinetuneSettings, device):
+        self.dtype = settings.torch_dtype
+        self.device_type = torch.device(device).type
+        self.scaler = None
+        if self.dtype == torch.float16:
+            self.scaler = torch.amp.GradScaler(self.device_type)
+
+    def autocast(self):
+        import contextlib
+
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def step(self, loss, model, optimizer) -> None:
+        if self.scaler is None:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        self.scaler.step(optimizer)
+        self.scaler.update()
 
 
 class _Progress:
@@ -325,6 +357,7 @@ def _record(run: _Run, settings: FinetuneSettings, base, minfo, task_info: dict,
             "seed": settings.seed,
             "grad_clip_norm": 1.0,
             "group_by_length": settings.group_by_length,
+            "dtype": settings.dtype,
             "allow_pickle": allow_pickle,
         },
     }

@@ -107,6 +107,8 @@ def compute_gram(model: nn.Module, tokenizer, samples, settings: GramSettings | 
         "rows": rows,
         "max_length": settings.max_length,
         "batch_size": settings.batch_size,
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "accumulator": "float64 sums of float32 products, stored in float32",
         "seconds": seconds,
         **environment_metadata(device),
     }

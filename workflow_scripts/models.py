@@ -49,6 +49,24 @@ class ModelSource:
     label_map: list[int] | None = None
 
 
+def model_class(config):
+    """The transformers class a checkpoint of ``config`` loads as (its task model)."""
+    return AutoModelForSequenceClassification._model_mapping[type(config)]
+
+
+def state_names(config) -> list[str]:
+    """The state dict keys of the task model of ``config``, in the model's order, from a model
+    built on the meta device (no memory, no weights)."""
+    with torch.device("meta"):
+        model = model_class(config)(config)
+    return list(model.state_dict())
+
+
+def body_prefix_of(config) -> str:
+    """The name the task model gives its body (``bert``, ``model``, ``transformer``)."""
+    return model_class(config).base_model_prefix
+
+
 def parse_label_map(text: str | None) -> list[int] | None:
     """``"2,0,1"`` -> [2, 0, 1]: data-set label i is model output ``map[i]``."""
     if text is None or text == "":

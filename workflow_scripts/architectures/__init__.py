@@ -30,10 +30,11 @@ functions that take a model.
 
 from __future__ import annotations
 
+from ..errors import UnsupportedArchitectureError
 from .access import *  # noqa: F401,F403
 from .access import __all__ as _access
 from .layout import *  # noqa: F401,F403
 from .layout import __all__ as _layout
 from .table import SPECS, SUPPORTED
 
-__all__ = [*_layout, *_access, "SPECS", "SUPPORTED"]
+__all__ = [*_layout, *_access, "SPECS", "SUPPORTED", "UnsupportedArchitectureError"]

@@ -146,6 +146,7 @@ class _FullFisher:
         self.fixed = {k: p.detach() for k, p in named.items() if k not in self.diff}
         self.fixed.update(dict(model.named_buffers()))
         self.dtype, self.device, acc = model_precision(model)
+        self.acc = acc
         self.fisher = {k: torch.zeros(p.shape, dtype=acc, device=self.device)
                        for k, p in self.diff.items()}
         self.emb_fisher = torch.zeros(named[self.emb_name].shape, dtype=acc, device=self.device)
@@ -172,7 +173,8 @@ class _FullFisher:
 
         self.offset["delta"] = delta
         kwargs = tree_map(lambda v: v.unsqueeze(0), inputs)
-        return functional_call(self.model, {**params, **self.fixed}, (), kwargs).logits[0]
+        out = functional_call(self.model, {**params, **self.fixed}, (), kwargs).logits[0]
+        return out.to(self.acc)  # the loss in float32 at least (half-precision models)
 
     def empirical_grads(self, params, delta, inputs, label):
         from torch.func import grad

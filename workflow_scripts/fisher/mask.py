@@ -45,6 +45,7 @@ def mask_fisher_batches(
                 nm = torch.ones(b, d.layers, d.intermediate, dtype=dtype, device=device, requires_grad=True)
             with mask_hooks(model, hm, nm, neuron_position=neuron_mask):
                 logits = model(**batch.inputs).logits
+            logits = logits.to(acc)  # the loss in float32 at least (half-precision models)
             reduction = "sum" if estimator == "per-example" else "mean"
             loss = F.cross_entropy(logits, batch.labels, reduction=reduction)
             g_head, g_neuron = torch.autograd.grad(loss, (hm, nm))

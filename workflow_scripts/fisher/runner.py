@@ -82,7 +82,7 @@ def compute_fisher(
     )
     chunk_size = settings.chunk_size
     if method == "full" and chunk_size is None:
-        chunk_size = default_chunk_size(device)
+        chunk_size = fitting_chunk_size(model, device, settings.max_memory_mb, info)
 
     def compute(show: bool):
         if method == "mask":
@@ -101,6 +101,37 @@ def compute_fisher(
         **environment_metadata(device),
     }
     return tensors, metadata
+
+
+def fitting_chunk_size(model: nn.Module, device, max_memory_mb: int | None = None,
+                       info=None) -> int:
+    """The full Fisher's chunk size: the device's default (:func:`.kinds.default_chunk_size`),
+    or fewer per-example gradients when the memory that is left holds fewer (each is one
+    copy of the body's parameters in the model's dtype).  No room for even one is a
+    :class:`FisherMemoryError` naming the model, its parameters and the bytes needed."""
+    from ..errors import FisherMemoryError
+    from ..memory import MB, available_bytes
+
+    body = [p for p in arch.body(model).parameters()]
+    params = sum(p.numel() for p in body)
+    per_example = sum(p.numel() * p.element_size() for p in body)
+    device = torch.device(device)
+    if max_memory_mb is not None:
+        left = max_memory_mb * MB
+    elif device.type == "cuda":
+        left = torch.cuda.mem_get_info(device)[0]
+    else:
+        left = available_bytes()
+    room = int(0.8 * left) // max(per_example, 1)
+    if room < 1:
+        name = getattr(info, "source", None) or model.config.model_type
+        raise FisherMemoryError(
+            f"the full Fisher of {name} needs one gradient of its {params:,} body parameters "
+            f"per example ({per_example / MB:,.0f} MB) beyond the model and its accumulators, "
+            f"but {left / MB:,.0f} MB are left; use the mask Fisher (fisher.methods: [mask], "
+            "a few numbers per layer), give the job more memory (compute.mem_mb), or set "
+            "fisher.chunk_size to force it")
+    return min(default_chunk_size(device), room)
 
 
 def timed(compute, device, progress: bool):

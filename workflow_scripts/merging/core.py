@@ -59,57 +59,56 @@ def merge_parameter(
     ``weights[j]`` broadcasts to ``tensors[j]``; elements whose weights are all
     zero get the plain average.  ``floor`` replaces w by max(w, floor).
     """
-    out_dtype = tensors[0].dtype
-    if weights is None:
-        total = torch.zeros(tensors[0].shape, dtype=torch.float64)
-        for t in tensors:
-            total.add_(t.detach().cpu().to(torch.float64))
-        return total.div_(len(tensors)).to(out_dtype)
-    if len(weights) != len(tensors):
+    if weights is not None and len(weights) != len(tensors):
         raise MergeError(f"{len(tensors)} tensors but {len(weights)} weights")
-    num = torch.zeros(tensors[0].shape, dtype=torch.float64)
-    den = None
-    for t, w in zip(tensors, weights):
-        w = torch.as_tensor(w).detach().cpu().to(torch.float64)
+    weight_of = None if weights is None else weights.__getitem__
+    return weighted_mean(lambda: iter(tensors), weight_of, floor).to(tensors[0].dtype)
+
+
+def weighted_mean(tensors, weight_of=None, floor: float = 0.0) -> torch.Tensor:
+    """sum_j w_j t_j / sum_j w_j (float64) over ``tensors()``, a fresh iterator of the models'
+    tensors each call, read one at a time (a second pass only where every weight of an
+    element is zero: those elements get the plain average).  ``weight_of(j)`` broadcasts to
+    the tensors (None: the plain average); ``floor`` replaces w by max(w, floor)."""
+    num = den = None
+    count = 0
+    for j, t in enumerate(tensors()):
+        t64 = t.detach().cpu().to(torch.float64)
+        if num is None:
+            num = torch.zeros(t64.shape, dtype=torch.float64)
+        count += 1
+        if weight_of is None:
+            num.add_(t64)
+            continue
+        w = torch.as_tensor(weight_of(j)).detach().cpu().to(torch.float64)
         if floor:
             w = w.clamp_min(floor)
-        num.addcmul_(t.detach().cpu().to(torch.float64), w)
+        num.addcmul_(t64, w)
         den = w.clone() if den is None else den + w
+    if weight_of is None:
+        return num.div_(count)
     zero = den == 0
     merged = num / torch.where(zero, torch.ones_like(den), den)
     if bool(zero.any()):
-        plain = merge_parameter(tensors, None).to(torch.float64)
-        merged = torch.where(zero, plain, merged)
-    return merged.to(out_dtype)
+        merged = torch.where(zero, weighted_mean(tensors), merged)
+    return merged
 
 
 def merge_bodies(
     bodies: list[dict[str, torch.Tensor]],
     weights: list[dict[str, torch.Tensor]] | None = None,
     floor: float = 0.0,
-    inplace: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Merge body state dicts (checked: :func:`.checks.check_bodies`) parameter by parameter.
-
-    ``weights`` is one dict per body (same keys, tensors broadcastable to each
-    parameter) or None for plain averaging.  Non-floating tensors (integer
-    buffers, equal in every body) are kept.  With ``inplace`` the merged values are
-    copied into every body's tensors (which share storage with their models'
-    parameters) and ``bodies[0]`` is returned, so no second copy of the body is held.
-    """
+    """The weighted average of body state dicts (checked: :func:`.checks.check_bodies`),
+    parameter by parameter: ``weights`` one dict per body (tensors broadcastable to each
+    parameter) or None for plain averaging; non-floating tensors (integer buffers, equal in
+    every body) are kept."""
     merged: dict[str, torch.Tensor] = {}
     for name, ref in bodies[0].items():
         tensors = [b[name] for b in bodies]
         if not ref.is_floating_point():
-            value = ref
+            merged[name] = ref
         else:
             w = None if weights is None else [ws[name] for ws in weights]
-            value = merge_parameter(tensors, w, floor)
-        if inplace:
-            with torch.no_grad():
-                for t in tensors:
-                    t.copy_(value)
-            merged[name] = tensors[0]
-        else:
-            merged[name] = value
+            merged[name] = merge_parameter(tensors, w, floor)
     return merged

@@ -17,9 +17,9 @@ import zlib
 
 import torch
 
+from . import ties
 from .task_arithmetic import combine
-from .taskvectors import option, task_vectors
-from .ties import ties_combine
+from .taskvectors import option, rebase, task_vector
 
 
 def drop_and_rescale(tau: torch.Tensor, p: float, seed: int, j: int, name: str) -> torch.Tensor:
@@ -28,15 +28,20 @@ def drop_and_rescale(tau: torch.Tensor, p: float, seed: int, j: int, name: str) 
     return torch.where(keep, tau / (1.0 - p), torch.zeros_like(tau))
 
 
-def merged(inputs) -> dict[str, torch.Tensor]:
-    p, seed = option(inputs, "dare_p"), option(inputs, "seed")
+def dropped(ctx, j: int, name: str) -> torch.Tensor:
+    """Model j's task vector of ``name``, dropped and rescaled (reproducibly)."""
+    return drop_and_rescale(task_vector(ctx, j, name), option(ctx, "dare_p"), option(ctx, "seed"),
+                            j, name)
 
-    def vectors(name):
-        return [drop_and_rescale(t, p, seed, j, name)
-                for j, t in enumerate(task_vectors(inputs, name))]
 
-    scale = option(inputs, "lam")
-    if option(inputs, "dare_combine") == "ties":
-        return ties_combine(inputs, vectors, k=option(inputs, "ties_k"),
-                            scope=option(inputs, "ties_scope"), scale=scale)
-    return combine(inputs, vectors, scale)
+def prepare(ctx) -> None:
+    if option(ctx, "dare_combine") == "ties":
+        ties.prepare_thresholds(ctx, dropped, option(ctx, "ties_k"), option(ctx, "ties_scope"))
+
+
+def tensor(ctx, name: str) -> torch.Tensor:
+    scale = option(ctx, "lam")
+    if option(ctx, "dare_combine") == "ties":
+        mean = ties.disjoint_mean(ctx, name, dropped, option(ctx, "ties_k"))
+        return rebase(ctx, name, mean, scale)
+    return combine(ctx, name, dropped, scale)

@@ -1,22 +1,30 @@
-"""Merging checkpoints on disk: check the request, load the models and artifacts, merge,
-write one ``save_pretrained`` checkpoint per model (its own head and tokenizer)
-atomically, and evaluate the merged models in the same process if asked."""
+"""Merging checkpoints on disk: check the request, open the models, the base and the
+artifacts as files, stream the merge (:mod:`.stream`) into one ``save_pretrained``
+checkpoint per model (its own head, config and tokenizer) written atomically, and
+evaluate the merged models, one at a time, in the same process if asked.
+
+Memory does not grow with the number of models: every tensor is read when the merge
+needs it and written as soon as it is merged.
+"""
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..errors import MergeError
+from ..artifacts import verify_artifact
+from ..errors import MergeError, ModelLoadError
 from ..io import atomic_path, sha256_file
-from ..models import load_model, save_checkpoint
 from ..settings import EvaluateSettings, MergeSettings
 from . import registry
 from .card import add_scores, write_card
-from .merge import apply_merge, merge_settings, prepare_inputs
-from .sources import MergeSources, check_model, check_sources, load_artifact
+from .engine import MergeContext, merged_tensors
+from .merge import merge_settings
+from .sources import MergeSources, check_kind, check_model, check_sources
+from .stream import BodyFiles, FileSources, ModelFacts, check_files, local_directory, write_merged
 
 log = logging.getLogger(__name__)
 
@@ -25,22 +33,6 @@ def _common(values: list):
     """The value all entries share, else the list (n or seed of the Fisher files)."""
     values = list(values)
     return values[0] if len(set(map(str, values))) == 1 else values
-
-
-def load_base(source: str, allow_pickle: bool = False):
-    """The body of the pre-trained model (task-vector methods); every body weight must load."""
-    model, _, info = load_model(source, allow_pickle=allow_pickle)
-    from .. import architectures as arch
-
-    prefix = arch.body_prefix(model)
-    missing = [k for k in info.newly_initialised if k.startswith(prefix)]
-    if missing:
-        raise MergeError(
-            f"base model {source!r} lacks body weights {', '.join(missing[:3])}"
-            f"{' ...' if len(missing) > 3 else ''}; it is not the pre-trained model of these "
-            "checkpoints (set the family's base to the model they were fine-tuned from)"
-        )
-    return arch.body_state(model), info
 
 
 @dataclass
@@ -77,20 +69,21 @@ class MergeEvaluation:
 
 
 @dataclass
-class Loaded:
-    """The loaded inputs of a merge."""
+class Opened:
+    """A merge's inputs, opened as files (no weights loaded)."""
 
-    models: list  # (model, tokenizer, info) per input
-    artifacts: list | None  # one tensor dict per model, or None
+    facts: list[ModelFacts]
+    models: list[BodyFiles]
+    base: BodyFiles | None
+    base_facts: ModelFacts | None
     records: list[dict]  # per artifact: path, sha256 and metadata
-    base_body: dict | None
-    base_info: object | None
+    workdir: tempfile.TemporaryDirectory | None = None  # pickle checkpoints converted here
 
 
 def merge_models(sources: MergeSources | list[str], out_dir=None,
                  settings: MergeSettings | str | None = None, *,
                  evaluation: MergeEvaluation | None = None, **fields_) -> list[Path]:
-    """Check, load, merge and write one checkpoint per model under ``out_dir`` (atomically).
+    """Check, open, merge and write one checkpoint per model under ``out_dir`` (atomically).
 
     ``sources`` (:class:`MergeSources`, or the model list with its other fields by name),
     ``settings`` (:class:`MergeSettings` or a method name, with its settings by name:
@@ -98,7 +91,7 @@ def merge_models(sources: MergeSources | list[str], out_dir=None,
     fingerprint) and, when ``tasks`` names each model's task, on that task; otherwise a
     :class:`FisherProvenanceError`, unless ``allow_fisher_mismatch`` (a warning).  Each
     checkpoint directory gets ``merge.json`` and a model card ``README.md`` (:mod:`.card`).
-    ``out_dir`` None writes no checkpoint (then give ``evaluation``); ``evaluation`` also
+    ``out_dir`` None keeps no checkpoint (then give ``evaluation``); ``evaluation`` also
     evaluates each merged model on its task (:class:`MergeEvaluation`), the scores going
     into the model cards.  Returns the checkpoint directories (or, without ``out_dir``, the
     evaluation files).
@@ -110,74 +103,120 @@ def merge_models(sources: MergeSources | list[str], out_dir=None,
                               fields_)
     if out_dir is None and evaluation is None:
         raise MergeError("nothing to write: give an output directory (--out) or --eval-out")
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise MergeError(f"--out {out_dir} exists and is not a directory; remove it or choose "
+                         "another output directory")
     names = check_sources(sources, settings)
     if evaluation is not None:
         evaluation.check(len(sources.models))
-    loaded = load_inputs(sources, settings)
-    compute_merge(loaded, sources, settings)
-    recipe = merge_recipe(loaded, sources, settings, names)
-    return write_outputs(loaded, names, recipe, out_dir, evaluation)
+    opened = open_inputs(sources, settings)
+    try:
+        recipe = merge_recipe(opened, sources, settings, names)
+        return write_outputs(opened, sources, settings, names, recipe, out_dir, evaluation)
+    finally:
+        if opened.workdir is not None:
+            opened.workdir.cleanup()
 
 
-def load_inputs(sources: MergeSources, settings: MergeSettings) -> Loaded:
-    """The models, the base's body and the artifacts, each artifact checked against its
-    model."""
+def model_facts(source: str, revision: str | None, allow_pickle: bool, label_map,
+                workdir) -> ModelFacts:
+    """A checkpoint's local files, fingerprint and config, without its weights; a checkpoint
+    with pickle weights only (``allow_pickle``) is converted to safetensors first."""
+    from transformers import AutoConfig
+
+    from ..models import fingerprint
+
+    directory, resolved = local_directory(source, revision, allow_pickle)
+    if not any(directory.glob("*.safetensors")):
+        if not allow_pickle:
+            raise ModelLoadError(
+                f"model {source!r} has no .safetensors weights; pickle weights are refused unless "
+                "you opt in (--allow-pickle / allow_pickle: true), or convert the checkpoint")
+        directory = convert_pickle(source, directory, workdir)
+    try:
+        config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read the config of model {source!r}: {exc}") from None
+    from .. import architectures as arch
+
+    arch.spec_for(config)  # an unsupported architecture: a clear error before any tensor
+    return ModelFacts(source, Path(directory), resolved or revision,
+                      fingerprint(source, revision), config, label_map)
+
+
+def convert_pickle(source: str, directory: Path, workdir) -> Path:
+    """Pickle weights re-saved as safetensors in ``workdir`` (one model in memory at a time)."""
+    from ..models import load_model, save_checkpoint
+
+    log.info("converting the pickle weights of %s to safetensors", source)
+    model, tokenizer, _ = load_model(str(directory), allow_pickle=True)
+    out = Path(workdir.name) / f"converted-{len(list(Path(workdir.name).iterdir()))}"
+    save_checkpoint(model, tokenizer, out)
+    del model
+    return out
+
+
+def open_inputs(sources: MergeSources, settings: MergeSettings) -> Opened:
+    """The models, the base and the artifacts as files, checked against each other: the
+    bodies (architecture, names, shapes, dimensions, buffers), each artifact's checksum,
+    values and recorded model."""
+    from ..models import body_prefix_of, state_names
+
     maps, revisions = sources.per_model("label_maps"), sources.per_model("revisions")
-    models = []
-    for j, source in enumerate(sources.models):
-        log.info("loading %s", source)
-        models.append(load_model(source, revision=revisions[j], allow_pickle=sources.allow_pickle,
-                                 label_map=maps[j]))
-    base_body = base_info = None
+    workdir = tempfile.TemporaryDirectory(prefix="merge-convert-") if sources.allow_pickle else None
+    facts = [model_facts(src, revisions[j], sources.allow_pickle, maps[j], workdir)
+             for j, src in enumerate(sources.models)]
+    prefix, order = body_prefix_of(facts[0].config), state_names(facts[0].config)
+    models = [BodyFiles(f.directory, prefix, repr(f.source), order) for f in facts]
+    base = base_facts = None
     if registry.method(settings.method).needs_base:
-        log.info("loading the base model %s", sources.base)
-        base_body, base_info = load_base(str(sources.base), allow_pickle=sources.allow_pickle)
-    artifacts, records = None, []
-    if registry.method(settings.method).artifact is not None:
-        artifacts = []
-        for j, path in enumerate(sources.artifacts):
-            label = repr(sources.models[j])
-            tensors, metadata = load_artifact(path, settings.method, label)
-            check_model(path, metadata, models[j][2], label, sources.allow_fisher_mismatch)
-            artifacts.append(tensors)
-            records.append({"path": str(path), "sha256": sha256_file(path), "metadata": metadata})
-    return Loaded(models, artifacts, records, base_body, base_info)
+        base_facts = model_facts(str(sources.base), None, sources.allow_pickle, None, workdir)
+        base = BodyFiles(base_facts.directory, prefix, f"base model {str(sources.base)!r}", order)
+    check_files(models, facts, base, f"base model {str(sources.base)!r}")
+    records = []
+    kind = registry.method(settings.method).artifact
+    for j, path in enumerate(sources.artifacts or [] if kind is not None else []):
+        label = repr(sources.models[j])
+        what = "Gram" if kind == registry.GRAM else "Fisher"
+        metadata = verify_artifact(path, f"{what} artifact", "gram" if what == "Gram" else "fisher")
+        check_kind(path, metadata.get("method"), settings.method, label)
+        check_model(path, metadata, facts[j], label, sources.allow_fisher_mismatch)
+        records.append({"path": str(path), "sha256": sha256_file(path), "metadata": metadata})
+    return Opened(facts, models, base, base_facts, records, workdir)
 
 
-def compute_merge(loaded: Loaded, sources: MergeSources, settings: MergeSettings) -> None:
-    """Merge the loaded models' bodies in place (their heads untouched)."""
+def merge_context(opened: Opened, sources: MergeSources, settings: MergeSettings) -> MergeContext:
+    from .. import architectures as arch
+
     kind = registry.method(settings.method).artifact
     labels = [repr(m) for m in sources.models]
-    artifact_labels = None
+    artifact_labels = []
     if kind is not None:
         noun = "file" if kind == registry.GRAM else "Fisher file"
         artifact_labels = [f"{kind} {noun} {path} (for {labels[j]})"
                            for j, path in enumerate(sources.artifacts)]
-    log.info("merging %d models (%s%s)", len(sources.models), settings.method,
-             f", {settings.scheme} scheme" if registry.method(settings.method).takes_scheme else "")
-    inputs = prepare_inputs([m for m, _, _ in loaded.models], settings, loaded.artifacts,
-                            base=loaded.base_body, labels=labels, artifact_labels=artifact_labels,
-                            base_label=f"base model {str(sources.base)!r}")
-    apply_merge(inputs)
-    loaded.artifacts = None  # the Fisher tensors are no longer needed
+    config = opened.facts[0].config
+    files = FileSources(opened.models, opened.base, sources.artifacts if kind is not None else None)
+    return MergeContext(spec=arch.spec_for(config), dims=arch.dims(config), settings=settings,
+                        sources=files, labels=labels, artifact_labels=artifact_labels)
 
 
-def merge_recipe(loaded: Loaded, sources: MergeSources, settings: MergeSettings,
+def merge_recipe(opened: Opened, sources: MergeSources, settings: MergeSettings,
                  names: list[str]) -> dict:
     """``merge.json``'s fields shared by every merged checkpoint."""
-    records = loaded.records
+    records = opened.records
     inputs = [
         {
             "name": names[j],
-            "source": info.source,
-            "revision": info.revision,
-            "fingerprint": info.fingerprint,
-            "model_type": info.model_type,
-            "num_labels": info.num_labels,
-            "label_map": info.label_map,
+            "source": f.source,
+            "revision": f.revision,
+            "fingerprint": f.fingerprint,
+            "model_type": f.model_type,
+            "num_labels": f.num_labels,
+            "label_map": f.label_map,
             "fisher": records[j]["path"] if records else None,
         }
-        for j, (_, _, info) in enumerate(loaded.models)
+        for j, f in enumerate(opened.facts)
     ]
     metas = [r["metadata"] for r in records]
     recipe = {
@@ -190,64 +229,74 @@ def merge_recipe(loaded: Loaded, sources: MergeSources, settings: MergeSettings,
         "fisher_files": records,
         "workflow_scripts_version": __version__,
     }
-    if loaded.base_info is not None:
-        recipe["base"] = {"source": loaded.base_info.source,
-                          "fingerprint": loaded.base_info.fingerprint}
+    if opened.base_facts is not None:
+        recipe["base"] = {"source": opened.base_facts.source,
+                          "fingerprint": opened.base_facts.fingerprint}
     return recipe
 
 
-def write_outputs(loaded: Loaded, names: list[str], recipe: dict, out_dir,
+def write_outputs(opened: Opened, sources: MergeSources, settings: MergeSettings,
+                  names: list[str], recipe: dict, out_dir,
                   evaluation: MergeEvaluation | None) -> list[Path]:
-    """Write the merged checkpoints (when ``out_dir``) and evaluate them (when
-    ``evaluation``); returns the checkpoints, else the evaluation files."""
-    written, evals = [], []
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        with atomic_path(out_dir) as tmp:
+    """Stream the merge into the checkpoints (under ``out_dir``, or a temporary folder when
+    only evaluated) and evaluate them; returns the checkpoints, else the evaluation files."""
+    kind = registry.method(settings.method)
+    log.info("merging %d models (%s%s), one tensor at a time", len(sources.models),
+             settings.method, f", {settings.scheme} scheme" if kind.takes_scheme else "")
+    scratch = None
+    if out_dir is None:
+        scratch = tempfile.TemporaryDirectory(prefix=".merged-", dir=Path(evaluation.splits[0].out_dir).parent)
+    target = Path(out_dir) if out_dir is not None else Path(scratch.name) / "merged"
+    try:
+        with atomic_path(target) as tmp:
             tmp.mkdir()
-            checkpoints = []
-            for j, (model, tokenizer, info) in enumerate(loaded.models):
-                save_checkpoint(model, tokenizer, tmp / names[j])
-                write_card(tmp / names[j], dict(recipe, model_index=j, name=names[j],
-                                                head_of=info.source))
-                written.append(out_dir / names[j])
-                # (final path, the files as written): the evaluation's model and fingerprint
-                checkpoints.append((str(out_dir / names[j]), str(tmp / names[j])))
+            ctx = merge_context(opened, sources, settings)
+            dirs = [tmp / name for name in names]
+            write_merged(merged_tensors(ctx), opened.models, opened.facts, dirs,
+                         ctx.sources.dtypes, settings.max_shard_mb << 20)
+            for j, (name, fact) in enumerate(zip(names, opened.facts)):
+                write_card(tmp / name, dict(recipe, model_index=j, name=name, head_of=fact.source))
+            evals = []
             if evaluation is not None:  # before the rename, while the written files are at hand
-                evals = evaluate_merged(loaded.models, names, evaluation, checkpoints)
-        log.info("wrote %s", ", ".join(str(p) for p in written))
-    elif evaluation is not None:
-        evals = evaluate_merged(loaded.models, names, evaluation, None)
-    if evaluation is not None:
-        log.info("wrote %s", ", ".join(str(p) for p in evals))
-    return written or evals
+                final = [str(target / n) if out_dir is not None else None for n in names]
+                evals = evaluate_merged(dirs, final, names, evaluation, out_dir is not None)
+        if out_dir is not None:
+            log.info("wrote %s", ", ".join(str(target / n) for n in names))
+        if evals:
+            log.info("wrote %s", ", ".join(str(p) for p in evals))
+        return [target / n for n in names] if out_dir is not None else evals
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
 
 
-def evaluate_merged(models, names, evaluation: MergeEvaluation, checkpoints) -> list[Path]:
+def evaluate_merged(dirs: list[Path], final: list[str | None], names: list[str],
+                    evaluation: MergeEvaluation, keep: bool) -> list[Path]:
     """One evaluation JSON per merged model and split (each split's directory written as a
-    whole); the validation scores go into the model cards of written checkpoints."""
+    whole), loading one merged model at a time; with ``keep`` (the checkpoints are kept) the
+    validation scores go into their model cards."""
     import contextlib
 
     from ..data import read_samples
     from ..devices import resolve_device
     from ..evaluate import EvalRecord, evaluate_loaded
     from ..models import fingerprint as checkpoint_fingerprint
+    from ..models import load_model
 
-    infos = evaluation.task_infos or [None] * len(models)
+    infos = evaluation.task_infos or [None] * len(dirs)
     device = resolve_device(evaluation.settings.device)
     written = []
     with contextlib.ExitStack() as stack:
         tmps = [stack.enter_context(atomic_path(split.out_dir)) for split in evaluation.splits]
         for tmp in tmps:
             tmp.mkdir()
-        for j, (model, tokenizer, _) in enumerate(models):
-            name = names[j]
-            ckpt = checkpoints[j] if checkpoints else None
-            model.to(device)
+        for j, name in enumerate(names):
+            model, tokenizer, _ = load_model(str(dirs[j]), device=device,
+                                             dtype=evaluation.settings.torch_dtype)
             for split, tmp in zip(evaluation.splits, tmps):
                 samples = read_samples(split.data[j], nonempty=True)
-                record = EvalRecord(ckpt[0] if ckpt else f"merge of {name}", str(split.data[j]),
-                                    checkpoint_fingerprint(ckpt[1]) if ckpt else None)
+                record = EvalRecord(final[j] if keep else f"merge of {name}", str(split.data[j]),
+                                    checkpoint_fingerprint(str(dirs[j])) if keep else None)
                 context = dict(evaluation.context, task=name)
                 if split.name != "validation":
                     context["split"] = split.name
@@ -257,6 +306,7 @@ def evaluate_merged(models, names, evaluation: MergeEvaluation, checkpoints) -> 
                     progress=evaluation.progress,
                 )
                 written.append(Path(split.out_dir) / f"{name}.json")
-                if ckpt and split.name == "validation":  # the model card's scores
-                    add_scores(ckpt[1], name, result["metrics"])
+                if keep and split.name == "validation":  # the model card's scores
+                    add_scores(dirs[j], name, result["metrics"])
+            del model
     return written

@@ -14,13 +14,15 @@ import torch
 
 from .. import architectures as arch
 from ..errors import MergeError
+from .core import weighted_mean
 from .schemes import scheme as get_scheme
 
 
 def check_mask_fisher(
-    fisher: dict[str, torch.Tensor], dims: arch.Dims, label: str = "mask Fisher"
+    fisher: dict, dims: arch.Dims, label: str = "mask Fisher"
 ) -> None:
-    """``head`` is [layers, heads] and ``neuron`` is [layers, intermediate]."""
+    """``head`` is [layers, heads] and ``neuron`` is [layers, intermediate] (``fisher``: the
+    tensors or their shapes, by name)."""
     expected = {
         "head": (dims.layers, dims.heads),
         "neuron": (dims.layers, dims.intermediate),
@@ -30,9 +32,10 @@ def check_mask_fisher(
             raise MergeError(
                 f"{label} has no {key!r} tensor (has {sorted(fisher)}); is it a mask Fisher?"
             )
-        if tuple(fisher[key].shape) != shape:
+        got = tuple(getattr(fisher[key], "shape", fisher[key]))
+        if got != shape:
             raise MergeError(
-                f"{label}: {key!r} has shape {tuple(fisher[key].shape)} but the models "
+                f"{label}: {key!r} has shape {got} but the models "
                 f"need {shape} ([layers, {'heads' if key == 'head' else 'intermediate'}]); "
                 "it was computed for a different model"
             )
@@ -195,8 +198,22 @@ def mask_weights(
     return weights
 
 
-def weights(inputs) -> list[dict[str, torch.Tensor]]:
-    for j, f in enumerate(inputs.artifacts):  # all shapes checked before any arithmetic
-        check_mask_fisher(f, inputs.dims, inputs.artifact_labels[j])
-    fishers = ones_where_all_zero(inputs.artifacts)
-    return [mask_weights(inputs.spec, inputs.dims, inputs.shapes, f, inputs.scheme) for f in fishers]
+def check(ctx) -> None:
+    """Every model's mask Fisher has its head and neuron tensors (before any arithmetic)."""
+    for j in range(ctx.count):
+        check_mask_fisher(ctx.artifact_shapes(j), ctx.dims, ctx.artifact_labels[j])
+
+
+def prepare(ctx) -> None:
+    """The cross-model zero rule, then each model's weights (small: one value per row,
+    column or parameter, broadcastable to it)."""
+    fishers = ones_where_all_zero([{k: ctx.artifact(j, k) for k in ("head", "neuron")}
+                                   for j in range(ctx.count)])
+    ctx.state["weights"] = [mask_weights(ctx.spec, ctx.dims, ctx.shapes, f, ctx.settings.scheme)
+                            for f in fishers]
+
+
+def tensor(ctx, name: str):
+    weights = ctx.state["weights"]
+    return weighted_mean(lambda: ctx.models(name), lambda j: weights[j][name],
+                         ctx.settings.floor)

@@ -1,49 +1,18 @@
-"""Merge loaded models in place: checks, the method's weights or merged body, the arithmetic.
-
-The method's module (named by the registry) gives either ``weights(inputs)``
-(one weight dict per model, for the weighted average of :mod:`.core`) or
-``merged(inputs)`` (the merged floating-point body tensors, for methods that are
-not a weighted average: task vectors, RegMean), so a new method never falls
-into another method's branch.
-"""
+"""Merge loaded models in place: the request and bodies checked, then the engine's merge
+(:mod:`.engine`) over the bodies in memory, copied into every model's body; heads are
+left alone.  The library's in-memory path (the ``merge`` command streams from files:
+:mod:`.stream`)."""
 
 from __future__ import annotations
-
-import importlib
-from dataclasses import dataclass, field
 
 import torch
 
 from .. import architectures as arch
-from ..errors import MergeError
 from ..settings import MergeSettings
 from . import registry
 from .checks import check_bodies, check_request
-from .core import check_compatible, merge_bodies
-
-
-@dataclass
-class MergeInputs:
-    """What a method's ``weights(inputs)`` or ``merged(inputs)`` may read."""
-
-    spec: arch.ArchSpec
-    dims: arch.Dims
-    shapes: dict[str, torch.Size]  # the body's floating-point parameters
-    labels: list[str]  # the models, for messages
-    artifacts: list[dict[str, torch.Tensor]] | None  # one per model (e.g. a Fisher)
-    artifact_labels: list[str]  # the artifacts, for messages
-    settings: MergeSettings  # the method, its scheme and hyper-parameters
-    bodies: list[dict[str, torch.Tensor]] = field(default_factory=list)  # the models' bodies
-    base: dict[str, torch.Tensor] | None = None  # the pre-trained body (task-vector methods)
-
-    @property
-    def scheme(self) -> str:
-        return self.settings.scheme
-
-
-def method_module(name: str):
-    """The module computing the weights of merge method ``name``."""
-    return importlib.import_module(f"{__package__}.{registry.method(name).module}")
+from .core import check_compatible
+from .engine import MemorySources, MergeContext, merged_tensors
 
 
 def merge_settings(settings, overrides: dict) -> MergeSettings:
@@ -81,50 +50,21 @@ def merge_loaded(
     labels = labels or [f"model {j}" for j in range(len(models))]
     check_request(settings, len(models), None if artifacts is None else len(artifacts),
                   base is not None)
-    inputs = prepare_inputs(models, settings, artifacts, base=base, labels=labels,
-                            artifact_labels=artifact_labels, base_label=base_label)
-    apply_merge(inputs)
-
-
-def prepare_inputs(models: list, settings: MergeSettings, artifacts, *, base, labels,
-                   artifact_labels, base_label: str) -> MergeInputs:
-    """The :class:`MergeInputs` of loaded models, their bodies checked against each other
-    (and against the base)."""
-    specs = [arch.spec_for(m) for m in models]
     bodies = [arch.body_state(m) for m in models]
-    all_dims = [arch.dims(m) for m in models]
-    check_bodies(bodies, labels, [s.model_type for s in specs], all_dims)
+    check_bodies(bodies, labels, [arch.spec_for(m).model_type for m in models],
+                 [arch.dims(m) for m in models])
     base_body = None
     if base is not None and registry.method(settings.method).needs_base:
         base_body = base if isinstance(base, dict) else arch.body_state(base)
         check_compatible([base_body, bodies[0]], [base_label, labels[0]])
     kind = registry.method(settings.method).artifact
-    return MergeInputs(
-        spec=specs[0],
-        dims=all_dims[0],
-        shapes={k: v.shape for k, v in bodies[0].items() if v.is_floating_point()},
+    ctx = MergeContext(
+        spec=arch.spec_for(models[0]), dims=arch.dims(models[0]), settings=settings,
+        sources=MemorySources(bodies, base_body, artifacts if kind is not None else None),
         labels=labels,
-        artifacts=artifacts if kind is not None else None,
         artifact_labels=artifact_labels or [f"{kind} Fisher of {label}" for label in labels],
-        settings=settings,
-        bodies=bodies,
-        base=base_body,
     )
-
-
-def apply_merge(inputs: MergeInputs) -> None:
-    """Compute the method's merge of checked inputs and copy it into every body."""
-    module = method_module(inputs.settings.method)
-    if hasattr(module, "merged"):
-        merged = module.merged(inputs)
-        if set(merged) != set(inputs.shapes):
-            raise MergeError(f"merge method {inputs.settings.method!r} returned parameters "
-                             f"{sorted(merged)[:3]}... instead of the body's floating-point "
-                             "parameters")
-        with torch.no_grad():
-            for name, value in merged.items():
-                for body in inputs.bodies:
-                    body[name].copy_(value)
-        return
-    weights = module.weights(inputs)
-    merge_bodies(inputs.bodies, weights, floor=inputs.settings.floor, inplace=True)
+    with torch.no_grad():  # a parameter's merge reads only that parameter: copy as they come
+        for name, value in merged_tensors(ctx):
+            for body in bodies:
+                body[name].copy_(value)

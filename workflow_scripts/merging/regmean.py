@@ -21,7 +21,7 @@ import torch
 
 from .. import architectures as arch
 from ..errors import MergeError
-from .core import merge_parameter
+from .core import weighted_mean
 from .taskvectors import f64, option
 
 log = logging.getLogger(__name__)
@@ -33,19 +33,19 @@ def weight_kind(spec: arch.ArchSpec | None, name: str) -> str:
     return arch.LINEAR if spec is None else arch.weight_kind(spec, name)
 
 
-def check_grams(grams: dict[str, torch.Tensor], shapes: dict[str, torch.Size], label: str,
+def check_grams(grams: dict[str, tuple], shapes: dict[str, tuple], label: str,
                 spec: arch.ArchSpec | None = None) -> None:
     """One [in, in] Gram per linear weight of the body ([out, in]; Conv1D: [in, out]), and
-    nothing else."""
+    nothing else (``grams``: the Grams' shapes, by name)."""
     for name, gram in grams.items():
         if name not in shapes:
             raise MergeError(f"{label} has a Gram for {name!r}, which is not a body parameter of "
                              "the models; it was computed for a different model")
-        shape = shapes[name]
+        shape = tuple(shapes[name])
         d = shape[0 if weight_kind(spec, name) == arch.CONV1D else -1] if len(shape) == 2 else None
-        if len(shape) != 2 or tuple(gram.shape) != (d, d):
-            raise MergeError(f"{label}: Gram {name!r} has shape {tuple(gram.shape)} but the "
-                             f"models' weight {name!r} has shape {tuple(shape)} (needs "
+        if len(shape) != 2 or tuple(gram) != (d, d):
+            raise MergeError(f"{label}: Gram {name!r} has shape {tuple(gram)} but the "
+                             f"models' weight {name!r} has shape {shape} (needs "
                              f"[{d}, {d}])")
 
 
@@ -55,37 +55,40 @@ def regularise(gram: torch.Tensor, alpha: float) -> torch.Tensor:
     return alpha * g + (1.0 - alpha) * torch.diag(torch.diagonal(g))
 
 
-def solve(weights: list[torch.Tensor], grams: list[torch.Tensor], alpha: float,
-          name: str = "", kind: str = arch.LINEAR) -> torch.Tensor:
-    """The RegMean weight from the models' weights and Grams [in, in]: weights [out, in]
-    (``kind`` arch.LINEAR) or [in, out] (arch.CONV1D, solved as they are)."""
+def solve(weights, grams, alpha: float, name: str = "", kind: str = arch.LINEAR) -> torch.Tensor:
+    """The RegMean weight (float64) from the models' weights and Grams [in, in] (iterables,
+    read one model at a time): weights [out, in] (``kind`` arch.LINEAR) or [in, out]
+    (arch.CONV1D, solved as they are)."""
     conv1d = kind == arch.CONV1D
-    regs = [regularise(g, alpha) for g in grams]
-    lhs = sum(regs)
-    rhs = sum(r @ (f64(w) if conv1d else f64(w).T) for r, w in zip(regs, weights))
+    lhs = rhs = 0
+    for w, g in zip(weights, grams):
+        reg = regularise(g, alpha)
+        lhs = lhs + reg
+        rhs = rhs + reg @ (f64(w) if conv1d else f64(w).T)
     try:
         merged_t = torch.linalg.solve(lhs, rhs)
     except RuntimeError:  # singular: least-norm least squares
         log.warning("RegMean: the Gram sum of %s is singular; using the least-norm solution", name)
         merged_t = torch.linalg.lstsq(lhs, rhs, driver="gelsd").solution
-    return (merged_t if conv1d else merged_t.T).to(weights[0].dtype)
+    return merged_t if conv1d else merged_t.T
 
 
-def merged(inputs) -> dict[str, torch.Tensor]:
-    alpha = option(inputs, "regmean_alpha")
-    for j, grams in enumerate(inputs.artifacts):
-        check_grams(grams, inputs.shapes, inputs.artifact_labels[j], inputs.spec)
-    covered = [set(g) for g in inputs.artifacts]
+def check(ctx) -> None:
+    covered = []
+    for j in range(ctx.count):
+        shapes = ctx.artifact_shapes(j)
+        check_grams(shapes, ctx.shapes, ctx.artifact_labels[j], ctx.spec)
+        covered.append(set(shapes))
     for j in range(1, len(covered)):
         if covered[j] != covered[0]:
-            raise MergeError(f"{inputs.artifact_labels[0]} and {inputs.artifact_labels[j]} hold "
+            raise MergeError(f"{ctx.artifact_labels[0]} and {ctx.artifact_labels[j]} hold "
                              "Grams of different layers")
-    out = {}
-    for name in inputs.shapes:
-        tensors = [body[name] for body in inputs.bodies]
-        if name in covered[0]:
-            out[name] = solve(tensors, [g[name] for g in inputs.artifacts], alpha, name,
-                              weight_kind(inputs.spec, name))
-        else:
-            out[name] = merge_parameter(tensors)
-    return out
+    ctx.state["covered"] = covered[0]
+
+
+def tensor(ctx, name: str) -> torch.Tensor:
+    if name in ctx.state["covered"]:
+        grams = (ctx.artifact(j, name) for j in range(ctx.count))
+        return solve(ctx.models(name), grams, option(ctx, "regmean_alpha"), name,
+                     weight_kind(ctx.spec, name))
+    return weighted_mean(lambda: ctx.models(name))

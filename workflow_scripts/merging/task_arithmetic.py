@@ -8,18 +8,15 @@ With lambda = 1/M (M models) it is the plain average.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-from .taskvectors import option, rebase, task_vectors
+from .taskvectors import VectorFn, option, rebase, summed, task_vector
 
 
-def combine(inputs, vectors: Callable[[str], list[torch.Tensor]], scale: float) -> dict[str, torch.Tensor]:
-    """theta_base + scale * sum_j tau_j, one parameter at a time (``vectors(name)``: the taus)."""
-    return {name: rebase(inputs, name, torch.stack(vectors(name)).sum(dim=0), scale)
-            for name in inputs.shapes}
+def combine(ctx, name: str, vector: VectorFn, scale: float) -> torch.Tensor:
+    """theta_base + scale * sum_j vector(j) of parameter ``name``."""
+    return rebase(ctx, name, summed(ctx, name, vector), scale)
 
 
-def merged(inputs) -> dict[str, torch.Tensor]:
-    return combine(inputs, lambda name: task_vectors(inputs, name), option(inputs, "lam"))
+def tensor(ctx, name: str) -> torch.Tensor:
+    return combine(ctx, name, task_vector, option(ctx, "lam"))

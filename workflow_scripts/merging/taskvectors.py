@@ -1,33 +1,44 @@
 """Task vectors: tau_j = theta_j - theta_base over the body's floating-point parameters.
 
 Shared by the task-vector methods (:mod:`.task_arithmetic`, :mod:`.ties`,
-:mod:`.dare`).  The arithmetic is float64, one parameter at a time, and the
-result is cast back to the parameter's dtype.
+:mod:`.dare`).  The arithmetic is float64, one parameter and one model at a time;
+:mod:`.engine` casts the result back to the parameter's dtype.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
+# (ctx, j, name) -> model j's (possibly transformed) task vector of ``name``, float64
+VectorFn = Callable[[object, int, str], torch.Tensor]
 
 
 def f64(t: torch.Tensor) -> torch.Tensor:
     return t.detach().cpu().to(torch.float64)
 
 
-def task_vectors(inputs, name: str) -> list[torch.Tensor]:
-    """tau_j of parameter ``name`` for every model (float64)."""
-    base = f64(inputs.base[name])
-    return [f64(body[name]) - base for body in inputs.bodies]
+def task_vector(ctx, j: int, name: str) -> torch.Tensor:
+    """tau_j of parameter ``name`` (float64)."""
+    return f64(ctx.sources.model(j, name)) - f64(ctx.base(name))
 
 
-def rebase(inputs, name: str, delta: torch.Tensor, lam: float) -> torch.Tensor:
-    """theta_base + lam * delta, in the parameter's dtype."""
-    base = inputs.base[name]
-    return (f64(base) + lam * delta).to(inputs.bodies[0][name].dtype)
+def summed(ctx, name: str, vector: VectorFn = task_vector) -> torch.Tensor:
+    """sum_j vector(j), one model at a time."""
+    total = None
+    for j in range(ctx.count):
+        tau = vector(ctx, j, name)
+        total = tau if total is None else total.add_(tau)
+    return total
 
 
-def option(inputs, key: str):
+def rebase(ctx, name: str, delta: torch.Tensor, lam: float) -> torch.Tensor:
+    """theta_base + lam * delta (float64)."""
+    return f64(ctx.base(name)) + lam * delta
+
+
+def option(ctx, key: str):
     """A hyper-parameter of the merge (its :class:`~workflow_scripts.settings.MergeSettings`;
     ``lam``: the method's default when not given)."""
-    return inputs.settings.option(key)
+    return ctx.settings.option(key)

@@ -18,11 +18,9 @@ magnitude instead, which keeps one entry more.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-from .taskvectors import option, rebase, task_vectors
+from .taskvectors import VectorFn, option, rebase, task_vector
 
 
 def threshold(magnitudes: torch.Tensor, k: float) -> float:
@@ -36,51 +34,79 @@ def threshold(magnitudes: torch.Tensor, k: float) -> float:
     return float(magnitudes.kthvalue(d - keep + 1).values)
 
 
-def trim_thresholds(names, vectors: Callable[[str], list[torch.Tensor]], models: int, k: float,
-                    scope: str) -> dict[str, list[float]]:
-    """Per parameter, per model: the magnitude a trimmed entry must reach."""
-    if scope == "tensor":
-        return {name: [threshold(t.abs().flatten().to(torch.float32), k) for t in vectors(name)]
-                for name in names}
-    # one pass over the parameters; the magnitudes of every model's whole task vector in float32
-    # (ranking them in float64 would double the memory for the same order up to rounding)
-    magnitudes: list[list[torch.Tensor]] = [[] for _ in range(models)]
-    for name in names:
-        for j, t in enumerate(vectors(name)):
-            magnitudes[j].append(t.abs().flatten().to(torch.float32))
-    per_model = []
-    for j in range(models):
-        flat = torch.cat(magnitudes[j])
-        magnitudes[j] = []
-        per_model.append(threshold(flat, k))
-        del flat
-    return {name: per_model for name in names}
+def kth_smallest(chunks, rank: int) -> float:
+    """The ``rank``-th smallest (1-based) of the non-negative float32 values of ``chunks()``
+    (a fresh iterator of 1-D tensors each call), exactly, in two passes of 2^16-bin
+    histograms over the values' bit patterns (ordered like the values for non-negative
+    floats): memory does not grow with the number of values."""
+    high_bits = torch.zeros(1 << 16, dtype=torch.int64)
+    for chunk in chunks():
+        bits = chunk.contiguous().view(torch.int32).to(torch.int64)
+        high_bits += torch.bincount(bits >> 16, minlength=1 << 16)
+    below = high_bits.cumsum(0)
+    high = int(torch.searchsorted(below, rank))
+    rank -= int(below[high - 1]) if high else 0
+    low_bits = torch.zeros(1 << 16, dtype=torch.int64)
+    for chunk in chunks():
+        bits = chunk.contiguous().view(torch.int32).to(torch.int64)
+        low_bits += torch.bincount(bits[(bits >> 16) == high] & 0xFFFF, minlength=1 << 16)
+    low = int(torch.searchsorted(low_bits.cumsum(0), rank))
+    return float(torch.tensor([(high << 16) | low], dtype=torch.int32).view(torch.float32))
 
 
-def disjoint_mean(trimmed: list[torch.Tensor]) -> torch.Tensor:
-    """Sign election and the mean of the agreeing, non-zero entries."""
-    stacked = torch.stack(trimmed)
-    sign = torch.sign(stacked.sum(dim=0))
-    agree = stacked * sign > 0  # same sign as the elected one, and not zero
-    count = agree.sum(dim=0)
-    total = (stacked * agree).sum(dim=0)
-    return total / count.clamp_min(1)  # no agreeing entry: total is 0
+def streamed_threshold(ctx, j: int, vector: VectorFn, k: float) -> float:
+    """:func:`threshold` of model j's whole task vector (every parameter), read one
+    parameter at a time."""
+    d = sum(torch.Size(s).numel() for s in ctx.shapes.values())
+    keep = int(d * k / 100.0)
+    if keep <= 0:
+        return float("inf")
+    if keep >= d:
+        return 0.0
+
+    def magnitudes():
+        return (vector(ctx, j, name).abs().flatten().to(torch.float32) for name in ctx.shapes)
+
+    return kth_smallest(magnitudes, d - keep + 1)
 
 
-def ties_combine(inputs, vectors: Callable[[str], list[torch.Tensor]], k: float, scope: str,
-                 scale: float) -> dict[str, torch.Tensor]:
-    """TIES over the task vectors ``vectors(name)`` (recomputed per pass, deterministic)."""
-    names = list(inputs.shapes)
-    limits = trim_thresholds(names, vectors, len(inputs.bodies), k, scope)
-    out = {}
-    for name in names:
-        trimmed = [torch.where(t.abs().to(torch.float32) >= limit, t, torch.zeros_like(t))
-                   for t, limit in zip(vectors(name), limits[name])]
-        out[name] = rebase(inputs, name, disjoint_mean(trimmed), scale)
-    return out
+def prepare_thresholds(ctx, vector: VectorFn, k: float, scope: str) -> None:
+    """Global scope: each model's trimming threshold over its whole task vector, one model
+    at a time (``ctx.state["ties_limits"]``); tensor scope: per parameter, in :func:`trimmed`."""
+    if scope == "global":
+        ctx.state["ties_limits"] = [streamed_threshold(ctx, j, vector, k) for j in range(ctx.count)]
 
 
-def merged(inputs) -> dict[str, torch.Tensor]:
-    return ties_combine(inputs, lambda name: task_vectors(inputs, name),
-                        k=option(inputs, "ties_k"), scope=option(inputs, "ties_scope"),
-                        scale=option(inputs, "lam"))
+def trimmed(ctx, j: int, name: str, vector: VectorFn, k: float) -> torch.Tensor:
+    """Model j's task vector of ``name`` with the entries below its threshold set to 0."""
+    tau = vector(ctx, j, name)
+    magnitude = tau.abs().to(torch.float32)
+    limits = ctx.state.get("ties_limits")
+    limit = limits[j] if limits is not None else threshold(magnitude.flatten(), k)
+    return torch.where(magnitude >= limit, tau, torch.zeros_like(tau))
+
+
+def disjoint_mean(ctx, name: str, vector: VectorFn, k: float) -> torch.Tensor:
+    """Sign election over the trimmed task vectors, then the mean of the agreeing, non-zero
+    entries; two passes over the models, one model at a time."""
+    total = None
+    for j in range(ctx.count):
+        t = trimmed(ctx, j, name, vector, k)
+        total = t if total is None else total.add_(t)
+    sign = torch.sign(total)
+    agreeing, count = torch.zeros_like(total), torch.zeros(total.shape, dtype=torch.int64)
+    for j in range(ctx.count):
+        t = trimmed(ctx, j, name, vector, k)
+        agree = t * sign > 0  # same sign as the elected one, and not zero
+        agreeing.add_(t * agree)
+        count.add_(agree)
+    return agreeing / count.clamp_min(1)  # no agreeing entry: the total is 0
+
+
+def prepare(ctx) -> None:
+    prepare_thresholds(ctx, task_vector, option(ctx, "ties_k"), option(ctx, "ties_scope"))
+
+
+def tensor(ctx, name: str) -> torch.Tensor:
+    mean = disjoint_mean(ctx, name, task_vector, option(ctx, "ties_k"))
+    return rebase(ctx, name, mean, option(ctx, "lam"))

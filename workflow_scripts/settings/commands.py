@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..devices import DEVICES
+from ..devices import DEVICES, DTYPES
 from ..fisher import kinds
 from ..merging.registry import DARE_COMBINES, METHODS, TIES_SCOPES
 from ..merging.schemes import DEFAULT_SCHEME, SCHEME_NAMES
@@ -43,6 +43,15 @@ class ComputeSettings(Settings):
     SECTION = "compute"
     device: str = setting("auto", "auto (CUDA when available), cpu or cuda", choices=DEVICES,
                           shared=True)
+    dtype: str = setting("float32", "precision the model is loaded and run in (Fisher and Gram "
+                         "values accumulate in float32 whatever it is)", choices=DTYPES,
+                         shared=True)
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype)
 
 
 @dataclass(frozen=True)
@@ -79,12 +88,17 @@ class FisherSettings(SampleBatchSettings):
     chunk_size: int = setting(None, "full Fisher: per-example gradients per vectorised call, "
                               "bounding memory (default: "
                               + ", ".join(f"{v} on {k}" for k, v in kinds.DEFAULT_CHUNK_SIZE.items())
-                              + ")", type=int, minimum=1)
+                              + ", fewer when the memory available (or --max-memory-mb) "
+                              "holds fewer)", type=int, minimum=1)
+    max_memory_mb: int = setting(None, "full Fisher without --chunk-size: the memory the chunk "
+                                 "may use (default: what the machine and the job's memory "
+                                 "limit leave)", type=int, minimum=1, config=False)
     count_flops: bool = setting(True, "count FLOPs in one extra pass (off: flops recorded as "
                                 "null); the workflow counts them only at report.runtime_n")
 
     # the settings only one method reads (the rest apply to both)
-    METHOD_ONLY = {"mask": ("estimator", "neuron_mask"), "full": ("labels", "chunk_size")}
+    METHOD_ONLY = {"mask": ("estimator", "neuron_mask"),
+                   "full": ("labels", "chunk_size", "max_memory_mb")}
 
     @classmethod
     def relevant(cls, method: str | None) -> tuple[str, ...]:
@@ -163,6 +177,9 @@ class MergeSettings(Settings):
                                    minimum=0, maximum=1)
     floor: float = setting(0.0, "Fisher methods: weight floor max(F, floor) (Matena & Raffel "
                            "use 1e-6)", minimum=0)
+    max_shard_mb: int = setting(50_000, "merged checkpoints: the largest safetensors shard in MB "
+                                "(bigger checkpoints are split, save_pretrained's layout)",
+                                minimum=1, config=False)
 
     def relevant(self) -> tuple[str, ...]:
         """The settings this merge's method reads: what its result (and its job's command

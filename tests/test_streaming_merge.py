@@ -1,0 +1,240 @@
+"""Streaming merges: the merge command reads every tensor from the files when it needs it
+and writes it as soon as it is merged; the result equals the in-memory merge exactly,
+from single-file and sharded checkpoints, keeps a half-precision checkpoint's dtype, and
+holds a bounded number of tensors whatever the number of models."""
+
+from __future__ import annotations
+
+import json
+import logging
+import weakref
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from workflow_scripts import architectures as arch
+from workflow_scripts import cli
+from workflow_scripts.errors import MergeError, ModelLoadError
+from workflow_scripts.merging import registry, stream
+from workflow_scripts.merging.files import merge_models
+from workflow_scripts.merging.merge import merge_loaded
+from workflow_scripts.models import load_model, save_checkpoint
+from workflow_scripts.tensorfiles import INDEX, Checkpoint
+from workflow_scripts.testing import make_tiny_checkpoint, write_toy_samples
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def perturbed(root, base, name, labels, seed, dtype=torch.float32, shard=None):
+    """A 'fine-tune' of ``base``: its body plus seeded noise, its own head of ``labels``."""
+    path = make_tiny_checkpoint(root / name, "bert", labels, seed=seed)
+    model, tok, _ = load_model(str(path))
+    ref, _, _ = load_model(str(base))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for (k, v), bv in zip(model.base_model.state_dict().items(),
+                              ref.base_model.state_dict().values()):
+            if v.is_floating_point():
+                v.copy_(bv + 0.02 * torch.randn(v.shape, generator=g))
+    model.to(dtype)
+    if shard:  # save_pretrained's sharded layout
+        model.save_pretrained(path, max_shard_size=shard)
+        (path / "model.safetensors").unlink(missing_ok=True)
+    else:
+        save_checkpoint(model, tok, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stream")
+    base = make_tiny_checkpoint(root / "base", "bert", 2, seed=0)
+    tuned = [perturbed(root, base, f"t{j}", labels, j) for j, labels in ((1, 2), (2, 3), (3, 2))]
+    sharded = [perturbed(root, base, f"s{j}", labels, j, shard="20KB")
+               for j, labels in ((1, 2), (2, 3), (3, 2))]
+    samples = write_toy_samples(root / "samples.parquet", n=10)
+    artifacts = {}
+    for kind in ("mask", "full", "gram"):
+        paths = []
+        for j, model in enumerate(tuned):
+            out = root / f"{kind}{j}.safetensors"
+            command = ["gram"] if kind == "gram" else ["fisher", "--method", kind]
+            assert cli.main([*command, "--model", str(model), "--data", str(samples),
+                             "--no-progress", "--out", str(out)]
+                            + ([] if kind == "gram" else ["--no-count-flops"])) == 0
+            paths.append(str(out))
+        artifacts[kind] = paths
+    return base, tuned, sharded, artifacts
+
+
+def artifact_args(spec, artifacts) -> dict:
+    if spec.artifact == registry.GRAM:
+        return {"grams": artifacts["gram"]}
+    if spec.artifact is not None:
+        return {"fishers": artifacts[spec.artifact]}
+    return {}
+
+
+@pytest.mark.parametrize("layout", ["single", "sharded"])
+@pytest.mark.parametrize("method", list(registry.METHODS))
+def test_the_streamed_merge_equals_the_in_memory_merge(tmp_path, family, method, layout):
+    base, tuned, sharded, artifacts = family
+    inputs = tuned if layout == "single" else sharded
+    spec = registry.METHODS[method]
+    assert (inputs[0] / INDEX).exists() == (layout == "sharded")
+    # the sharded copies hold the same weights in other files: their fingerprints differ
+    out = merge_models(inputs, tmp_path / "out", method=method, names=["a", "b", "c"],
+                       base=str(base) if spec.needs_base else None,
+                       allow_fisher_mismatch=layout == "sharded",
+                       **artifact_args(spec, artifacts))
+    models = [load_model(str(p))[0] for p in tuned]
+    loaded_artifacts = None
+    if spec.artifact is not None:
+        from workflow_scripts.artifacts import load_fisher
+
+        key = "gram" if spec.artifact == registry.GRAM else spec.artifact
+        loaded_artifacts = [load_fisher(p)[0] for p in artifacts[key]]
+    merge_loaded(models, method, loaded_artifacts,
+                 base=load_model(str(base))[0] if spec.needs_base else None)
+    for model, directory in zip(models, out):
+        written = load_model(str(directory))[0]
+        expected, got = model.state_dict(), written.state_dict()
+        assert expected.keys() == got.keys()
+        for name in expected:
+            assert torch.equal(expected[name], got[name]), (method, layout, name)
+        assert json.loads((directory / "merge.json").read_text())["method"] == method
+
+
+def test_a_bfloat16_checkpoint_stays_bfloat16(tmp_path, family):
+    base, _, _, _ = family
+    halves = [perturbed(tmp_path, base, f"h{j}", 2, j, dtype=torch.bfloat16) for j in (1, 2)]
+    out = merge_models(halves, tmp_path / "out", method="average", names=["a", "b"])
+    tensors = load_file(out[0] / "model.safetensors")
+    assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch.bfloat16}
+    assert json.loads((out[0] / "config.json").read_text())["dtype"] == "bfloat16"
+    inputs = [load_file(p / "model.safetensors") for p in halves]
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    want = ((inputs[0][name].double() + inputs[1][name].double()) / 2).to(torch.bfloat16)
+    assert torch.equal(tensors[name], want)  # merged in float64, saved in bfloat16
+
+
+def test_models_of_different_dtypes_merge_with_a_warning(tmp_path, family, caplog):
+    base, tuned, _, _ = family
+    half = perturbed(tmp_path, base, "h", 2, 5, dtype=torch.bfloat16)
+    with caplog.at_level(logging.WARNING):
+        out = merge_models([tuned[0], half], tmp_path / "out", method="average", names=["a", "b"])
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "float32" in said and "bfloat16" in said and str(half) in said
+    assert load_file(out[1] / "model.safetensors")["bert.pooler.dense.weight"].dtype == torch.float32
+
+
+def test_a_missing_or_truncated_shard_is_named_and_nothing_is_written(tmp_path, family):
+    import shutil
+
+    _, tuned, sharded, _ = family
+    broken = tmp_path / "broken"
+    shutil.copytree(sharded[1], broken)
+    index = json.loads((broken / INDEX).read_text())
+    shard = sorted(set(index["weight_map"].values()))[1]
+    data = (broken / shard).read_bytes()
+    (broken / shard).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match=f"{shard}.*truncated"):
+        merge_models([tuned[0], broken], tmp_path / "out", method="average", names=["a", "b"])
+    (broken / shard).unlink()
+    with pytest.raises(ModelLoadError, match=f"{shard} is named by .*{INDEX} but missing"):
+        merge_models([tuned[0], broken], tmp_path / "out", method="average", names=["a", "b"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_that_is_a_file_is_refused(tmp_path, family):
+    _, tuned, _, _ = family
+    (tmp_path / "out").write_text("not a folder")
+    with pytest.raises(MergeError, match="exists and is not a directory"):
+        merge_models(tuned[:2], tmp_path / "out", method="average", names=["a", "b"])
+    assert (tmp_path / "out").read_text() == "not a folder"
+
+
+def test_shapes_names_and_label_maps_as_in_memory(tmp_path, family):
+    """A label map permutes the written head's rows and config, as the in-memory loader does."""
+    _, tuned, _, _ = family
+    out = merge_models(tuned[:2], tmp_path / "out", method="average", names=["a", "b"],
+                       label_maps=[None, [2, 0, 1]])
+    mapped = load_model(str(tuned[1]), label_map=[2, 0, 1])[0]
+    written = load_model(str(out[1]))[0]
+    assert torch.equal(written.classifier.weight, mapped.classifier.weight)
+    assert written.config.id2label == mapped.config.id2label
+
+
+def test_memory_holds_a_bounded_number_of_tensors_whatever_the_number_of_models(
+        tmp_path, family, monkeypatch):
+    """The streamed merge of 3 and of 6 models keeps at most a few model tensors alive at
+    once (counted with weak references to every tensor read from a checkpoint)."""
+    base, tuned, _, artifacts = family
+    many = tuned + [perturbed(tmp_path, base, f"x{j}", 2, 10 + j) for j in range(3)]
+    read = stream.BodyFiles.read
+
+    for method in ("average", "ties", "fisher"):
+        peaks = []
+        for models in (many[:3], many):
+            alive = set()
+            peak = [0]
+
+            def tracked(self, name, alive=alive, peak=peak):
+                tensor = read(self, name)
+                key = id(tensor)
+                alive.add(key)
+                weakref.finalize(tensor, alive.discard, key)
+                peak[0] = max(peak[0], len(alive))
+                return tensor
+
+            monkeypatch.setattr(stream.BodyFiles, "read", tracked)
+            extra = {"base": str(base)} if method == "ties" else {}
+            if method == "fisher":  # one Fisher file per model: computed for the extra ones too
+                extra["fishers"] = fisher_files(tmp_path, models, artifacts)
+            merge_models(models, tmp_path / f"out-{method}-{len(models)}", method=method,
+                         **extra)
+            monkeypatch.setattr(stream.BodyFiles, "read", read)
+            peaks.append(peak[0])
+        assert peaks[1] <= peaks[0] <= 4, (method, peaks)
+
+
+def fisher_files(tmp_path, models, artifacts):
+    samples = write_toy_samples(tmp_path / "s.parquet", n=6)
+    paths = []
+    for j, model in enumerate(models):
+        if j < len(artifacts["full"]):
+            paths.append(artifacts["full"][j])
+            continue
+        out = tmp_path / f"f{j}.safetensors"
+        if not out.exists():
+            assert cli.main(["fisher", "--method", "full", "--model", str(model), "--data",
+                             str(samples), "--no-progress", "--no-count-flops",
+                             "--out", str(out)]) == 0
+        paths.append(str(out))
+    return paths
+
+
+def test_a_sharded_merged_checkpoint_loads(tmp_path, family):
+    """--max-shard-mb splits the merged checkpoints in save_pretrained's layout."""
+    from workflow_scripts.tensorfiles import CheckpointWriter, Entry
+
+    _, tuned, _, _ = family
+    state = load_file(tuned[0] / "model.safetensors")
+    entries = [Entry(k, str(v.dtype)[6:], tuple(v.shape)) for k, v in state.items()]
+    out = tmp_path / "sharded"
+    out.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (out / name).write_bytes((tuned[0] / name).read_bytes())
+    writer = CheckpointWriter(out, entries, max_shard_bytes=30_000)
+    for e in writer.order:
+        writer.write(e.name, state[e.name])
+    writer.close()
+    assert len(json.loads((out / INDEX).read_text())["weight_map"]) == len(state)
+    assert len(set(json.loads((out / INDEX).read_text())["weight_map"].values())) > 1
+    model = load_model(str(out))[0]
+    for k, v in model.state_dict().items():
+        if k in state:
+            assert torch.equal(v, state[k]), k
+    assert Checkpoint(out).parameter_count() == sum(v.numel() for v in state.values())
+    assert arch.body_prefix(model) == "bert."

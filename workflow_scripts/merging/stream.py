@@ -1,0 +1,226 @@
+"""The merge read from checkpoint and artifact files one tensor at a time, and written to
+the merged checkpoints one tensor at a time: memory holds a few copies of the largest
+tensor, whatever the number of models.
+
+:class:`BodyFiles` is one checkpoint's safetensors weights seen as its body (names as in
+``model.base_model.state_dict()``, whether the files prefix them with the body's name, as
+a task model does, or not, as a bare pre-trained model does) and its head;
+:class:`FileSources` serves a merge's tensors to :mod:`.engine`; :func:`write_merged`
+writes one ``save_pretrained`` checkpoint per model (the merged body, that model's own
+head, its config and tokenizer files) as the merged tensors come.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import architectures as arch
+from ..errors import MergeError, ModelLoadError
+from ..tensorfiles import Checkpoint, CheckpointWriter, Entry, TensorInfo, read_header, read_tensor
+from .core import check_compatible
+
+log = logging.getLogger(__name__)
+
+# files of a checkpoint directory that are not copied into a merged checkpoint
+NOT_COPIED = ("merge.json", "finetune_info.json", "source.json", "README.md")
+COPIED = ("*.json", "*.txt", "*.model", "*.jinja", "tokenizer*")
+
+
+@dataclass
+class ModelFacts:
+    """What a merge needs to know of one input checkpoint without loading its weights."""
+
+    source: str  # as given (a directory or hub id)
+    directory: Path  # the local files
+    revision: str | None
+    fingerprint: str
+    config: object  # its transformers config
+    label_map: list[int] | None = None
+
+    @property
+    def model_type(self) -> str:
+        return self.config.model_type
+
+    @property
+    def num_labels(self) -> int:
+        return int(getattr(self.config, "num_labels", 0) or 0)
+
+
+class BodyFiles:
+    """A checkpoint's weights by body name (``prefix`` stripped), and its head's names."""
+
+    def __init__(self, directory: Path, prefix: str, label: str, order: list[str] = ()):
+        self.label = label
+        self.ckpt = Checkpoint(directory)
+        rank = {n: i for i, n in enumerate(order)}  # the model's own order (its state dict)
+        names = sorted(self.ckpt.tensors, key=lambda n: (rank.get(n, rank.get(f"{prefix}.{n}",
+                                                                               len(rank))), n))
+        dotted = prefix + "."
+        if any(n.startswith(dotted) for n in names):
+            self.body = {n[len(dotted):]: n for n in names if n.startswith(dotted)}
+            self.head = [n for n in names if not n.startswith(dotted)]
+        else:  # a bare pre-trained model: every tensor is the body's
+            self.body = {n: n for n in names}
+            self.head = []
+
+    def info(self, name: str) -> TensorInfo:
+        return self.ckpt.tensors[self.body[name]]
+
+    def read(self, name: str) -> torch.Tensor:
+        return read_tensor(self.info(name))
+
+    def shapes(self) -> dict[str, TensorInfo]:
+        """Body name -> its tensor's facts (``.shape``, ``.dtype``, ``.floating``)."""
+        return {name: self.info(name) for name in self.body}
+
+
+class FileSources:
+    """The merge's tensors read from files as they are asked for (:class:`.engine.MemorySources`'
+    interface): the models' bodies, the base's, and one artifact file per model."""
+
+    def __init__(self, models: list[BodyFiles], base: BodyFiles | None,
+                 artifacts: list[str] | None):
+        self.models, self._base = models, base
+        self.count = len(models)
+        ref = models[0].shapes()
+        self.shapes = {k: t.shape for k, t in ref.items() if t.floating}
+        self.dtypes = {k: getattr(torch, ref[k].dtype) for k in self.shapes}
+        self.artifacts = [read_header(p)[0] for p in artifacts] if artifacts else None
+
+    def model(self, j: int, name: str) -> torch.Tensor:
+        return self.models[j].read(name)
+
+    def base(self, name: str) -> torch.Tensor:
+        return self._base.read(name)
+
+    def artifact(self, j: int, name: str) -> torch.Tensor:
+        return read_tensor(self.artifacts[j][name])
+
+    def artifact_shapes(self, j: int) -> dict[str, tuple[int, ...]]:
+        return {k: t.shape for k, t in self.artifacts[j].items()}
+
+
+def check_files(models: list[BodyFiles], facts: list[ModelFacts], base: BodyFiles | None,
+                base_label: str) -> None:
+    """The bodies share an architecture, parameter names and shapes, dimensions and integer
+    buffers (checked from the headers; the buffers read); the base has exactly the body's
+    parameters.  Models of different dtypes merge in float32 arithmetic and are saved in
+    the first model's dtype (a warning naming both)."""
+    from .checks import check_bodies
+
+    labels = [m.label for m in models]
+    shapes = [m.shapes() for m in models]
+    buffers = [{k: (m.read(k) if not t.floating else t) for k, t in s.items()}
+               for m, s in zip(models, shapes)]
+    check_bodies(buffers, labels, [f.model_type for f in facts],
+                 [arch.dims(f.config) for f in facts])
+    for j in range(1, len(models)):
+        first, other = _dtype(shapes[0]), _dtype(shapes[j])
+        if first != other:
+            log.warning("%s is %s but %s is %s: merged in float64 arithmetic and saved as %s",
+                        labels[0], first, labels[j], other, first)
+    if base is not None:
+        missing = [k for k in shapes[0] if k not in base.body]
+        if missing:
+            raise MergeError(
+                f"{base_label} lacks body weights {', '.join(missing[:3])}"
+                f"{' ...' if len(missing) > 3 else ''}; it is not the pre-trained model of these "
+                "checkpoints (set the family's base to the model they were fine-tuned from)")
+        check_compatible([base.shapes(), shapes[0]], [base_label, labels[0]])
+
+
+def _dtype(shapes: dict[str, TensorInfo]) -> str:
+    floating = [t.dtype for t in shapes.values() if t.floating]
+    return max(set(floating), key=floating.count) if floating else "float32"
+
+
+def output_entries(model: BodyFiles, ref: BodyFiles, dtypes: dict) -> list[Entry]:
+    """What one merged checkpoint holds, in writing order: the merged floating-point body
+    (named as in ``model``'s files, in the dtype of the first model), the kept integer
+    buffers, then ``model``'s own head."""
+    floating = [k for k, t in ref.shapes().items() if t.floating]
+    kept = [k for k, t in ref.shapes().items() if not t.floating]
+    entries = [Entry(model.body[k], str(dtypes[k]).replace("torch.", ""), ref.info(k).shape)
+               for k in floating]
+    entries += [Entry(model.body[k], ref.info(k).dtype, ref.info(k).shape) for k in kept]
+    entries += [Entry(n, model.ckpt.tensors[n].dtype, model.ckpt.tensors[n].shape)
+                for n in model.head]
+    return entries
+
+
+def head_tensor(model: BodyFiles, facts: ModelFacts, name: str) -> torch.Tensor:
+    """A head tensor of the model, its label rows permuted by the model's label map."""
+    value = model.ckpt.read(name)
+    if facts.label_map is not None:
+        rows = arch.spec_for(facts.config).label_rows
+        if name in (f"{rows}.weight", f"{rows}.bias"):
+            value = value[torch.tensor(facts.label_map)].clone()
+    return value
+
+
+def copy_model_files(facts: ModelFacts, out: Path, dtype: torch.dtype) -> None:
+    """The model's config (its label map applied, the merged dtype recorded) and its
+    tokenizer, generation and other non-weight files."""
+    out.mkdir(parents=True)
+    for pattern in COPIED:
+        for path in sorted(facts.directory.glob(pattern)):
+            if (path.is_file() and path.name not in NOT_COPIED and not path.name.endswith(".index.json")
+                    and not (out / path.name).exists()):
+                shutil.copyfile(path, out / path.name)
+    config = json.loads((facts.directory / "config.json").read_text())
+    if facts.label_map is not None:
+        names = {int(k): v for k, v in (config.get("id2label") or {}).items()}
+        config["id2label"] = {str(i): names.get(j, f"LABEL_{j}") for i, j in enumerate(facts.label_map)}
+        config["label2id"] = {v: int(k) for k, v in config["id2label"].items()}
+    for key in ("dtype", "torch_dtype"):  # transformers 5 writes dtype, older ones torch_dtype
+        if key == "dtype" or key in config:
+            config[key] = str(dtype).replace("torch.", "")
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def write_merged(merged, models: list[BodyFiles], facts: list[ModelFacts], out_dirs: list[Path],
+                 dtypes: dict, max_shard_bytes: int) -> None:
+    """One checkpoint per model under ``out_dirs`` from ``merged`` (an iterator of the merged
+    floating-point body tensors, in the first model's order), written as they come."""
+    ref = models[0]
+    for fact, out in zip(facts, out_dirs):
+        copy_model_files(fact, out, _first(dtypes))
+    writers = [CheckpointWriter(out, output_entries(m, ref, dtypes), max_shard_bytes)
+               for m, out in zip(models, out_dirs)]
+    for name, value in merged:
+        for model, writer in zip(models, writers):
+            writer.write(model.body[name], value)
+    for name, info in ref.shapes().items():
+        if not info.floating:  # integer buffers: equal in every model (checked), kept
+            value = ref.read(name)
+            for model, writer in zip(models, writers):
+                writer.write(model.body[name], value)
+    for model, fact, writer in zip(models, facts, writers):
+        for name in model.head:
+            writer.write(name, head_tensor(model, fact, name))
+        writer.close()
+
+
+def _first(dtypes: dict) -> torch.dtype:
+    values = list(dtypes.values())
+    return max(set(values), key=values.count) if values else torch.float32
+
+
+def local_directory(source: str, revision: str | None, allow_pickle: bool) -> tuple[Path, str | None]:
+    """A model source as local files (a hub id: its snapshot) and its resolved revision."""
+    from ..configpaths import resolve_path
+    from ..fetch import classify, download_hub
+
+    kind = classify(source)
+    if kind == "package":
+        raise ModelLoadError(f"model {source!r}: copy a python-package source into a directory "
+                             "with fetch-model first, and merge that directory")
+    if kind == "hub":
+        return download_hub(source, revision, allow_pickle)
+    return resolve_path(source), revision

@@ -1,0 +1,291 @@
+"""Safetensors files and checkpoints read and written one tensor at a time.
+
+The format (https://huggingface.co/docs/safetensors): 8 bytes little-endian header
+length N, N bytes of JSON header (``{name: {"dtype", "shape", "data_offsets": [begin,
+end]}, "__metadata__": {...}}``, offsets relative to the data after the header), then
+the tensors' bytes.  Reading a header needs only the standard library (the plan reads
+parameter counts and dtypes while Snakemake parses); a tensor is read with plain file
+reads into its own buffer, so reading every tensor of a checkpoint once keeps at most
+one tensor in memory (memory-mapping would leave every touched page resident).
+
+A checkpoint directory holds ``model.safetensors`` or shards named by
+``model.safetensors.index.json``'s ``weight_map`` (:class:`Checkpoint`); a shard the
+index names that is missing or shorter than its header says is an error naming the
+file and the fix.  :class:`CheckpointWriter` writes a checkpoint in the same layout
+(``save_pretrained``'s), tensor by tensor in a planned order, shards of at most
+``max_shard_bytes``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
+
+WEIGHTS = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+# safetensors dtype codes -> (torch dtype name, bytes per element)
+DTYPES = {
+    "F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),
+    "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1),
+    "U8": ("uint8", 1), "BOOL": ("bool", 1),
+}
+CODES = {name: code for code, (name, _) in DTYPES.items()}
+FLOATING = ("float64", "float32", "float16", "bfloat16")
+MAX_HEADER = 100 << 20  # safetensors' own limit on the header's size
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor's bytes lie: its file, absolute byte range, dtype and shape."""
+
+    name: str
+    file: Path
+    dtype: str  # a torch dtype name (float32, bfloat16, ...)
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def numel(self) -> int:
+        count = 1
+        for d in self.shape:
+            count *= d
+        return count
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+    @property
+    def floating(self) -> bool:
+        return self.dtype in FLOATING
+
+    def is_floating_point(self) -> bool:  # as a torch.Tensor answers
+        return self.floating
+
+
+def _damaged(path: Path, why: str) -> ModelLoadError:
+    return ModelLoadError(f"safetensors file {path} is damaged ({why}); download or save it again "
+                          "(a copy that was cut short, or not a safetensors file)")
+
+
+def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict]:
+    """``({name: TensorInfo}, metadata)`` of a safetensors file, checked against its size."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                raise _damaged(path, f"{size} bytes: no header")
+            (length,) = struct.unpack("<Q", head)
+            if length > min(MAX_HEADER, size - 8):
+                raise _damaged(path, f"its header claims {length} bytes of {size}")
+            header = json.loads(handle.read(length))
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (ValueError, UnicodeDecodeError):
+        raise _damaged(path, "its header is not JSON") from None
+    metadata = header.pop("__metadata__", None) or {}
+    base, out = 8 + length, {}
+    for name, entry in header.items():
+        try:
+            dtype, _ = DTYPES[entry["dtype"]]
+            begin, end = entry["data_offsets"]
+            shape = tuple(int(d) for d in entry["shape"])
+        except (KeyError, TypeError, ValueError):
+            raise _damaged(path, f"tensor {name!r} has an unknown dtype or bad offsets") from None
+        out[name] = TensorInfo(name, path, dtype, shape, base + int(begin), base + int(end))
+    last = max((t.end for t in out.values()), default=base)
+    if last > size:
+        raise _damaged(path, f"it is truncated: {size} bytes, its header needs {last}")
+    for t in out.values():
+        if t.nbytes != t.numel * DTYPES[CODES[t.dtype]][1]:
+            raise _damaged(path, f"tensor {t.name!r} has {t.nbytes} bytes for shape {t.shape}")
+    return out, metadata
+
+
+def read_tensor(info: TensorInfo) -> torch.Tensor:
+    """One tensor, read into its own memory (no memory map)."""
+    import torch
+
+    dtype = getattr(torch, info.dtype)
+    if info.numel == 0:
+        return torch.empty(info.shape, dtype=dtype)
+    buffer = bytearray(info.nbytes)
+    with open(info.file, "rb") as handle:
+        handle.seek(info.start)
+        if handle.readinto(buffer) != info.nbytes:
+            raise _damaged(info.file, f"tensor {info.name!r} is cut short")
+    return torch.frombuffer(buffer, dtype=dtype).reshape(info.shape)
+
+
+class Checkpoint:
+    """The weights of a checkpoint directory, by tensor name (as written in its files)."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self.files = self._weight_files()
+        self.tensors: dict[str, TensorInfo] = {}
+        for path, names in self.files.items():
+            found, _ = read_header(path)
+            if names is not None:
+                missing = sorted(set(names) - set(found))
+                if missing:
+                    raise ModelLoadError(
+                        f"{path} lacks tensor(s) {', '.join(missing[:3])} that {INDEX} places "
+                        "there; the shard is from another save: download or save the checkpoint "
+                        "again")
+                found = {n: found[n] for n in names}
+            self.tensors.update(found)
+
+    def _weight_files(self) -> dict[Path, list[str] | None]:
+        index = self.directory / INDEX
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (OSError, ValueError, KeyError, TypeError):
+                raise ModelLoadError(f"{index} is not a safetensors index (no weight_map); save "
+                                     "the checkpoint again") from None
+            files: dict[Path, list[str] | None] = {}
+            for name, file in weight_map.items():
+                files.setdefault(self.directory / file, []).append(name)
+            absent = [p for p in files if not p.is_file()]
+            if absent:
+                raise ModelLoadError(
+                    f"{absent[0]} is named by {index} but missing; the download or copy of this "
+                    "sharded checkpoint is incomplete: fetch it again")
+            return files
+        single = self.directory / WEIGHTS
+        if single.is_file():
+            return {single: None}
+        raise ModelLoadError(f"{self.directory} has no {WEIGHTS} or {INDEX}: merges stream "
+                             "safetensors weights (convert pickle weights with save_pretrained)")
+
+    def read(self, name: str) -> torch.Tensor:
+        return read_tensor(self.tensors[name])
+
+    def parameter_count(self) -> int:
+        return sum(t.numel for t in self.tensors.values())
+
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+
+def weights_summary(directory: str | os.PathLike) -> tuple[int, int, str] | None:
+    """``(parameters, bytes, dominant dtype)`` of a local checkpoint from its headers alone,
+    or None when it has no safetensors weights (standard library only)."""
+    try:
+        ckpt = Checkpoint(directory)
+    except ModelLoadError:
+        return None
+    by_dtype: dict[str, int] = {}
+    for t in ckpt.tensors.values():
+        by_dtype[t.dtype] = by_dtype.get(t.dtype, 0) + t.nbytes
+    dtype = max(by_dtype, key=by_dtype.get) if by_dtype else "float32"
+    return ckpt.parameter_count(), ckpt.nbytes(), dtype
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A tensor to be written: its name, torch dtype name and shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        count = 1
+        for d in self.shape:
+            count *= d
+        return count * DTYPES[CODES[self.dtype]][1]
+
+
+def plan_shards(entries: list[Entry], max_shard_bytes: int) -> list[list[Entry]]:
+    """Consecutive entries in shards of at most ``max_shard_bytes`` (a bigger tensor alone)."""
+    shards: list[list[Entry]] = [[]]
+    size = 0
+    for entry in entries:
+        if shards[-1] and size + entry.nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(entry)
+        size += entry.nbytes
+    return shards
+
+
+class CheckpointWriter:
+    """Writes the planned tensors of one checkpoint, one at a time, in ``entries`` order:
+    ``model.safetensors``, or shards ``model-0000k-of-0000n.safetensors`` with their index
+    when the tensors exceed ``max_shard_bytes``."""
+
+    def __init__(self, directory: str | os.PathLike, entries: list[Entry],
+                 max_shard_bytes: int, metadata: dict | None = None):
+        self.directory = Path(directory)
+        self.shards = plan_shards(entries, max_shard_bytes)
+        count = len(self.shards)
+        self.names = [WEIGHTS] if count == 1 else [
+            f"model-{k + 1:05d}-of-{count:05d}.safetensors" for k in range(count)]
+        self.metadata = {"format": "pt", **(metadata or {})}
+        self.order = [e for shard in self.shards for e in shard]
+        self.position = 0
+        self.handle = None
+        self.shard = -1
+
+    def _open_next(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+        self.shard += 1
+        entries, header, offset = self.shards[self.shard], {"__metadata__": self.metadata}, 0
+        for e in entries:
+            header[e.name] = {"dtype": CODES[e.dtype], "shape": list(e.shape),
+                              "data_offsets": [offset, offset + e.nbytes]}
+            offset += e.nbytes
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)  # the data start 8-byte aligned, as safetensors writes
+        self.handle = open(self.directory / self.names[self.shard], "wb")
+        self.handle.write(struct.pack("<Q", len(text)) + text)
+        self.left = len(entries)
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """The next planned tensor (same name, dtype and shape as planned)."""
+        import torch
+
+        want = self.order[self.position]
+        if (name != want.name or str(tensor.dtype) != f"torch.{want.dtype}"
+                or tuple(tensor.shape) != want.shape):
+            raise ValueError(f"expected {want} next, got {name!r} {tensor.dtype} "
+                             f"{tuple(tensor.shape)}")
+        if self.handle is None or self.left == 0:
+            self._open_next()
+        data = tensor.detach().contiguous().cpu().reshape(-1)
+        if data.numel():
+            self.handle.write(memoryview(data.view(torch.uint8).numpy()))
+        self.left -= 1
+        self.position += 1
+
+    def close(self) -> None:
+        """Finish the last shard and write the index (sharded checkpoints); every planned
+        tensor must have been written."""
+        if self.position != len(self.order):
+            raise ValueError(f"{len(self.order) - self.position} planned tensors not written")
+        if self.handle is None and self.order == []:
+            self._open_next()  # an empty checkpoint is still a file
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+        if len(self.names) > 1:
+            index = {"metadata": {"total_size": sum(e.nbytes for e in self.order)},
+                     "weight_map": {e.name: self.names[k] for k, shard in enumerate(self.shards)
+                                    for e in shard}}
+            (self.directory / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
