@@ -1,0 +1,224 @@
+"""Merge cost against the number of models and the model size, in one run.
+
+    python benchmarks/bench_merge.py                       # 2, 4, 8 models; small and medium
+    python benchmarks/bench_merge.py --sizes medium --models 2 6 --methods average ties
+    python benchmarks/bench_merge.py --sizes --llama-1b     # only the 1 B model's figures
+
+Builds random Llama-shaped sequence classifiers (grouped-query attention, gated FFN) of
+each ``--sizes`` on disk, one per model, a base, and for each model the artifacts its
+method reads: a mask Fisher, a full Fisher and Grams with the right names and shapes
+(random positive values: the merge's cost does not depend on them; their headers record
+their model, so the merge's provenance checks pass).  Each merge runs as its own
+``python -m workflow_scripts merge`` process (the workflow's merge job: merge, write one
+checkpoint per model); its peak resident memory (``wait4``'s ``ru_maxrss``) and
+wall-clock seconds are printed per method and number of models, with the growth of the
+peak from the fewest to the most models in model sizes (the streamed merge's target:
+at most +0.3 model sizes from 2 to 6 models).
+
+``--llama-1b`` adds a Llama-3.2-1B-shaped model (1.2 B parameters, bfloat16): the mask
+Fisher of one checkpoint (``fisher --method mask``) and the streamed merge of two, each
+with its peak memory and seconds.  Not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from workflow_scripts import architectures as arch  # noqa: E402
+from workflow_scripts.artifacts import check_finite, check_values, save_fisher  # noqa: E402
+from workflow_scripts.merging import registry  # noqa: E402
+from workflow_scripts.models import fingerprint  # noqa: E402
+from workflow_scripts.testing import make_tiny_checkpoint, write_toy_samples  # noqa: E402
+
+SIZES = {
+    # layers, hidden, heads, key/value heads, intermediate, vocabulary
+    "tiny": (2, 64, 4, 2, 128, 1000),  # a smoke test
+    "small": (4, 512, 8, 4, 1408, 8000),  # 17 M parameters, 67 MB in float32
+    "medium": (6, 1024, 16, 4, 2816, 16000),  # 84 M parameters, 336 MB in float32
+    "llama-1b": (16, 2048, 32, 8, 8192, 128256),  # Llama-3.2-1B's shape: 1.2 B parameters
+}
+MB = 1 << 20
+
+
+def build(directory: Path, size: str, seed: int, dtype=torch.float32) -> Path:
+    layers, hidden, heads, kv, inter, vocab = SIZES[size]
+    path = make_tiny_checkpoint(directory, "llama", num_labels=2, seed=seed, hidden=hidden,
+                                layers=layers, heads=heads, intermediate=inter, vocab_size=vocab,
+                                num_key_value_heads=kv, max_position_embeddings=256)
+    if dtype != torch.float32:  # re-save in the checkpoint dtype
+        from workflow_scripts.models import load_model, save_checkpoint
+
+        model, tokenizer, _ = load_model(str(path))
+        save_checkpoint(model.to(dtype), tokenizer, path)
+    return path
+
+
+def body_shapes(path: Path) -> dict[str, tuple]:
+    from safetensors import safe_open
+
+    out = {}
+    with safe_open(str(path / "model.safetensors"), "pt") as handle:
+        for name in handle.keys():
+            if name.startswith("model."):
+                out[name[len("model."):]] = tuple(handle.get_slice(name).get_shape())
+    return out
+
+
+def artifacts(path: Path, out: Path, task: str) -> dict[str, str]:
+    """A mask Fisher, a full Fisher and Grams of the model at ``path`` (random values)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    dims, spec, shapes = arch.dims(config), arch.spec_for(config), body_shapes(path)
+    meta = {"model": str(path), "fingerprint": fingerprint(str(path)), "task": task, "n": 128,
+            "seed": 0, "context": {}}
+    g = torch.Generator().manual_seed(len(task))
+    made = {}
+    mask = {"head": torch.rand(dims.layers, dims.heads, generator=g) + 0.01,
+            "neuron": torch.rand(dims.layers, dims.intermediate, generator=g) + 0.01}
+    full = {k: torch.rand(s, generator=g) + 1e-3 for k, s in shapes.items()}
+    grams = {}
+    for name, shape in shapes.items():
+        if len(shape) == 2 and arch.weight_kind(spec, name) == arch.LINEAR and "embed" not in name:
+            d = shape[1]
+            off = torch.rand(d, d, generator=g) * (0.5 / d)
+            grams[name] = torch.diag(1 + torch.rand(d, generator=g)) + (off + off.T) / 2
+    for kind, tensors in (("mask", mask), ("full", full), ("gram", grams)):
+        file = out / f"{path.name}-{kind}.safetensors"
+        save_fisher(tensors, dict(meta, method=kind), file,
+                    check=check_finite if kind == "gram" else check_values)
+        made[kind] = str(file)
+    return made
+
+
+def measure(command: list[str]) -> tuple[float, float]:
+    """(seconds, peak resident MB) of a command run as its own process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{err[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024  # kB on Linux
+
+
+def merge_command(method: str, models: list[Path], base: Path, made: list[dict], out: Path):
+    spec = registry.METHODS[method]
+    command = [sys.executable, "-m", "workflow_scripts", "merge", "--method", method,
+               "--models", *map(str, models), "--names", *[p.name for p in models],
+               "--out", str(out)]
+    if spec.needs_base:
+        command += ["--base", str(base)]
+    if spec.artifact == registry.GRAM:
+        command += ["--grams", *[m["gram"] for m in made]]
+    elif spec.artifact is not None:
+        command += ["--fishers", *[m[spec.artifact] for m in made]]
+    return command
+
+
+def checkpoint_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.glob("*.safetensors")) / MB
+
+
+def bench_size(size: str, counts: list[int], methods: list[str], work: Path) -> list[dict]:
+    root = work / size
+    root.mkdir()
+    print(f"building {max(counts)} {size} models ...", flush=True)
+    base = build(root / "base", size, 0)
+    models = [build(root / f"m{j}", size, j + 1) for j in range(max(counts))]
+    made = [artifacts(m, root, f"task{j}") for j, m in enumerate(models)]
+    model_mb = checkpoint_mb(models[0])
+    rows = []
+    for method in methods:
+        row = {"size": size, "model_mb": model_mb, "method": method}
+        for count in counts:
+            out = root / f"out-{method}-{count}"
+            seconds, peak = measure(merge_command(method, models[:count], base, made[:count], out))
+            shutil.rmtree(out)
+            row[count] = (peak, seconds)
+            print(f"  {size} {method} x{count}: {peak:,.0f} MB peak, {seconds:.1f} s", flush=True)
+        rows.append(row)
+    shutil.rmtree(root)
+    return rows
+
+
+def print_table(rows: list[dict], counts: list[int]) -> None:
+    first, last = counts[0], counts[-1]
+    print(f"\n| model | method | " + " | ".join(f"{c} models: peak MB / s" for c in counts)
+          + f" | peak growth {first} -> {last} models (model sizes) |")
+    print("| --- | --- | " + " | ".join("---:" for _ in counts) + " | ---: |")
+    for row in rows:
+        cells = " | ".join(f"{row[c][0]:,.0f} / {row[c][1]:.1f}" for c in counts)
+        growth = (row[last][0] - row[first][0]) / row["model_mb"]
+        print(f"| {row['size']} ({row['model_mb']:,.0f} MB) | {row['method']} | {cells} | "
+              f"{growth:+.2f} |")
+
+
+def bench_1b(work: Path) -> None:
+    root = work / "llama-1b"
+    root.mkdir()
+    print("building two Llama-3.2-1B-shaped models (bfloat16) ...", flush=True)
+    models = [build(root / f"m{j}", "llama-1b", j + 1, torch.bfloat16) for j in range(2)]
+    params = sum(t.numel() for t in __import__("safetensors.torch", fromlist=["load_file"])
+                 .load_file(models[0] / "model.safetensors").values())
+    samples = write_toy_samples(root / "samples.parquet", n=16)
+    fisher = [sys.executable, "-m", "workflow_scripts", "fisher", "--method", "mask",
+              "--model", str(models[0]), "--data", str(samples), "--batch-size", "8",
+              "--max-length", "64", "--dtype", "bfloat16", "--no-count-flops", "--no-progress",
+              "--out", str(root / "mask.safetensors")]
+    fs, fm = measure(fisher)
+    print(f"\n1 B model: {params / 1e9:.2f} B parameters, {checkpoint_mb(models[0]):,.0f} MB "
+          "on disk (bfloat16)")
+    print(f"| job | peak MB | seconds |\n| --- | ---: | ---: |")
+    print(f"| mask Fisher, 16 examples of <= 64 tokens, bfloat16 | {fm:,.0f} | {fs:.1f} |")
+    for method in ("average", "ties"):
+        command = merge_command(method, models, models[0], [{}, {}], root / f"out-{method}")
+        seconds, peak = measure(command)
+        saved = json.loads((root / f"out-{method}" / models[0].name / "config.json").read_text())
+        print(f"| streamed merge of two, {method} (saved as {saved['dtype']}) | {peak:,.0f} | "
+              f"{seconds:.1f} |")
+        shutil.rmtree(root / f"out-{method}")
+    shutil.rmtree(root)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", nargs="*", choices=[s for s in SIZES if s != "llama-1b"],
+                    default=["small", "medium"])
+    ap.add_argument("--models", nargs="+", type=int, default=[2, 4, 8])
+    ap.add_argument("--methods", nargs="+", choices=list(registry.METHODS),
+                    default=list(registry.METHODS))
+    ap.add_argument("--llama-1b", action="store_true", help="also the 1 B model's figures")
+    ap.add_argument("--work", default=None, help="folder for the checkpoints (default: a temp)")
+    args = ap.parse_args(argv)
+    counts = sorted(set(args.models))
+    with tempfile.TemporaryDirectory(dir=args.work) as work:
+        print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, work folder {work}")
+        rows = []
+        for size in args.sizes:
+            rows += bench_size(size, counts, args.methods, Path(work))
+        if rows:
+            print_table(rows, counts)
+        if args.llama_1b:
+            bench_1b(Path(work))
+
+
+if __name__ == "__main__":
+    main()
