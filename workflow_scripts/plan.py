@@ -277,6 +277,8 @@ class Plan:
         values = {"method": method or "mask"}  # the rule gives --method itself
         if runtime_n is not None and int(n) != runtime_n:
             values["count_flops"] = False
+        if method is not None:  # the labels the method uses (mask: no expected form)
+            values["labels"] = FisherSettings.effective_labels(method, self.fisher["labels"])
         only = [k for k in FisherSettings.relevant(method) if k != "method"]
         return FisherSettings.config_flags(self.config, only=only, **values)
 

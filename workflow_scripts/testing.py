@@ -86,18 +86,24 @@ def make_tiny_checkpoint(
     seed: int = 0,
     with_head: bool = True,
     padding_side: str = "right",
+    objective: str = "classification",
     **config_overrides,
 ) -> Path:
-    """A randomly initialised sequence classifier with tokenizer, saved with save_pretrained.
+    """A randomly initialised sequence classifier (or, with ``objective="causal-lm"``, a
+    causal language model) with tokenizer, saved with save_pretrained.
 
     ``with_head=False`` saves the bare encoder, like a pre-trained base model.
     ``padding_side="left"`` and ``pad_token_id=None`` give a decoder base as released
     (left-padding tokenizer, no pad token id in the model config).
     """
+    from transformers import AutoModelForCausalLM
+
     directory = Path(directory)
     torch.manual_seed(seed)
     config = tiny_config(model_type, num_labels, **config_overrides)
     model_class = AutoModelForSequenceClassification if with_head else AutoModel
+    if objective == "causal-lm":
+        model_class = AutoModelForCausalLM
     model = model_class.from_config(config)
     # only BERT and ELECTRA take token type ids
     names = None if model_type in ("bert", "electra") else ["input_ids", "attention_mask"]

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import UnsupportedArchitectureError
-from .layout import CONV1D, GLOBAL, LINEAR, OTHER, ArchSpec, Block, ParamLayout, ParamRole
+from .layout import (
+    CONV1D, GLOBAL, LINEAR, LM_HEAD, OTHER, ArchSpec, Block, ParamLayout, ParamRole,
+)
 from .table import SPECS, SUPPORTED
 
 if TYPE_CHECKING:  # torch is not imported at run time: the workflow reads the roles
@@ -119,7 +121,10 @@ def _axes(kind: str, suffix: str) -> tuple[int | None, int | None]:
 
 
 def param_layout(spec: ArchSpec, name: str) -> ParamLayout:
-    """Layout of a body parameter, named as in ``model.base_model.state_dict()``."""
+    """Layout of a body parameter, named as in ``model.base_model.state_dict()`` (and a causal
+    LM's output projection, named as in the full model: ``lm_head.weight``)."""
+    if spec.lm_head and re.fullmatch(rf"{re.escape(spec.lm_head)}\.(weight|bias)", name):
+        return ParamLayout(None, (Block(LM_HEAD),), None)
     match = spec.layer_regex.match(name)
     if match:
         layer, rest = int(match.group(1)), match.group(2)

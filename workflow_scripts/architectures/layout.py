@@ -13,7 +13,8 @@ ATTN_OUT = "attn_out"  # attention output projection and the attention sub-block
 FFN_IN = "ffn_in"  # FFN input projection(s); rows belong to neurons
 FFN_OUT = "ffn_out"  # FFN output projection and the FFN sub-block's norm
 GLOBAL = "global"  # embeddings, pooler, final norm, relative-position tables
-ROLES = (QK, VALUE, ATTN_OUT, FFN_IN, FFN_OUT, GLOBAL)
+LM_HEAD = "lm_head"  # a causal language model's output projection (untied from the embeddings)
+ROLES = (QK, VALUE, ATTN_OUT, FFN_IN, FFN_OUT, GLOBAL, LM_HEAD)
 
 # The units an axis of a parameter can be indexed by.
 HEAD = "head"  # query heads (what the head mask scales)
@@ -118,6 +119,8 @@ class ArchSpec:
     ffn_act_block: int = 0
     full_fisher_mask: str = "keys"  # one of MASK_FORMS
     position_ids_from_mask: bool = False  # decoders: positions count real tokens (left padding)
+    lm_head: str | None = None  # causal LMs: the output projection's module (full model); None:
+    # the architecture is merged and evaluated as a classifier only
     config_layers: str = "num_hidden_layers"
     config_heads: str = "num_attention_heads"
     config_kv_heads: str | None = None  # grouped-query attention; None: as many as heads
@@ -141,6 +144,7 @@ __all__ = [
     "FFN_IN",
     "FFN_OUT",
     "GLOBAL",
+    "LM_HEAD",
     "ROLES",
     "HEAD",
     "KV_HEAD",

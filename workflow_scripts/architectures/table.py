@@ -51,6 +51,7 @@ _LLAMA_LIKE = dict(
     full_fisher_mask="causal",
     position_ids_from_mask=True,
     config_kv_heads="num_key_value_heads",
+    lm_head="lm_head",
 )
 
 SPECS: dict[str, ArchSpec] = {
@@ -148,6 +149,7 @@ SPECS: dict[str, ArchSpec] = {
         global_patterns=(r"wte\..+", r"wpe\..+", r"ln_f\..+"),
         full_fisher_mask="causal",
         position_ids_from_mask=True,
+        lm_head="lm_head",
         config_layers="n_layer",
         config_heads="n_head",
         config_intermediate="n_inner",

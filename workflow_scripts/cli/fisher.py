@@ -77,8 +77,7 @@ def run(args) -> None:
     device = resolve_device(settings.device)
     if device == "cpu":
         tune_cpu_allocator()
-    samples, model, tokenizer, info = options.load_samples_and_model(args, device,
-                                                                     settings.torch_dtype)
+    samples, model, tokenizer, info = options.load_samples_and_model(args, device, settings)
     log.info("%s Fisher of %s on %d samples (%s)", settings.method, args.model, len(samples),
              device)
     tensors, metadata = compute_fisher(model, tokenizer, samples, settings, info=info,

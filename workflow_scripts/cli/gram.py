@@ -47,8 +47,7 @@ def run(args) -> None:
     settings = GramSettings.from_args(args)
     context = options.artifact_context(args)
     device = resolve_device(settings.device)
-    samples, model, tokenizer, info = options.load_samples_and_model(args, device,
-                                                                     settings.torch_dtype)
+    samples, model, tokenizer, info = options.load_samples_and_model(args, device, settings)
     log.info("Grams of %s on %d samples (%s)", args.model, len(samples), device)
     grams, metadata = compute_gram(model, tokenizer, samples, settings, info=info,
                                    context=context, progress=args.progress)

@@ -113,7 +113,7 @@ def register(subparsers) -> None:
                    help="directory of the held-out evaluations (NAME.json each)")
     e.add_argument("--eval-task-infos", nargs="+", metavar="INFO",
                    help="the tasks' info JSONs: each label count must match its model")
-    add_arguments(e, EvaluateSettings, prefix="eval")
+    add_arguments(e, EvaluateSettings, prefix="eval", exclude=("objective",))  # the merge's
     options.add_meta(e)
     options.add_progress(e)
     p.set_defaults(func=run)

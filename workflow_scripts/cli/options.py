@@ -68,21 +68,22 @@ def add_label_map(parser) -> None:
                         help="data-set label i is model output MAP[i], e.g. 2,0,1")
 
 
-def load_samples_and_model(args, device, dtype=None):
+def load_samples_and_model(args, device, settings):
     """(samples, model, tokenizer, info): the samples of ``--data`` (an error when there are
     none) and the model of ``--model`` (``--revision``, ``--allow-pickle``,
-    ``--label-map``; loaded in ``dtype``, a torch dtype), checked against each other's
-    labels."""
+    ``--label-map``; loaded in ``settings``' dtype, for its objective), a classifier checked
+    against the samples' labels."""
     from .. import data
     from ..models import load_model, parse_label_map
 
     samples = data.read_samples(args.data, nonempty=True)
     model, tokenizer, info = load_model(
         args.model, revision=args.revision, allow_pickle=args.allow_pickle,
-        label_map=parse_label_map(args.label_map), device=device,
-        **({"dtype": dtype} if dtype is not None else {}),
+        label_map=parse_label_map(args.label_map), device=device, dtype=settings.torch_dtype,
+        objective=settings.objective,
     )
-    data.check_labels(samples, info.num_labels, where=str(args.data))
+    if not settings.causal:
+        data.check_labels(samples, info.num_labels, where=str(args.data))
     return samples, model, tokenizer, info
 
 

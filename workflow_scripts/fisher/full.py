@@ -97,31 +97,35 @@ def full_fisher_batches(
 ) -> dict[str, torch.Tensor]:
     """Full diagonal Fisher over prepared batches (see :func:`full_fisher`).
 
-    Every body parameter but the word-embedding matrix is differentiated
-    directly: ``vmap`` over the examples of a chunk of ``grad`` (or ``vjp`` for
-    the expected Fisher) of a ``functional_call`` that runs one example with a
-    batch dimension of 1.  The word-embedding matrix (a quarter of BERT-base's
-    body, of which an example touches a hundred rows) is handled sparsely: a
-    zero offset added to the embedding lookup's output is differentiated
-    instead, and each example's gradient of row ``v`` is the sum of that
-    offset's gradient over the example's tokens equal to ``v`` (the padding
-    row gets none, as ``nn.Embedding(padding_idx=...)`` does).  The squares go
-    into float accumulators in place, example by example.
+    Every parameter but the word-embedding matrix is differentiated directly: ``vmap``
+    over the examples of a chunk of ``grad`` (or ``vjp`` for the expected Fisher) of a
+    ``functional_call`` that runs one example with a batch dimension of 1.  The
+    word-embedding matrix (a quarter of BERT-base's body, of which an example touches a
+    hundred rows) is handled sparsely: a zero offset added to the embedding lookup's
+    output is differentiated instead, and each example's gradient of row ``v`` is the sum
+    of that offset's gradient over the example's tokens equal to ``v`` (the padding row
+    gets none, as ``nn.Embedding(padding_idx=...)`` does).  A causal LM whose output
+    projection is tied to its embeddings reads every row, so there the matrix is
+    differentiated directly.  The squares go into float accumulators in place, example by
+    example.  A classifier's Fisher covers its body; a causal LM's the whole model.
     """
     check_choice("labels", labels, LABEL_MODES)
     if chunk_size < 1:
         raise ValueError(f"chunk size must be positive, not {chunk_size}")
-    state = _FullFisher(model, expected=labels == "expected", chunk_size=chunk_size)
+    state = _FullFisher(model, labels=labels, chunk_size=chunk_size)
     n = 0
-    handle = state.embedding.register_forward_hook(state.add_offset)
+    handle = state.embedding.register_forward_hook(state.add_offset) if state.sparse else None
     try:
         with eval_mode(model), attn_implementation(model, "eager"), torch.enable_grad():
-            for batch in progress_bar(batches, f"full fisher ({labels})", progress):
+            for index, batch in enumerate(progress_bar(batches, f"full fisher ({labels})",
+                                                       progress)):
                 n += len(batch.rows)
+                targets = state.targets(batch, index)
                 for start in range(0, len(batch.rows), state.examples_per_call):
-                    state.add_chunk(batch, start)
+                    state.add_chunk(batch, targets, start)
     finally:
-        handle.remove()
+        if handle is not None:
+            handle.remove()
         state.offset.clear()
     return state.result(n)
 
@@ -130,19 +134,28 @@ class _FullFisher:
     """The accumulators and the vmapped per-example gradient functions of one full Fisher
     (:func:`full_fisher_batches`)."""
 
-    def __init__(self, model: nn.Module, *, expected: bool, chunk_size: int):
+    def __init__(self, model: nn.Module, *, labels: str, chunk_size: int):
         from torch.func import vmap
 
-        self.model = model
+        from .. import objectives
+
+        self.model, self.labels = model, labels
+        self.causal = objectives.of_model(model) == objectives.CAUSAL_LM
+        if labels == "expected" and self.causal:
+            raise ValueError("the expected Fisher sums over a classifier's classes; a causal LM "
+                             "takes labels empirical or true")
         self.prefix = arch.body_prefix(model)
         self.mask_form = arch.spec_for(model).full_fisher_mask  # unsupported architectures fail here
         self.embedding = model.get_input_embeddings()
         self.emb_name = _word_embedding_name(model)
         if not self.emb_name.startswith(self.prefix):
             raise ValueError(f"word embeddings {self.emb_name!r} lie outside the body {self.prefix!r}")
+        output = model.get_output_embeddings() if self.causal else None
+        self.sparse = output is None or output.weight is not self.embedding.weight
         named = dict(model.named_parameters())
         self.diff = {k: p.detach() for k, p in named.items()
-                     if k.startswith(self.prefix) and k != self.emb_name}
+                     if (self.causal or k.startswith(self.prefix))
+                     and (k != self.emb_name or not self.sparse)}
         self.fixed = {k: p.detach() for k, p in named.items() if k not in self.diff}
         self.fixed.update(dict(model.named_buffers()))
         self.dtype, self.device, acc = model_precision(model)
@@ -152,9 +165,10 @@ class _FullFisher:
         self.emb_fisher = torch.zeros(named[self.emb_name].shape, dtype=acc, device=self.device)
         self.vocab, self.width = self.emb_fisher.shape
         self.pad_row = self.embedding.padding_idx
-        num_labels = int(model.config.num_labels)
+        num_labels = 1 if self.causal else int(model.config.num_labels)
         self.very_negative = torch.finfo(self.dtype).min
         # examples per vmap call: chunk_size per-example gradients in flight
+        expected = labels == "expected"
         self.examples_per_call = max(1, chunk_size // num_labels) if expected else chunk_size
         self.eye = torch.eye(num_labels, dtype=self.dtype, device=self.device)
         self.offset: dict = {}
@@ -176,11 +190,19 @@ class _FullFisher:
         out = functional_call(self.model, {**params, **self.fixed}, (), kwargs).logits[0]
         return out.to(self.acc)  # the loss in float32 at least (half-precision models)
 
+    def loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """One example's loss: its class's cross-entropy, or its mean next-token loss."""
+        if self.causal:
+            from .. import lm
+
+            return lm.token_losses(logits.unsqueeze(0), label.unsqueeze(0))[0][0]
+        return F.cross_entropy(logits.unsqueeze(0), label.unsqueeze(0))
+
     def empirical_grads(self, params, delta, inputs, label):
         from torch.func import grad
 
         def loss(p, dl):
-            return F.cross_entropy(self.logits_of(p, dl, inputs).unsqueeze(0), label.unsqueeze(0))
+            return self.loss(self.logits_of(p, dl, inputs), label)
 
         g, g_delta = grad(loss, argnums=(0, 1))(params, delta)
         one = torch.ones(1, dtype=self.dtype, device=self.device)
@@ -199,7 +221,17 @@ class _FullFisher:
         g, g_delta = vmap(pullback)(self.eye)  # d log p(c|x) / dθ for every class c
         return g, g_delta, logp.exp()
 
-    def add_chunk(self, batch: data_mod.Batch, start: int) -> None:
+    def targets(self, batch: data_mod.Batch, index: int) -> torch.Tensor:
+        """The batch's labels; for the true Fisher, drawn from one forward pass's predictions."""
+        if self.labels != "true":
+            return batch.labels
+        from .batches import drawn_labels
+
+        with torch.no_grad():
+            logits = self.model(**batch.inputs).logits
+        return drawn_labels(self.model, logits, batch.labels, index)
+
+    def add_chunk(self, batch: data_mod.Batch, targets: torch.Tensor, start: int) -> None:
         """Add the squared gradients of the batch's examples ``start:start+examples_per_call``."""
         stop = start + self.examples_per_call
         inputs = _trim({k: v[start:stop] for k, v in batch.inputs.items()})
@@ -209,8 +241,10 @@ class _FullFisher:
         ids = inputs["input_ids"]
         delta = torch.zeros(*ids.shape[:1], 1, ids.shape[1], self.width, dtype=self.dtype,
                             device=self.device)
-        grads, g_delta, weights = self.per_example(self.diff, delta, inputs,
-                                                   batch.labels[start:stop])
+        chunk_targets = targets[start:stop]
+        if self.causal:  # the labels trimmed as the inputs are (their padding columns)
+            chunk_targets = chunk_targets[:, :ids.shape[1]]
+        grads, g_delta, weights = self.per_example(self.diff, delta, inputs, chunk_targets)
         valid = attn.bool()
         if self.pad_row is not None:
             valid &= ids != self.pad_row
@@ -224,6 +258,8 @@ class _FullFisher:
             for e, row in enumerate(w):
                 for c, weight in enumerate(row):
                     target.addcmul_(g[e, c], g[e, c], value=weight)
+        if not self.sparse:
+            return
         # word embeddings: g_delta [examples, classes, 1, tokens, width]
         examples, vocab = ids.shape[0], self.vocab
         keys = (torch.arange(examples, device=self.device)[:, None] * vocab + ids)[valid]
@@ -236,10 +272,17 @@ class _FullFisher:
         self.emb_fisher.index_add_(0, rows % vocab, squares.to(self.emb_fisher.dtype))
 
     def result(self, n: int) -> dict[str, torch.Tensor]:
-        """The mean over the ``n`` examples, keyed as in ``model.base_model.state_dict()``."""
-        self.fisher[self.emb_name] = self.emb_fisher
-        body_names = [k for k, _ in self.model.base_model.named_parameters()]
-        return {k: self.fisher[self.prefix + k] / n for k in body_names}
+        """The mean over the ``n`` examples, keyed as the merge names the tensors: body
+        parameters as in ``model.base_model.state_dict()``, a causal LM's (untied) output
+        projection by its own name (``lm_head.weight``)."""
+        if self.sparse:
+            self.fisher[self.emb_name] = self.emb_fisher
+        out = {}
+        for name, value in self.fisher.items():
+            key = name[len(self.prefix):] if name.startswith(self.prefix) else name
+            out[key] = value / n
+        order = [k for k, _ in self.model.base_model.named_parameters()]
+        return {k: out[k] for k in order + [k for k in out if k not in order]}
 
 
 def full_fisher(

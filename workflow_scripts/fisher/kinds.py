@@ -9,7 +9,11 @@ from __future__ import annotations
 METHODS = ("mask", "full")  # mask-node Fisher (the paper), full diagonal Fisher (baseline)
 ESTIMATORS = ("per-example", "per-batch")  # mask Fisher: Eq. 4, or the released code's
 NEURON_MASKS = ("post-activation", "pre-activation")  # released code, or Eq. 2 as typeset
-LABEL_MODES = ("empirical", "expected")  # full Fisher: dataset labels, or expectation
+# the labels of the loss: the data's (empirical), the exact expectation over the model's
+# predicted classes (expected: the full Fisher of a classifier), or drawn from the model's
+# own predictions (true: one class, or each next token of a causal LM, sampled)
+LABEL_MODES = ("empirical", "expected", "true")
+SAMPLING_SEED = 0  # the labels drawn by the true Fisher: batch b draws with seed SAMPLING_SEED + b
 
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_LENGTH = 128

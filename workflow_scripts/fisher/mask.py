@@ -13,22 +13,23 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import architectures as arch
 from .. import data as data_mod
-from .batches import model_batches, model_precision, progress_bar
+from .batches import drawn_labels, example_losses, model_batches, model_precision, progress_bar
 from .hooks import eval_mode, frozen_parameters, mask_hooks
 from .kinds import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, ESTIMATORS, check_choice
 
 
 def mask_fisher_batches(
     model: nn.Module, batches: Sequence[data_mod.Batch], *, estimator: str, neuron_mask: str,
-    progress: bool = False,
+    progress: bool = False, labels: str = "empirical",
 ) -> dict[str, torch.Tensor]:
-    """Mask-node Fisher over prepared batches (see :func:`mask_fisher`)."""
+    """Mask-node Fisher over prepared batches (see :func:`mask_fisher`); ``labels``
+    ``empirical`` (the data's) or ``true`` (drawn from the model's predictions)."""
     check_choice("estimator", estimator, ESTIMATORS)
+    check_choice("labels", labels, ("empirical", "true"))
     d = arch.dims(model)
     dtype, device, acc = model_precision(model)
     head = torch.zeros(d.layers, d.heads, dtype=acc, device=device)
@@ -38,16 +39,19 @@ def mask_fisher_batches(
         if estimator == "per-batch":
             hm = torch.ones(d.layers, d.heads, dtype=dtype, device=device, requires_grad=True)
             nm = torch.ones(d.layers, d.intermediate, dtype=dtype, device=device, requires_grad=True)
-        for batch in progress_bar(batches, f"mask fisher ({estimator})", progress):
+        for index, batch in enumerate(progress_bar(batches, f"mask fisher ({estimator})",
+                                                   progress)):
             if estimator == "per-example":
                 b = len(batch.rows)
                 hm = torch.ones(b, d.layers, d.heads, dtype=dtype, device=device, requires_grad=True)
                 nm = torch.ones(b, d.layers, d.intermediate, dtype=dtype, device=device, requires_grad=True)
             with mask_hooks(model, hm, nm, neuron_position=neuron_mask):
                 logits = model(**batch.inputs).logits
-            logits = logits.to(acc)  # the loss in float32 at least (half-precision models)
-            reduction = "sum" if estimator == "per-example" else "mean"
-            loss = F.cross_entropy(logits, batch.labels, reduction=reduction)
+            targets = batch.labels
+            if labels == "true":
+                targets = drawn_labels(model, logits, batch.labels, index)
+            losses = example_losses(model, logits, targets)  # at least float32
+            loss = losses.sum() if estimator == "per-example" else losses.mean()
             g_head, g_neuron = torch.autograd.grad(loss, (hm, nm))
             if estimator == "per-example":
                 head += g_head.to(acc).square().sum(0)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .. import architectures as arch
+from .. import objectives
 from .. import data as data_mod
 from ..artifacts import ArtifactContext, environment_metadata, source_metadata
 from ..devices import synchronize
@@ -87,7 +88,8 @@ def compute_fisher(
     def compute(show: bool):
         if method == "mask":
             return mask_fisher_batches(model, batches, estimator=settings.estimator,
-                                       neuron_mask=settings.neuron_mask, progress=show)
+                                       neuron_mask=settings.neuron_mask, progress=show,
+                                       labels=settings.effective_labels(method, settings.labels))
         return full_fisher_batches(model, batches, labels=settings.labels,
                                    chunk_size=chunk_size, progress=show)
 
@@ -161,7 +163,8 @@ def fisher_settings_metadata(model: nn.Module, settings: FisherSettings,
     return {
         "method": method,
         "estimator": settings.estimator if method == "mask" else "per-example",
-        "labels": settings.labels if method == "full" else "empirical",
+        "labels": settings.effective_labels(method, settings.labels),
+        "objective": objectives.of_model(model),
         "neuron_mask": settings.neuron_mask if method == "mask" else None,
         "max_length": settings.max_length,
         "batch_size": settings.batch_size,

@@ -12,6 +12,7 @@ from .commands import (
     FisherSettings,
     GramSettings,
     MergeSettings,
+    ModelSettings,
     PrepareSettings,
     SampleBatchSettings,
 )
@@ -19,6 +20,6 @@ from .core import Settings, SettingError, add_arguments, flag, schema_properties
 
 __all__ = [
     "CONFIG_SECTIONS", "ComputeSettings", "EvaluateSettings", "FinetuneSettings",
-    "FisherSettings", "GramSettings", "MergeSettings", "PrepareSettings", "SampleBatchSettings",
+    "FisherSettings", "GramSettings", "MergeSettings", "ModelSettings", "PrepareSettings", "SampleBatchSettings",
     "Settings", "SettingError", "add_arguments", "flag", "schema_properties", "setting",
 ]

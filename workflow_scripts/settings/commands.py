@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import objectives
 from ..devices import DEVICES, DTYPES
 from ..fisher import kinds
 from ..merging.registry import DARE_COMBINES, METHODS, TIES_SCOPES
@@ -37,7 +38,21 @@ def _batch_size(default: int, what: str):
 
 
 @dataclass(frozen=True)
-class ComputeSettings(Settings):
+class ModelSettings(Settings):
+    """What kind of model a command loads (per family: ``families.NAME.objective``)."""
+
+    objective: str = setting(objectives.DEFAULT, "the models' objective: "
+                             + "; ".join(f"{o.name}: {o.description}"
+                                         for o in objectives.OBJECTIVES.values()),
+                             choices=objectives.NAMES, shared=True, config=False)
+
+    @property
+    def causal(self) -> bool:
+        return self.objective == objectives.CAUSAL_LM
+
+
+@dataclass(frozen=True)
+class ComputeSettings(ModelSettings):
     """Where a command computes (config section ``compute``)."""
 
     SECTION = "compute"
@@ -83,8 +98,11 @@ class FisherSettings(SampleBatchSettings):
                                "mask Fisher: where the FFN neuron mask acts",
                                choices=kinds.NEURON_MASKS)
     labels: str = setting("empirical",
-                          "full Fisher: the data's labels (empirical) or the expectation over "
-                          "the model's predictions (expected)", choices=kinds.LABEL_MODES)
+                          "the loss's labels: the data's (empirical), the expectation over a "
+                          "classifier's predicted classes (expected; full Fisher only), or "
+                          "drawn from the model's predictions (true: a class, or each next "
+                          "token of a causal LM); the mask Fisher with expected is empirical",
+                          choices=kinds.LABEL_MODES)
     chunk_size: int = setting(None, "full Fisher: per-example gradients per vectorised call, "
                               "bounding memory (default: "
                               + ", ".join(f"{v} on {k}" for k, v in kinds.DEFAULT_CHUNK_SIZE.items())
@@ -97,8 +115,7 @@ class FisherSettings(SampleBatchSettings):
                                 "null); the workflow counts them only at report.runtime_n")
 
     # the settings only one method reads (the rest apply to both)
-    METHOD_ONLY = {"mask": ("estimator", "neuron_mask"),
-                   "full": ("labels", "chunk_size", "max_memory_mb")}
+    METHOD_ONLY = {"mask": ("estimator", "neuron_mask"), "full": ("chunk_size", "max_memory_mb")}
 
     @classmethod
     def relevant(cls, method: str | None) -> tuple[str, ...]:
@@ -108,11 +125,21 @@ class FisherSettings(SampleBatchSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.method == "full" and self.estimator != "per-example":
-            from .core import SettingError
+        from .core import SettingError
 
+        if self.method == "full" and self.estimator != "per-example":
             raise SettingError("--estimator applies to --method mask only (the full Fisher is "
                                "per-example)")
+        if self.labels == "expected" and self.causal:
+            raise SettingError("--labels expected (the exact sum over a classifier's classes) "
+                               "applies to classifiers; a causal LM's Fisher takes empirical or "
+                               "true")
+
+    @staticmethod
+    def effective_labels(method: str, labels: str) -> str:
+        """The labels a Fisher of ``method`` uses: the mask Fisher has no expected form (the
+        full Fisher's exact sum over classes), so ``expected`` leaves it empirical."""
+        return "empirical" if method == "mask" and labels == "expected" else labels
 
 
 @dataclass(frozen=True)
@@ -154,7 +181,7 @@ def _lambda_help() -> str:
 
 
 @dataclass(frozen=True)
-class MergeSettings(Settings):
+class MergeSettings(ModelSettings):
     """``merge``: the method and the hyper-parameters of every method (each reads those its
     registry entry names: :meth:`relevant`)."""
 
