@@ -174,3 +174,129 @@ def test_a_classifier_checkpoint_is_refused_as_a_causal_lm_and_the_reverse(tmp_p
         load_model(str(classifier), objective="causal-lm")
     with pytest.raises(ModelLoadError, match="is a causal-lm checkpoint"):
         load_model(str(causal))
+
+
+# --- whole-model merges, evaluation and fine-tuning of causal LMs -----------------
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def lm_family(request, tmp_path_factory):
+    """A base causal LM, two 'fine-tunes' of it (base + seeded noise on every tensor) and
+    their text samples, mask and full Fishers and Grams, computed by the commands."""
+    from workflow_scripts import cli
+    from workflow_scripts.data import write_samples
+    from workflow_scripts.models import save_checkpoint
+
+    root = tmp_path_factory.mktemp(f"lm-{request.param}")
+    base = make_tiny_checkpoint(root / "base", request.param, objective="causal-lm", seed=1,
+                                hidden=32, heads=4, intermediate=40, padding_side="left")
+    tuned = []
+    for j in (1, 2):
+        model, tok, _ = load_model(str(base), objective="causal-lm")
+        g = torch.Generator().manual_seed(j)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.02 * torch.randn(p.shape, generator=g))
+        save_checkpoint(model, tok, root / f"t{j}")
+        tuned.append(root / f"t{j}")
+    data = root / "texts.parquet"
+    write_samples(text_samples(TEXTS, [None, "it was good", None, "yes", None]), data)
+    artifacts = {"mask": [], "full": [], "gram": []}
+    for j, model in enumerate(tuned):
+        for kind in artifacts:
+            out = root / f"{kind}{j}.safetensors"
+            command = ["gram"] if kind == "gram" else ["fisher", "--method", kind,
+                                                       "--no-count-flops"]
+            assert cli.main([*command, "--model", str(model), "--data", str(data),
+                             "--objective", "causal-lm", "--no-progress", "--out", str(out)]) == 0
+            artifacts[kind].append(str(out))
+    return base, tuned, data, artifacts
+
+
+@pytest.mark.parametrize("method", ["average", "fisher", "mask", "task-arithmetic", "ties",
+                                    "dare", "regmean"])
+def test_every_method_merges_the_whole_causal_lm(tmp_path, lm_family, method):
+    """Streamed from the files, equal to the in-memory merge; embeddings and (untied)
+    lm_head merged, a tied lm_head stays tied; the checkpoint loads as a causal LM."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from workflow_scripts.artifacts import load_fisher
+    from workflow_scripts.merging import registry
+    from workflow_scripts.merging.files import merge_models
+    from workflow_scripts.merging.merge import merge_loaded
+
+    base, tuned, _, artifacts = lm_family
+    spec = registry.METHODS[method]
+    extra = {}
+    if spec.artifact is not None:
+        key = "gram" if spec.artifact == registry.GRAM else spec.artifact
+        extra["grams" if key == "gram" else "fishers"] = artifacts[key]
+    out = merge_models(tuned, tmp_path / "out", method=method, objective="causal-lm",
+                       names=["a", "b"], base=str(base) if spec.needs_base else None, **extra)
+    models = [load_model(str(p), objective="causal-lm")[0] for p in tuned]
+    loaded = None
+    if spec.artifact is not None:
+        loaded = [load_fisher(p)[0] for p in extra.get("fishers") or extra["grams"]]
+    merge_loaded(models, method, loaded, objective="causal-lm",
+                 base=load_model(str(base), objective="causal-lm")[0] if spec.needs_base else None)
+    written = AutoModelForCausalLM.from_pretrained(out[0])
+    expected = models[0].state_dict()
+    for name, value in written.state_dict().items():
+        assert torch.equal(value, expected[name]), name
+    inputs = [load_model(str(p), objective="causal-lm")[0] for p in tuned]
+    tied = written.get_output_embeddings().weight is written.get_input_embeddings().weight
+    assert tied == (inputs[0].get_output_embeddings().weight
+                    is inputs[0].get_input_embeddings().weight)
+    head = written.get_output_embeddings().weight
+    assert not torch.equal(head, inputs[0].get_output_embeddings().weight)  # merged too
+    assert (out[0] / "generation_config.json").is_file()
+    card = (out[0] / "README.md").read_text()
+    assert "pipeline_tag: text-generation" in card
+    assert json.loads((out[0] / "merge.json").read_text())["objective"] == "causal-lm"
+
+
+def test_evaluate_writes_the_mean_token_loss_and_perplexity(tmp_path, lm_family):
+    import json
+    import math
+
+    from workflow_scripts import cli
+
+    _, tuned, data, _ = lm_family
+    out = tmp_path / "eval.json"
+    assert cli.main(["evaluate", "--objective", "causal-lm", "--model", str(tuned[0]),
+                     "--data", str(data), "--task", "texts", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    model, tok, _ = load_model(str(tuned[0]), objective="causal-lm")
+    total = tokens = 0
+    for text, response in zip(TEXTS, [None, "it was good", None, "yes", None]):
+        loss = float(hf_loss(model, tok, text, response).detach())
+        ids = tok(text)["input_ids"] + (tok(response, add_special_tokens=False)["input_ids"]
+                                        if response else [])
+        counted = (len(ids) - 1) if response is None else len(
+            tok(response, add_special_tokens=False)["input_ids"])
+        total, tokens = total + loss * counted, tokens + counted
+    assert result["n_tokens"] == tokens and result["objective"] == "causal-lm"
+    assert result["metrics"]["loss"] == pytest.approx(total / tokens, rel=1e-5)
+    assert result["metrics"]["perplexity"] == pytest.approx(math.exp(total / tokens), rel=1e-5)
+
+
+def test_finetune_a_causal_lm_on_texts(tmp_path, lm_family):
+    import json
+
+    from workflow_scripts import cli
+    from workflow_scripts.data import write_samples
+
+    base, _, _, _ = lm_family
+    train = tmp_path / "train.parquet"
+    write_samples(text_samples(["the good movie was great"] * 16), train)
+    info = tmp_path / "info.json"
+    info.write_text(json.dumps({"task": "texts", "num_labels": 0, "label_names": []}))
+    assert cli.main(["finetune", "--objective", "causal-lm", "--base", str(base), "--train",
+                     str(train), "--validation", str(train), "--info", str(info), "--max-steps",
+                     "60", "--batch-size", "8", "--lr", "3e-3", "--out", str(tmp_path / "ft")]) == 0
+    result = json.loads((tmp_path / "ft" / "finetune_info.json").read_text())
+    assert result["final_train_loss"] < 0.5 * result["initial_train_loss"]
+    assert result["validation"]["loss"] < result["initial_train_loss"]
+    load_model(str(tmp_path / "ft"), objective="causal-lm")  # a causal LM again

@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from . import architectures as arch
+from . import objectives
 from .data import Samples, batches, check_labels, read_samples, tokenize
 from .devices import resolve_device
 from .errors import UserError
@@ -175,7 +176,7 @@ def evaluate_checkpoint(
     model, tokenizer, info = load_model(model_source, revision=source.revision,
                                         allow_pickle=source.allow_pickle,
                                         label_map=source.label_map, device=device,
-                                        dtype=settings.torch_dtype)
+                                        dtype=settings.torch_dtype, objective=settings.objective)
     record = EvalRecord(str(model_source), str(data_path), info.fingerprint, source.label_map)
     return evaluate_loaded(model, tokenizer, samples, task, settings, record=record,
                            num_labels=num_labels, task_info=task_info, context=context, out=out,
@@ -209,6 +210,9 @@ def evaluate_loaded(
     ``record.data``; the result of :func:`evaluate_checkpoint`, for a model in memory
     (``merge --eval-out`` evaluates its merged models without reloading them)."""
     settings = EvaluateSettings.of(settings)
+    if objectives.of_model(model) == objectives.CAUSAL_LM:
+        return _evaluate_lm(model, tokenizer, samples, task, settings, record, context, out,
+                            progress)
     model_labels = int(model.config.num_labels)
     num_labels = expected_label_count(num_labels, task_info)
     if num_labels is not None and num_labels != model_labels:
@@ -245,6 +249,38 @@ def evaluate_loaded(
     }
     log.info("%s on %s: %s", record.model, task,
              ", ".join(f"{k}={v:.4f}" if v is not None else f"{k}=nan" for k, v in metrics.items()))
+    if out is not None:
+        write_json(out, result, sort_keys=False)
+    return result
+
+
+def _evaluate_lm(model, tokenizer, samples, task, settings, record, context, out,
+                 progress) -> dict:
+    """A causal LM's evaluation JSON: its mean token loss and perplexity on the task's text."""
+    from .lmeval import lm_metrics
+
+    device = next(model.parameters()).device.type
+    start = time.perf_counter()
+    metrics, counts = lm_metrics(model, tokenizer, samples, settings.batch_size,
+                                 settings.max_length, progress, where=f"{record.data}")
+    result = {
+        "task": task,
+        "model": record.model,
+        "fingerprint": record.fingerprint,
+        "data": record.data,
+        "objective": objectives.CAUSAL_LM,
+        "n_examples": counts["examples"],
+        "n_tokens": counts["tokens"],
+        "dropped_examples": counts["dropped"],
+        "metrics": metrics,
+        "seconds": round(time.perf_counter() - start, 4),
+        "device": device,
+        "batch_size": settings.batch_size,
+        "max_length": settings.max_length,
+        "context": dict(context or {}),
+    }
+    log.info("%s on %s: loss %.4f, perplexity %s", record.model, task, metrics["loss"],
+             f"{metrics['perplexity']:.2f}" if metrics["perplexity"] is not None else "inf")
     if out is not None:
         write_json(out, result, sort_keys=False)
     return result

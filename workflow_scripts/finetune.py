@@ -136,30 +136,28 @@ def finetune(
     started = time.perf_counter()
     settings = FinetuneSettings.of(settings, **overrides)
     source = source or ModelSource()
-    task_info, label_names = _task_labels(info)
-    train = _training_samples(train, len(label_names), settings)
+    task_info, label_names = _task_labels(info, settings.causal)
+    train = _training_samples(train, label_names, settings)
     valid = None
     if validation is not None:
         vwhere = str(validation) if not isinstance(validation, Samples) else "validation samples"
         valid = _as_samples(validation, "validation")
-        check_labels(valid, len(label_names), where=vwhere)
+        if label_names is not None:
+            check_labels(valid, len(label_names), where=vwhere)
     device = resolve_device(settings.device)
     # seed: the new head's initialisation draws from torch's RNG
     model, tokenizer, minfo = load_model(base, label_names=label_names, seed=settings.seed,
                                          allow_pickle=source.allow_pickle,
-                                         revision=source.revision, device=device)
+                                         revision=source.revision, device=device,
+                                         objective=settings.objective)
     max_length = _fitted_max_length(model.config, settings.max_length)
     run = _train(model, tokenizer, train, settings, max_length, progress)
     model.to(settings.torch_dtype)  # saved (and validated) in the compute dtype
     result = _record(run, settings, base, minfo, task_info, label_names, len(train), max_length,
                      device, source.allow_pickle)
     if valid is not None and len(valid):
-        eval_started = time.perf_counter()
-        acc = validation_accuracy(model, tokenizer, valid, task_info.get("task"), max_length,
-                                  max(EvaluateSettings().batch_size, settings.batch_size), device)
-        result["validation"] = {"accuracy": acc, "n": len(valid),
-                                "seconds": round(time.perf_counter() - eval_started, 3)}
-        log.info("validation accuracy %.4f on %d examples", acc, len(valid))
+        result["validation"] = _validation(model, tokenizer, valid, task_info, max_length,
+                                           settings)
     log.info("fine-tuned %d steps in %.1f s; train loss %.4f -> %.4f", run.steps, run.seconds,
              result["initial_train_loss"], result["final_train_loss"])
     result["seconds"] = round(time.perf_counter() - started, 3)
@@ -171,14 +169,17 @@ def finetune(
     return model, tokenizer, result
 
 
-def _task_labels(info) -> tuple[dict, list[str]]:
-    """The task's info (a dict or its JSON file) and its label names, checked."""
+def _task_labels(info, causal: bool = False) -> tuple[dict, list[str] | None]:
+    """The task's info (a dict or its JSON file) and its label names, checked (a causal
+    LM's task has none)."""
     if isinstance(info, dict):
         task_info = info
     else:
         from .tasks.info import read_info
 
         task_info = read_info(info)
+    if causal:
+        return task_info, None
     num_labels = int(task_info["num_labels"])
     label_names = [str(n) for n in task_info.get("label_names") or range(num_labels)]
     if len(label_names) != num_labels:
@@ -188,11 +189,12 @@ def _task_labels(info) -> tuple[dict, list[str]]:
     return task_info, label_names
 
 
-def _training_samples(train, num_labels: int, settings: FinetuneSettings) -> Samples:
+def _training_samples(train, label_names, settings: FinetuneSettings) -> Samples:
     """The training samples (read, checked, and subsampled to ``max_train_examples``)."""
     where = str(train) if not isinstance(train, Samples) else "train samples"
     train = _as_samples(train, "train")
-    check_labels(train, num_labels, where=where)
+    if label_names is not None:
+        check_labels(train, len(label_names), where=where)
     if len(train) == 0:
         raise UserError(f"{where} has no rows")
     cap = settings.max_train_examples
@@ -200,6 +202,25 @@ def _training_samples(train, num_labels: int, settings: FinetuneSettings) -> Sam
         rows = np.random.default_rng([int(settings.seed), 5]).permutation(len(train))[:cap]
         train = train.subset(sorted(int(i) for i in rows))
     return train
+
+
+def _validation(model, tokenizer, valid: Samples, task_info: dict, max_length: int,
+                settings: FinetuneSettings) -> dict:
+    """The fine-tune's validation: a classifier's accuracy (evaluate's), a causal LM's mean
+    token loss."""
+    started = time.perf_counter()
+    batch = max(EvaluateSettings().batch_size, settings.batch_size)
+    device = next(model.parameters()).device
+    if settings.causal:
+        from .lmeval import lm_metrics
+
+        metrics, counts = lm_metrics(model, tokenizer, valid, batch, max_length, progress=False)
+        log.info("validation loss %.4f on %d tokens", metrics["loss"], counts["tokens"])
+        return {**metrics, "n": counts["examples"], "seconds": round(time.perf_counter() - started, 3)}
+    acc = validation_accuracy(model, tokenizer, valid, task_info.get("task"), max_length, batch,
+                              device)
+    log.info("validation accuracy %.4f on %d examples", acc, len(valid))
+    return {"accuracy": acc, "n": len(valid), "seconds": round(time.perf_counter() - started, 3)}
 
 
 def _fitted_max_length(config, max_length: int) -> int:
@@ -225,10 +246,8 @@ def _train(model, tokenizer, train: Samples, settings: FinetuneSettings, max_len
            progress: bool | None) -> _Run:
     """The training loop: AdamW, linear warm-up and decay, clipping, seeded batches."""
     device = next(model.parameters()).device
-    encoded = tokenize(tokenizer, train, max_length)
-    lengths = [len(e["input_ids"]) for e in encoded]
-    warn_unknown_tokens(tokenizer, encoded)
-    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
+    lengths, make_batch = _batch_maker(tokenizer, train, max_length, settings.causal, device)
+    steps_per_epoch = math.ceil(len(lengths) / settings.batch_size)
     total = (int(settings.max_steps) if settings.max_steps is not None
              else max(1, math.ceil(settings.epochs * steps_per_epoch)))
     warmup = int(math.ceil(settings.warmup_ratio * total))
@@ -247,8 +266,7 @@ def _train(model, tokenizer, train: Samples, settings: FinetuneSettings, max_len
                                   settings.group_by_length):
             if len(losses) >= total:
                 break
-            inputs = pad_batch(tokenizer, encoded, rows, device)
-            labels = torch.tensor([train.label[i] for i in rows], dtype=torch.long, device=device)
+            inputs, labels = make_batch(rows)
             with precision.autocast():
                 loss = model(**arch.model_inputs(model, inputs), labels=labels).loss
             if not torch.isfinite(loss):
@@ -265,6 +283,25 @@ def _train(model, tokenizer, train: Samples, settings: FinetuneSettings, max_len
     meter.close()
     model.eval()
     return _Run(len(losses), losses, warmup, time.perf_counter() - started)
+
+
+def _batch_maker(tokenizer, train: Samples, max_length: int, causal: bool, device):
+    """(each example's length, rows -> (padded inputs, labels)): a classifier's class ids,
+    or a causal LM's token labels (-100 where a token does not count)."""
+    if causal:
+        from . import lm
+
+        encoded, _ = lm.encode(tokenizer, train, max_length, where="train samples")
+        return ([len(e["input_ids"]) for e in encoded],
+                lambda rows: lm.pad(tokenizer, [encoded[i] for i in rows], device))
+    encoded = tokenize(tokenizer, train, max_length)
+    warn_unknown_tokens(tokenizer, encoded)
+
+    def make(rows):
+        labels = torch.tensor([train.label[i] for i in rows], dtype=torch.long, device=device)
+        return pad_batch(tokenizer, encoded, rows, device), labels
+
+    return [len(e["input_ids"]) for e in encoded], make
 
 
 class _Precision:
@@ -330,7 +367,8 @@ def _record(run: _Run, settings: FinetuneSettings, base, minfo, task_info: dict,
         "task": task_info.get("task"),
         "base": str(base),
         "base_fingerprint": minfo.fingerprint,
-        "num_labels": len(label_names),
+        "objective": settings.objective,
+        "num_labels": len(label_names) if label_names is not None else None,
         "label_names": label_names,
         "n_train_examples": n,
         "steps": run.steps,

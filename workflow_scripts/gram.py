@@ -41,8 +41,16 @@ KIND = "gram"
 
 def body_linears(model: nn.Module) -> dict[str, nn.Module]:
     """Every linear layer of the body (``nn.Linear``, GPT-2's ``Conv1D``), by its weight's body
-    parameter name."""
-    return {name: layer.module for name, layer in arch.linear_layers(model).items()}
+    parameter name; for a causal LM also its output projection (``lm_head.weight``) unless it
+    is tied to the embeddings (then it is merged with them, by their average)."""
+    out = {name: layer.module for name, layer in arch.linear_layers(model).items()}
+    from . import objectives
+
+    if objectives.of_model(model) == objectives.CAUSAL_LM:
+        head = model.get_output_embeddings()
+        if head is not None and head.weight is not model.get_input_embeddings().weight:
+            out[f"{arch.spec_for(model).lm_head}.weight"] = head
+    return out
 
 
 def gram_batches(model: nn.Module, batches, progress: bool = False) -> tuple[dict, dict]:

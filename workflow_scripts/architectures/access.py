@@ -196,6 +196,23 @@ def body_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return dict(body(model).state_dict())
 
 
+def merged_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors a merge covers, by the merge's names: a classifier's body
+    (:func:`body_state`); a causal LM's whole model, its body by the body's names and its
+    output projection by its own (``lm_head.weight``), unless tied to the embeddings (then
+    merged once, with them)."""
+    from .. import objectives
+
+    state = body_state(model)
+    if objectives.of_model(model) != objectives.CAUSAL_LM:
+        return state
+    shared = {t.data_ptr() for t in state.values()}
+    for name, value in head_state(model).items():
+        if value.data_ptr() not in shared:
+            state[name] = value
+    return state
+
+
 def head_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The task head's tensors (full-model names), i.e. everything outside the body."""
     prefix = body_prefix(model)
@@ -203,6 +220,7 @@ def head_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 __all__ = [
+    "merged_state",
     "spec_for",
     "Dims",
     "dims",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from .. import objectives
 from ..errors import UserError
 from ..io import write_json, write_text
 
@@ -23,19 +24,24 @@ CARD_FILE = "README.md"
 TAGS = ["merge", "fisher-merging"]
 
 
+def _objective(recipe: dict):
+    return objectives.OBJECTIVES[recipe.get("objective") or objectives.DEFAULT]
+
+
 def _front_matter(recipe: dict, scores: dict[str, dict]) -> dict:
+    tag = _objective(recipe).pipeline_tag
     front = {
         "base_model": [i["source"] for i in recipe["inputs"]],
         "tags": list(TAGS),
         "library_name": "transformers",
-        "pipeline_tag": "text-classification",
+        "pipeline_tag": tag,
     }
     if scores:
         front["model-index"] = [{
             "name": recipe.get("name") or "merged",
             "results": [
                 {
-                    "task": {"type": "text-classification"},
+                    "task": {"type": tag},
                     "dataset": {"name": task, "type": task},
                     "metrics": [{"type": k, "value": v} for k, v in metrics.items()],
                 }
@@ -58,10 +64,13 @@ def render_card(recipe: dict, scores: dict[str, dict] | None = None) -> str:
         "---", front.rstrip("\n"), "---", "",
         f"# {recipe.get('name') or 'merged'}: a {recipe['method']} merge of "
         f"{len(inputs)} fine-tuned checkpoints", "",
-        "A merge of the shared body of the checkpoints below, written by "
-        f"`fisher-merge merge` (workflow_scripts {recipe.get('workflow_scripts_version')}); "
-        f"its classification head is that of `{recipe.get('head_of')}`. "
-        f"`{RECIPE_FILE}` holds this recipe for machines.", "",
+        ("A merge of the whole models below (embeddings and lm_head included), written by "
+         if _objective(recipe).whole_model else
+         "A merge of the shared body of the checkpoints below, written by ")
+        + f"`fisher-merge merge` (workflow_scripts {recipe.get('workflow_scripts_version')}); "
+        + ("its config, tokenizer and generation config are those of "
+           if _objective(recipe).whole_model else "its classification head is that of ")
+        + f"`{recipe.get('head_of')}`. `{RECIPE_FILE}` holds this recipe for machines.", "",
         "## Recipe", "",
         "| setting | value |", "| --- | --- |",
         f"| method | {_value(recipe['method'])} |",

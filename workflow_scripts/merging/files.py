@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, objectives
 from ..artifacts import verify_artifact
 from ..errors import MergeError, ModelLoadError
 from ..io import atomic_path, sha256_file
@@ -119,12 +119,12 @@ def merge_models(sources: MergeSources | list[str], out_dir=None,
 
 
 def model_facts(source: str, revision: str | None, allow_pickle: bool, label_map,
-                workdir) -> ModelFacts:
+                workdir, objective: str = objectives.DEFAULT) -> ModelFacts:
     """A checkpoint's local files, fingerprint and config, without its weights; a checkpoint
     with pickle weights only (``allow_pickle``) is converted to safetensors first."""
     from transformers import AutoConfig
 
-    from ..models import fingerprint
+    from ..models import check_objective, fingerprint
 
     directory, resolved = local_directory(source, revision, allow_pickle)
     if not any(directory.glob("*.safetensors")):
@@ -132,7 +132,7 @@ def model_facts(source: str, revision: str | None, allow_pickle: bool, label_map
             raise ModelLoadError(
                 f"model {source!r} has no .safetensors weights; pickle weights are refused unless "
                 "you opt in (--allow-pickle / allow_pickle: true), or convert the checkpoint")
-        directory = convert_pickle(source, directory, workdir)
+        directory = convert_pickle(source, directory, workdir, objective)
     try:
         config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
     except (OSError, ValueError) as exc:
@@ -140,16 +140,17 @@ def model_facts(source: str, revision: str | None, allow_pickle: bool, label_map
     from .. import architectures as arch
 
     arch.spec_for(config)  # an unsupported architecture: a clear error before any tensor
+    check_objective(config, objective, source)
     return ModelFacts(source, Path(directory), resolved or revision,
                       fingerprint(source, revision), config, label_map)
 
 
-def convert_pickle(source: str, directory: Path, workdir) -> Path:
+def convert_pickle(source: str, directory: Path, workdir, objective: str) -> Path:
     """Pickle weights re-saved as safetensors in ``workdir`` (one model in memory at a time)."""
     from ..models import load_model, save_checkpoint
 
     log.info("converting the pickle weights of %s to safetensors", source)
-    model, tokenizer, _ = load_model(str(directory), allow_pickle=True)
+    model, tokenizer, _ = load_model(str(directory), allow_pickle=True, objective=objective)
     out = Path(workdir.name) / f"converted-{len(list(Path(workdir.name).iterdir()))}"
     save_checkpoint(model, tokenizer, out)
     del model
@@ -164,14 +165,19 @@ def open_inputs(sources: MergeSources, settings: MergeSettings) -> Opened:
 
     maps, revisions = sources.per_model("label_maps"), sources.per_model("revisions")
     workdir = tempfile.TemporaryDirectory(prefix="merge-convert-") if sources.allow_pickle else None
-    facts = [model_facts(src, revisions[j], sources.allow_pickle, maps[j], workdir)
+    objective = settings.objective
+    facts = [model_facts(src, revisions[j], sources.allow_pickle, maps[j], workdir, objective)
              for j, src in enumerate(sources.models)]
-    prefix, order = body_prefix_of(facts[0].config), state_names(facts[0].config)
-    models = [BodyFiles(f.directory, prefix, repr(f.source), order) for f in facts]
+    whole = objectives.objective(objective).whole_model
+    prefix, order = (body_prefix_of(facts[0].config, objective),
+                     state_names(facts[0].config, objective))
+    models = [BodyFiles(f.directory, prefix, repr(f.source), order, whole) for f in facts]
     base = base_facts = None
     if registry.method(settings.method).needs_base:
-        base_facts = model_facts(str(sources.base), None, sources.allow_pickle, None, workdir)
-        base = BodyFiles(base_facts.directory, prefix, f"base model {str(sources.base)!r}", order)
+        base_facts = model_facts(str(sources.base), None, sources.allow_pickle, None, workdir,
+                                 objective)
+        base = BodyFiles(base_facts.directory, prefix, f"base model {str(sources.base)!r}", order,
+                         whole)
     check_files(models, facts, base, f"base model {str(sources.base)!r}")
     records = []
     kind = registry.method(settings.method).artifact
@@ -221,6 +227,7 @@ def merge_recipe(opened: Opened, sources: MergeSources, settings: MergeSettings,
     metas = [r["metadata"] for r in records]
     recipe = {
         "method": settings.method,
+        "objective": settings.objective,
         "scheme": settings.scheme if registry.method(settings.method).takes_scheme else None,
         "n": _common(m.get("n") for m in metas) if metas else None,
         "seed": _common(m.get("seed") for m in metas) if metas else None,
@@ -292,7 +299,8 @@ def evaluate_merged(dirs: list[Path], final: list[str | None], names: list[str],
             tmp.mkdir()
         for j, name in enumerate(names):
             model, tokenizer, _ = load_model(str(dirs[j]), device=device,
-                                             dtype=evaluation.settings.torch_dtype)
+                                             dtype=evaluation.settings.torch_dtype,
+                                             objective=evaluation.settings.objective)
             for split, tmp in zip(evaluation.splits, tmps):
                 samples = read_samples(split.data[j], nonempty=True)
                 record = EvalRecord(final[j] if keep else f"merge of {name}", str(split.data[j]),

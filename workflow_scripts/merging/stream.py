@@ -55,14 +55,18 @@ class ModelFacts:
 class BodyFiles:
     """A checkpoint's weights by body name (``prefix`` stripped), and its head's names."""
 
-    def __init__(self, directory: Path, prefix: str, label: str, order: list[str] = ()):
+    def __init__(self, directory: Path, prefix: str, label: str, order: list[str] = (),
+                 whole_model: bool = False):
         self.label = label
         self.ckpt = Checkpoint(directory)
         rank = {n: i for i, n in enumerate(order)}  # the model's own order (its state dict)
         names = sorted(self.ckpt.tensors, key=lambda n: (rank.get(n, rank.get(f"{prefix}.{n}",
                                                                                len(rank))), n))
         dotted = prefix + "."
-        if any(n.startswith(dotted) for n in names):
+        if whole_model:  # a causal LM: the body by its names, the rest (lm_head) by its own
+            self.body = {n[len(dotted):] if n.startswith(dotted) else n: n for n in names}
+            self.head = []
+        elif any(n.startswith(dotted) for n in names):
             self.body = {n[len(dotted):]: n for n in names if n.startswith(dotted)}
             self.head = [n for n in names if not n.startswith(dotted)]
         else:  # a bare pre-trained model: every tensor is the body's
