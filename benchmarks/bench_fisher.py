@@ -47,9 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from transformers import AutoModelForSequenceClassification, BertTokenizerFast  # noqa: E402
+from transformers import BertTokenizerFast  # noqa: E402
 
-from workflow_scripts import data, fisher  # noqa: E402
+from workflow_scripts import data, fisher, objectives  # noqa: E402
+from workflow_scripts.fisher import batches as _batches  # noqa: E402,F401  (fisher.batches)
 from workflow_scripts.devices import device_name  # noqa: E402
 from workflow_scripts.testing import SPECIAL, WORDS, tiny_config  # noqa: E402
 
@@ -135,6 +136,9 @@ def main(argv=None) -> None:
     ap.add_argument("--size", choices=SIZES, default="base")
     ap.add_argument("--arch", nargs="+", choices=["bert", "llama"], default=["bert"],
                     help="model shapes to measure, in this order, in the same run")
+    ap.add_argument("--objective", choices=objectives.NAMES, default=objectives.DEFAULT,
+                    help="sequence classifiers, or causal LMs (llama only: the next-token "
+                         "loss over every token after the first; no naive loop)")
     ap.add_argument("--n", type=int, default=128)
     ap.add_argument("--vocab-size", type=int, default=30522)
     ap.add_argument("--min-tokens", type=int, default=40)
@@ -164,21 +168,26 @@ def run(arch: str, args, allocator) -> None:
         arch, args.num_labels, hidden=hidden, layers=layers, heads=heads,
         intermediate=intermediate, vocab_size=args.vocab_size, max_position_embeddings=512,
     )
-    model = AutoModelForSequenceClassification.from_config(config).eval()
+    causal = args.objective == objectives.CAUSAL_LM
+    if causal and arch == "bert":
+        raise SystemExit("--objective causal-lm needs a decoder: --arch llama")
+    model = objectives.auto_class(args.objective).from_config(config).eval()
     names = None if arch == "bert" else ["input_ids", "attention_mask"]
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer, words = make_tokenizer(Path(tmp), args.vocab_size, names)
     samples = make_samples(args.n, args.num_labels, words, args.min_tokens, args.max_tokens, args.seed)
-    batches = fisher.prepare_batches(
-        tokenizer, samples, batch_size=args.batch_size, max_length=128,
-        sort_by_length=True, device="cpu",
-    )
+    batches, _ = fisher.batches.model_batches(model, tokenizer, samples,
+                                              batch_size=args.batch_size, max_length=128,
+                                              sort_by_length=True, device="cpu")
     tokens = sum(int(b.inputs["attention_mask"].sum()) for b in batches)
     padded = sum(b.inputs["attention_mask"].numel() for b in batches)
-    params = sum(p.numel() for p in model.base_model.parameters())
+    params = sum(p.numel() for p in model.parameters()) if causal else sum(
+        p.numel() for p in model.base_model.parameters())
     kv = f" kv_heads={config.num_key_value_heads}" if arch == "llama" else ""
-    print(f"\nmodel: {arch} {args.size} (layers={layers} hidden={hidden} heads={heads}{kv} "
-          f"intermediate={intermediate} vocab={args.vocab_size}; {params / 1e6:.1f}M body params)")
+    what = "parameters (whole causal LM)" if causal else "body params"
+    print(f"\nmodel: {arch} {args.size} {args.objective} (layers={layers} hidden={hidden} "
+          f"heads={heads}{kv} intermediate={intermediate} vocab={args.vocab_size}; "
+          f"{params / 1e6:.1f}M {what})")
     print(f"samples: n={args.n}, {tokens} tokens ({tokens / args.n:.1f}/sample, "
           f"{padded - tokens} padding), batch size {args.batch_size}, chunk size {args.chunk_size}")
     print(f"device: {device_name('cpu')} ({os.cpu_count()} cores), torch {torch.__version__}, "
@@ -212,7 +221,7 @@ def run(arch: str, args, allocator) -> None:
     if "full" not in args.skip:
         rows.append((f"full Fisher, vmap (chunk {args.chunk_size})",
                      fisher_times(method="full", chunk_size=args.chunk_size)))
-    if "naive" not in args.skip:
+    if "naive" not in args.skip and not causal:
         rows.append(("full Fisher, naive loop (1 example/backward)",
                      best(lambda: naive_full_fisher(model, tokenizer, samples, 128))))
 
