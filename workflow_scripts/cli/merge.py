@@ -120,12 +120,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> None:
+    from ..allocator import return_freed_memory
     from ..errors import UserError
     from ..merging.files import EvalSplit, MergeEvaluation, merge_models
     from ..merging.sources import MergeSources
     from ..models import parse_label_map
     from ..settings import EvaluateSettings, MergeSettings
 
+    return_freed_memory()  # the streamed merge's peak must not grow with what it reads
     settings = MergeSettings.from_args(args)
     label_maps = None
     if args.label_maps is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 
+from ..allocator import tune_cpu_allocator
 from .kinds import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK_SIZE,
@@ -37,12 +38,12 @@ _LAZY = {
     "mask_fisher": "mask",
     "full_fisher": "full",
     "compute_fisher": "runner",
-    "tune_cpu_allocator": "runner",
 }
 
 __all__ = [
     "METHODS", "ESTIMATORS", "NEURON_MASKS", "LABEL_MODES",
     "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_LENGTH", "DEFAULT_CHUNK_SIZE", "default_chunk_size",
+    "tune_cpu_allocator",
     *_LAZY,
 ]
 

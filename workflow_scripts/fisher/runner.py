@@ -5,7 +5,6 @@ setting for a process that computes one Fisher and ends.
 
 from __future__ import annotations
 
-import platform
 import time
 from dataclasses import asdict
 
@@ -22,36 +21,6 @@ from .batches import model_batches
 from .full import full_fisher_batches
 from .kinds import default_chunk_size
 from .mask import mask_fisher_batches
-
-
-def tune_cpu_allocator() -> bool:
-    """Let glibc keep freed memory for reuse instead of unmapping it (CPU runs).
-
-    A backward pass keeps every activation alive, so each batch allocates
-    hundreds of fresh megabyte-sized tensors; glibc serves any above 32 MB
-    with a new ``mmap`` whose every page faults (and is zeroed) on first touch.
-    With mmap off and trimming deferred the heap is reused instead: on the
-    2-core development CPU this cut the mask Fisher of BERT-base from 2.9x to
-    2.4x a forward pass.  The price: the process keeps its peak memory until it
-    exits, so this is for a process that computes a Fisher and ends (the
-    ``fisher`` command, the benchmark), not for library use: it is never
-    called on import.  Returns whether it applied (glibc only).
-    """
-    import ctypes
-    import ctypes.util
-
-    if platform.system() != "Linux":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4
-    ok = mallopt(m_mmap_max, 0) == 1
-    ok &= mallopt(m_trim_threshold, 2**31 - 1) == 1
-    ok &= mallopt(m_top_pad, 64 << 20) == 1
-    return bool(ok)
 
 
 def compute_fisher(
