@@ -106,17 +106,31 @@ def artifacts(path: Path, out: Path, task: str) -> dict[str, str]:
     return made
 
 
+# Runs a module as python -m does and prints its own peak resident memory (VmHWM) last:
+# wait4's ru_maxrss would report at least this process's memory at the fork (Linux records
+# the forked copy's high-water mark at exec), which the models built here dwarf.
+PEAK = ("import atexit, runpy, sys\n"
+        "def peak():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM:'):\n"
+        "            print('PEAK_KB', line.split()[1], file=sys.stderr, flush=True)\n"
+        "atexit.register(peak)\n"
+        "sys.argv = sys.argv[1:]\n"
+        "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
+
+
 def measure(command: list[str]) -> tuple[float, float]:
-    """(seconds, peak resident MB) of a command run as its own process."""
+    """(seconds, peak resident MB) of ``python -m MODULE ARGS`` (``command``: [python, "-m",
+    MODULE, ARGS...]) run as its own process, the peak read by the process itself."""
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([command[0], "-c", PEAK, *command[2:]], capture_output=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     seconds = time.perf_counter() - start
-    err = proc.stderr.read().decode(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0:
+    err = proc.stderr.decode(errors="replace")
+    if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{err[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024  # kB on Linux
+    kb = [int(line.split()[1]) for line in err.splitlines() if line.startswith("PEAK_KB")]
+    return seconds, kb[-1] / 1024
 
 
 def merge_command(method: str, models: list[Path], base: Path, made: list[dict], out: Path):
