@@ -155,6 +155,12 @@ def test_validation_scores_of_other_candidates_change_nothing(tmp_path):
     assert out.read_bytes() == first
     kept = [p for p in files["validation"] if p not in others]
     assert selected_column(kept) == reported
+    # the chosen candidate's own validation scores are what the report needs
+    chosen = [p for p in kept if "task-arithmetic-lam0.3" in str(p) and "rte+sst2" in str(p)]
+    with pytest.raises(UserError, match=r"1 chosen candidate\(s\) lack a validation evaluation "
+                                        r"on each task of their subset, e.g. "
+                                        r"task-arithmetic-lam0.3 of fam/ft0/rte\+sst2 \(1 of 2\)"):
+        selected_column([p for p in kept if p != chosen[0]])
 
 
 def test_the_report_shows_the_selected_candidate_and_every_candidate_apart(tmp_path):

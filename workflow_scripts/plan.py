@@ -149,7 +149,8 @@ class Plan:
                                  self.tuned())
 
     def candidate_methods(self) -> list[str]:
-        """The methods with more than one candidate (variants of one scheme)."""
+        """The methods with more than one candidate: several variants of one base key (one
+        scheme), from listed lambdas or settings."""
         count: dict[tuple, int] = {}
         for v in self.variants():
             count[v.base_key, v.method.name] = count.get((v.base_key, v.method.name), 0) + 1
@@ -164,8 +165,8 @@ class Plan:
         return self.selection.get("holdout_fraction") is not None
 
     def selecting(self) -> bool:
-        """Selection is on and some merge has candidates: the select job runs."""
-        return bool(self.candidate_merges())
+        """Selection is on and some method has candidates: the select job runs."""
+        return self.selection_on() and bool(self.candidate_methods())
 
     def candidate_merges(self) -> list[Merge]:
         """With selection on, the merges whose method has several candidates, in plan order

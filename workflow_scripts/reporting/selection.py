@@ -159,19 +159,21 @@ def apply_selection(scores: pl.DataFrame, selection: pl.DataFrame):
         raise UserError(f"{r['method']} of {r['family']}/{r['replicate']}/{r['subset']} is a "
                         "candidate that the selection file does not list; rerun select on the "
                         "held-out evaluations of every candidate")
-    chosen = candidates.filter(pl.col("_selected")).with_columns(
-        method=pl.col("_base") + f"-{SELECTED}").drop("_selected", "_base")
-    covered = chosen.group_by(*keys, "method").agg(pl.len().alias("tasks"),
-                                                  pl.col("subset_size").first())
-    short = covered.filter(pl.col("tasks") != pl.col("subset_size"))
-    wanted = selection.filter(pl.col("selected")).height
-    if not short.is_empty() or covered.height != wanted:
-        raise UserError(f"{wanted - covered.height + short.height} chosen candidate(s) lack a "
-                        "validation evaluation on every task of their subset (e.g. "
-                        + (f"{short['method'][0]} of {short['subset'][0]}" if short.height else
-                           "one the selection file lists")
-                        + "); pass the validation evaluations of every chosen candidate")
-    return pl.concat([rest, chosen]), candidates.drop("_selected", "_base")
+    chosen = candidates.filter(pl.col("_selected"))
+    found = chosen.group_by(*keys, "method").agg(pl.len().alias("found"))
+    lacking = (selection.filter(pl.col("selected"))
+               .select(*keys, pl.col("candidate").alias("method"), "subset_size")
+               .join(found, on=keys + ["method"], how="left", nulls_equal=True)
+               .filter(pl.col("found").fill_null(0) != pl.col("subset_size")))
+    if not lacking.is_empty():
+        r = lacking.row(0, named=True)
+        raise UserError(f"{lacking.height} chosen candidate(s) lack a validation evaluation on "
+                        f"each task of their subset, e.g. {r['method']} of {r['family']}/"
+                        f"{r['replicate']}/{r['subset']} ({r['found'] or 0} of "
+                        f"{r['subset_size']}); pass the chosen candidates' evaluations")
+    chosen = chosen.with_columns(method=pl.col("_base") + f"-{SELECTED}")
+    return (pl.concat([rest, chosen.drop("_selected", "_base")]),
+            candidates.drop("_selected", "_base"))
 
 
 def with_selection(data: Inputs, path) -> Inputs:
