@@ -2,6 +2,9 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 
+# report() as report_output(): in a function, a line opening with "report(" reads as the
+# report: keyword
+from snakemake.io import report as report_output
 from snakemake.utils import min_version
 
 from workflow_scripts.config import check_config
@@ -19,6 +22,7 @@ from workflow_scripts.paths import (
     PATHS,
     REPORT_FILES,
     REPORT_TABLES,
+    SELECTION_TABLES,
     plot_file,
     table_file,
 )
@@ -63,6 +67,19 @@ def task_files(wildcards):
     }
 
 
+def holdout_output():
+    """prepare_task's held-out split, an output only with held-out selection on."""
+    return {"holdout": PATHS["task_holdout"]} if PLAN.selection_on() else {}
+
+
+def prepare_task_flags(wildcards, output):
+    """The task's settings, and the held-out split's file where there is one."""
+    flags = PLAN.prepare_task_flags(wildcards.task)
+    if "holdout" in output.keys():
+        flags += f" --out-holdout {output.holdout}"
+    return flags
+
+
 def checkpoint_dir(wildcards):
     return PLAN.checkpoint_dir(wildcards.family, wildcards.task, wildcards.rep)
 
@@ -97,6 +114,8 @@ def merge_inputs(wildcards):
         PATHS["task_validation"].format(task=t) for t in merge.subset
     ]
     inputs["infos"] = [PATHS["task_info"].format(task=t) for t in merge.subset]
+    if PLAN.selecting():
+        inputs["holdout"] = [PATHS["task_holdout"].format(task=t) for t in merge.subset]
     return inputs
 
 
@@ -111,16 +130,28 @@ def merge_flags(wildcards, input):
     return " ".join(flags)
 
 
-def merged_eval_flags(wildcards):
-    return PLAN.merged_eval_flags(wildcard_merge(wildcards))
+def merged_eval_flags(wildcards, input, output):
+    """The evaluation's flags; when selecting, the held-out split's too (every merge job is
+    evaluated on it, as the rule's outputs are the same for all; the select job reads the
+    candidates')."""
+    flags = PLAN.merged_eval_flags(wildcard_merge(wildcards))
+    if "holdout" in output.keys():
+        flags += (
+            f" --holdout-data {' '.join(input.holdout)} --holdout-out {output.holdout}"
+        )
+    return flags
 
 
 def merged_output():
     """The merged checkpoints as an output where merge.keep_merged keeps them; else the
-    merge job evaluates them in memory and writes none."""
+    merge job evaluates them in memory and writes none. When selecting (held-out selection
+    on, and merges with candidates), the merged models' held-out evaluations."""
+    out = {}
     if config["merge"]["keep_merged"]:
-        return {"merged": directory(PATHS["merged"])}
-    return {}
+        out["merged"] = directory(PATHS["merged"])
+    if PLAN.selecting():
+        out["holdout"] = directory(PATHS["holdout_merged_dir"])
+    return out
 
 
 def heavy_threads():
@@ -146,6 +177,32 @@ REPORT = PATHS["report_dir"]
 PLOTS = PATHS["report_plots"]
 write_if_changed(PATHS["report_eval_list"], PLAN.eval_paths())
 write_if_changed(PATHS["report_fisher_list"], PLAN.fisher_paths())
+if PLAN.selecting():
+    write_if_changed(PATHS["report_holdout_list"], PLAN.holdout_paths())
+
+
+def selection_input():
+    """The select job's choice, an input of the report and the plots with selection on."""
+    return {"selection": PATHS["selection"]} if PLAN.selecting() else {}
+
+
+def selection_tables():
+    """The report's table of every candidate, an output with selection on."""
+    if not PLAN.selecting():
+        return {}
+    return {
+        "candidates": [
+            report_output(
+                f"{REPORT}/{table_file(table, 'md')}",
+                caption=f"../report/{table}.rst",
+                category="Tables",
+            )
+            for table in SELECTION_TABLES
+        ],
+        "candidates_csv": [
+            f"{REPORT}/{table_file(t, 'csv')}" for t in SELECTION_TABLES
+        ],
+    }
 
 
 def report_outputs():

@@ -1,5 +1,7 @@
+# With held-out selection on, the task's held-out split too (moved out of its train split).
 rule prepare_task:
     output:
+        **holdout_output(),
         train=PATHS["task_train"],
         validation=PATHS["task_validation"],
         info=PATHS["task_info"],
@@ -8,7 +10,7 @@ rule prepare_task:
     conda:
         ENV
     params:
-        flags=lambda wc: PLAN.prepare_task_flags(wc.task),
+        flags=prepare_task_flags,
     shell:
         "python -m workflow_scripts prepare-task {params.flags} "
         "--out-train {output.train} --out-validation {output.validation} "

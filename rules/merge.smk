@@ -1,6 +1,7 @@
 # One job per merge: merge the subset's checkpoints, then evaluate each merged model on
-# its own task's validation set in the same process (one JSON per task). The merged
-# checkpoints are written only when merge.keep_merged asks for them.
+# its own task's validation set in the same process (one JSON per task), and with
+# held-out selection on, on its held-out split too. The merged checkpoints are written
+# only when merge.keep_merged asks for them.
 
 
 rule merge:

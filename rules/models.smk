@@ -71,3 +71,30 @@ rule evaluate_finetuned:
         "--data {input.validation} --task-info {input.info} --task {wildcards.task} "
         "{params.model} {params.flags} --meta {params.meta} "
         "--out {output} > {log} 2>&1"
+
+
+# With held-out selection on: each fine-tuned model on its task's held-out split (the
+# normaliser of the candidates' held-out scores; only the select job reads it).
+rule evaluate_finetuned_holdout:
+    input:
+        holdout=PATHS["task_holdout"],
+        info=PATHS["task_info"],
+        model=checkpoint_dir,
+    output:
+        PATHS["holdout_finetuned"],
+    log:
+        LOGS["evaluate_finetuned_holdout"],
+    conda:
+        ENV
+    threads: 1
+    resources:
+        **gpu_resources("evaluate_runtime"),
+    params:
+        model=model_flags,
+        flags=PLAN.evaluate_flags(),
+        meta=lambda wc: PLAN.finetuned_eval_meta(wc.family, wc.rep, wc.task, "holdout"),
+    shell:
+        "python -m workflow_scripts evaluate --model {input.model} "
+        "--data {input.holdout} --task-info {input.info} --task {wildcards.task} "
+        "{params.model} {params.flags} --meta {params.meta} "
+        "--out {output} > {log} 2>&1"

@@ -4,13 +4,34 @@
 # list names the files in them.
 
 
+# With held-out selection on: each merge's candidate chosen from held-out evaluations
+# alone (no validation evaluation is an input); the report and the plots read the choice.
+rule select:
+    input:
+        evals=PLAN.holdout_outputs(),
+        eval_list=PATHS["report_holdout_list"],
+    output:
+        report(PATHS["selection"], caption="../report/selection.rst", category="Data"),
+    log:
+        LOGS["select"],
+    conda:
+        ENV
+    params:
+        flags=PLAN.metric_flags(),
+    shell:
+        "python -m workflow_scripts select --evals-from {input.eval_list} {params.flags} "
+        "--out {output} > {log} 2>&1"
+
+
 rule report:
     input:
+        **selection_input(),
         evals=PLAN.eval_outputs(),
         fishers=PLAN.fisher_paths(),
         eval_list=PATHS["report_eval_list"],
         fisher_list=PATHS["report_fisher_list"],
     output:
+        **selection_tables(),
         summary=report(
             f"{REPORT}/{REPORT_FILES['summary']}",
             caption="../report/summary.rst",
@@ -65,6 +86,7 @@ rule report:
 
 rule plots:
     input:
+        **selection_input(),
         evals=PLAN.eval_outputs(),
         fishers=PLAN.fisher_paths(),
         eval_list=PATHS["report_eval_list"],
@@ -73,6 +95,11 @@ rule plots:
         scores=report(
             f"{PLOTS}/{plot_file('scores')}",
             caption="../report/scores_vs_n.rst",
+            category="Plots",
+        ),
+        interference=report(
+            f"{PLOTS}/{plot_file('interference')}",
+            caption="../report/interference.rst",
             category="Plots",
         ),
         heatmap=report(

@@ -90,6 +90,37 @@ def test_merge_ids_round_trip_and_match_the_wildcard_constraint():
         "average", "mask", "mask-released"]
 
 
+def test_listed_settings_and_selections_have_keys_of_their_own():
+    ties = registry.ALL_VARIANTS["ties"].with_lambda(1.0).with_settings(ties_k=10)
+    assert ties.key == "ties-lam1-k10" and ties.label == "TIES (λ = 1, k = 10)"
+    regmean = registry.ALL_VARIANTS["regmean"].with_settings(regmean_alpha=0.5)
+    floor = registry.ALL_VARIANTS["mask-released"].with_settings(floor=1e-6)
+    assert floor.label == "Ours (mask, released scheme, floor = 1e-06)"
+    for v, n, seed in ((ties, None, None), (regmean, 128, 0), (floor, 32, 2)):
+        merge_id = v.merge_id(n, seed)
+        assert re.fullmatch(registry.MERGE_ID_PATTERN, merge_id), merge_id
+        assert registry.parse_merge_id(merge_id) == (v, n, seed)
+        assert registry.variant(v.key) == v
+    assert regmean.merge_id(128, 0) == "regmean-alpha0.5-n128-seed0"
+    with pytest.raises(ValueError, match="tunes no regmean_alpha"):
+        ties.with_settings(regmean_alpha=0.5)
+    for bad in ("average-k20", "ties-lam1-alpha0.5", "ties-k10", "mask-floor0",
+                "regmean-alpha0.5", "task-arithmetic-selected"):
+        with pytest.raises(ValueError):
+            registry.parse_merge_id(bad)
+    selected = registry.variant("task-arithmetic-selected")
+    assert selected.selected and selected.label == "Task arithmetic (selected)"
+    assert registry.variant("mask-released-selected").label == (
+        "Ours (mask, released scheme, selected)")
+    with pytest.raises(ValueError, match="not a merge"):
+        selected.merge_id(None)
+    assert not registry.is_known("ties-k10") and not registry.is_known("average-selected-k1")
+    ranks = [registry.rank(k) for k in ("task-arithmetic-lam0.3", "task-arithmetic-lam1",
+                                        "task-arithmetic-selected", "ties-lam1", "ties-lam1-k10")]
+    assert ranks == sorted(ranks)
+    assert set(MergeSettings.config_lists({})) == set(registry.TUNED)  # the listable settings
+
+
 def test_every_method_has_its_module_and_known_artifact():
     for method in registry.METHODS.values():
         module = importlib.import_module(f"workflow_scripts.merging.{method.module}")

@@ -127,10 +127,11 @@ def report_dir(grid, tmp_path_factory):
 
 def test_table1_medians(report_dir):
     table = pl.read_csv(report_dir / "table1_scores.csv")
-    assert table.columns == ["family", "method", "n", "median_normalised", "diff_vs_average",
-                             "n_scores", "ci_low", "ci_high", "n_cells", "n_runs", "run_mean",
-                             "run_sd"]
+    assert table.columns == ["family", "subset_size", "method", "n", "median_normalised",
+                             "diff_vs_average", "n_scores", "ci_low", "ci_high", "n_cells",
+                             "n_runs", "run_mean", "run_sd"]
     assert table.height == len(BASE)
+    assert set(table["subset_size"]) == {2}  # every subset is a pair
     for row in table.iter_rows(named=True):
         base = BASE[(row["family"], row["method"], row["n"])]
         assert row["median_normalised"] == pytest.approx(base + 0.3)
@@ -304,7 +305,7 @@ def test_plots(grid, report_dir, tmp_path):
     args = ["plots", "--evals-from", str(root / "evals.txt"), "--fishers", *fishers,
             "--task-metric", "mrpc=f1"]
     assert cli.main(args + ["--out-dir", str(tmp_path / "a"), "--heatmap-n", "16"]) == 0
-    names = ["scores_vs_n.png", "pair_heatmap.png", "runtime.png",
+    names = ["scores_vs_n.png", "interference.png", "pair_heatmap.png", "runtime.png",
              "mask_fisher_layers_fam-a.png", "mask_fisher_layers_fam-b.png",
              "paired_fam-a.png", "paired_fam-b.png"]
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(names)

@@ -11,8 +11,9 @@ from workflow_scripts.reporting import stats
 from workflow_scripts.reporting.summary import findings
 from workflow_scripts.reporting.tables import median_scores
 
+# eight cells of pairs (every statistic is per subset size: see the test of sizes below)
 CELLS = [("ft0", "a+b", "a"), ("ft0", "a+b", "b"), ("ft0", "a+c", "a"), ("ft0", "a+c", "c"),
-         ("ft0", "b+c", "b"), ("ft0", "b+c", "c"), ("ft0", "a+b+c", "a"), ("ft0", "a+b+c", "b")]
+         ("ft0", "b+c", "b"), ("ft0", "b+c", "c"), ("ft0", "a+bb", "a"), ("ft0", "a+bb", "bb")]
 AVERAGE = [80.0, 85.0, 90.0, 70.0, 75.0, 88.0, 60.0, 95.0]
 # mask minus averaging, per cell and Fisher seed (seeds 0 and 1)
 DIFFS = [(3.0, 1.0), (-1.0, -2.0), (2.0, 4.0), (0.5, 0.0), (6.0, 5.0), (-0.5, 1.5),

@@ -3,7 +3,8 @@
 
 Runs `snakemake --cores 2` in a temporary directory, checks every report
 table, then that a second run has nothing to do and that changing one task's
-n reruns only that task's jobs and the report.
+n reruns only that task's jobs and the report.  A second, smaller run covers
+held-out selection with merges of two and three tasks.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ def toy_task_rows(kind: str, n: int, rng: random.Random):
             words = rng.sample(TOPICS[label], 2) + filler
             rng.shuffle(words)
             rows.append({"text": " ".join(words), "category": TOPIC_NAMES[label]})
+        elif kind == "mood":  # one sentence: is it happy?
+            label = rng.randrange(2)
+            words = rng.sample(POSITIVE if label else NEGATIVE, 2) + filler
+            rng.shuffle(words)
+            rows.append({"sentence": " ".join(words), "happy": label})
         else:  # pair: is the reply (second sentence) a yes?
             label = rng.randrange(2)
             answer = rng.sample(POSITIVE if label else NEGATIVE, 2)
@@ -285,3 +291,70 @@ def test_every_output_lies_under_the_workflow_folders(tmp_path):
     assert len(written) > 40
     outside = [p for p in written if not p.startswith(("results/", "resources/", "logs/"))]
     assert not outside, outside
+
+
+def read_parquet_rows(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+def test_held_out_selection_with_merges_of_two_and_three_tasks(tmp_path):
+    """Held-out selection on a tiny config: three tasks, task arithmetic at two lambdas,
+    merges of 2 and 3 tasks. The held-out rows leave the training split (the validation
+    split is untouched), the select job reads held-out evaluations only, and Table 1 has
+    the selected candidate, one row per subset size."""
+    work = tmp_path / "work"
+    work.mkdir()
+    config = tiny_config(work)
+    rng = random.Random(1)
+    write_csv(work / "data" / "mood_train.csv", toy_task_rows("mood", 160, rng))
+    write_csv(work / "data" / "mood_valid.csv", toy_task_rows("mood", 48, rng))
+    config["tasks"]["mood"] = {"source": "local", "train_file": "data/mood_train.csv",
+                               "validation_file": "data/mood_valid.csv",
+                               "column_map": {"text_a": "sentence", "label": "happy"}}
+    config["families"] = {"tiny": {"base": "base", "checkpoints": {
+        t: {"finetune": True} for t in ("topic", "pair", "mood")}}}
+    config["fisher"]["methods"] = []
+    # task arithmetic alone keeps the run short (averaging and the others: the run above)
+    config["merge"] = {"methods": ["task-arithmetic"], "task_arithmetic_lambda": [0.3, 1.0],
+                       "subset_sizes": [2, 3]}
+    config["finetune"]["max_steps"] = 60
+    config["selection"] = {"holdout_fraction": 0.25, "seed": 1}
+    (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    snakemake(work)
+
+    for task, train_file in (("topic", "topic_train.csv"), ("mood", "mood_train.csv")):
+        folder = work / "resources" / "tasks" / task
+        train, held = read_parquet_rows(folder / "train.parquet"), read_parquet_rows(
+            folder / "holdout.parquet")
+        valid = read_parquet_rows(folder / "validation.parquet")
+        assert (len(train), len(held), len(valid)) == (120, 40, 48)
+        assert {r["idx"] for r in train}.isdisjoint(r["idx"] for r in held)
+        source = read_csv(work / "data" / train_file)  # the held-out rows are training rows
+        column = "text" if task == "topic" else "sentence"
+        assert all(source[r["idx"]][column] == r["text_a"] for r in held)
+        assert [r["text_a"] for r in valid] == [r[column] for r in read_csv(
+            work / "data" / train_file.replace("train", "valid"))]  # validation untouched
+    listed = (work / "results/report/inputs/holdout_evaluations.txt").read_text().split()
+    assert listed and all(p.startswith("results/holdout/") for p in listed)
+    report = work / "results" / "report"
+    chosen = read_csv(report / "selection.csv")
+    assert list(chosen[0])[:9] == ["family", "replicate", "subset", "seed", "method", "setting",
+                                   "value", "holdout_score", "selected"]
+    assert len(chosen) == 2 * 4 and {r["value"] for r in chosen} == {"0.3", "1"}
+    for subset in {r["subset"] for r in chosen}:
+        mine = [r for r in chosen if r["subset"] == subset]
+        best = max(float(r["holdout_score"]) for r in mine)
+        (picked,) = [r for r in mine if r["selected"] == "true"]
+        assert float(picked["holdout_score"]) == best
+    table1 = read_csv(report / "table1_scores.csv")
+    assert {(r["method"], r["subset_size"]) for r in table1} == {
+        ("task-arithmetic-selected", size) for size in ("2", "3")}
+    assert "Task arithmetic (selected)" in (report / "table1_scores.md").read_text()
+    assert {r["method"] for r in read_csv(report / "table1_candidates.csv")} == {
+        "task-arithmetic-lam0.3", "task-arithmetic-lam1"}
+    assert (report / "plots" / "interference.png").stat().st_size > 1000
+    dry = snakemake(work, "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr

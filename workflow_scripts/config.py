@@ -24,12 +24,13 @@ from .fetch import classify
 from .fisher import kinds as fisher_kinds
 from .merging.registry import DARE_COMBINES, METHODS as MERGE_METHODS, TIES_SCOPES
 from .merging.schemes import SCHEME_NAMES
-from .metrics import METRICS
+from .metrics import METRICS, computed
 from .settings import CONFIG_SECTIONS, MergeSettings, schema_properties
 from .settings.core import value_schema
 from .tasks.files import QUOTINGS
+from .tasks.holdout import too_small
 from .tasks.local import COLUMN_KEYS
-from .tasks.registry import SOURCE_NAMES, SOURCES, TASK_NAMES
+from .tasks.registry import SOURCE_NAMES, SOURCES, TASK_NAMES, task_metric
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
@@ -255,6 +256,46 @@ def _check_families(config: dict, base_dir: Path) -> None:
                 )
 
 
+def _check_metrics(config: dict) -> None:
+    """Each task's metric (:func:`task_metric`) is one its evaluations record."""
+    default = config["report"].get("default_metric")
+    for name, spec in config["tasks"].items():
+        metric = task_metric(name, spec, default)
+        labels = SOURCES[spec["source"]].label_count(name, spec)
+        if metric not in computed(name, labels):
+            where = f"tasks.{name}.metric" if "metric" in spec else (
+                "report.default_metric" if default else f"tasks.{name}")
+            raise ConfigError(
+                f"{where}: task {name!r} is scored by {metric}, which its evaluations do not "
+                f"record (they record {', '.join(computed(name, labels))}: matthews for a task "
+                "named cola, f1 with two labels, macro_f1 with more); choose one of those")
+
+
+def _check_selection(config: dict, base_dir: Path) -> None:
+    """Held-out selection's keys need ``holdout_fraction``; with it, every task's (capped)
+    training split must be large enough for the held-out split (where it can be counted)."""
+    selection = config["selection"]
+    fraction = selection.get("holdout_fraction")
+    if fraction is None:
+        given = [k for k in ("max_holdout", "seed") if k in selection]
+        if given:
+            raise ConfigError(f"selection.{given[0]}: held-out selection is off without "
+                              "selection.holdout_fraction; set it or remove this key")
+        return
+    for name, spec in config["tasks"].items():
+        rows = SOURCES[spec["source"]].train_rows(name, spec, base_dir)
+        if rows is None:
+            continue  # prepare-task checks it on the rows it reads
+        if spec.get("max_train") is not None:
+            rows = min(rows, spec["max_train"])
+        problem = too_small(rows, fraction, selection.get("max_holdout"))
+        if problem:
+            raise ConfigError(
+                f"tasks.{name}: its training split is too small for held-out selection "
+                f"(selection.holdout_fraction {fraction:g}): {problem}; raise its max_train or "
+                "the holdout_fraction, or leave the task out")
+
+
 def _one_seed_shorthand(config: dict, section: str) -> None:
     """``SECTION.seed: S`` is ``SECTION.seeds: [S]``; both at once must agree."""
     settings = config.get(section)
@@ -306,4 +347,6 @@ def check_config(config: dict, base_dir: str | Path = ".", config_files=()) -> d
             )
     _check_tasks(config["tasks"], base_dir)
     _check_families(config, base_dir)
+    _check_metrics(config)
+    _check_selection(config, base_dir)
     return config

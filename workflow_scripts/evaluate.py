@@ -25,7 +25,7 @@ from .data import Samples, batches, check_labels, read_samples, tokenize
 from .devices import resolve_device
 from .errors import UserError
 from .io import write_json
-from .metrics import ACCURACY, F1, MACRO_F1, MATTHEWS
+from .metrics import ACCURACY, F1, MACRO_F1, MATTHEWS, computed
 from .models import ModelSource, load_model
 from .settings import EvaluateSettings
 
@@ -66,14 +66,13 @@ def compute_metrics(task: str, y_true, y_pred_or_scores, num_labels: int) -> dic
         raise ValueError(f"predictions must be labels [n] or scores [n, labels], got {pred.shape}")
     y_true = y_true.astype(np.int64)
     pred = pred.astype(np.int64)
-    metrics = {ACCURACY: _float(accuracy_score(y_true, pred))}
-    if num_labels == 2:
-        metrics[F1] = _float(f1_score(y_true, pred, pos_label=1, average="binary", zero_division=0))
-    else:
-        metrics[MACRO_F1] = _float(f1_score(y_true, pred, average="macro", zero_division=0))
-    if task == "cola":
-        metrics[MATTHEWS] = _float(matthews_corrcoef(y_true, pred))
-    return metrics
+    compute = {
+        ACCURACY: lambda: accuracy_score(y_true, pred),
+        F1: lambda: f1_score(y_true, pred, pos_label=1, average="binary", zero_division=0),
+        MACRO_F1: lambda: f1_score(y_true, pred, average="macro", zero_division=0),
+        MATTHEWS: lambda: matthews_corrcoef(y_true, pred),
+    }
+    return {name: _float(compute[name]()) for name in computed(task, num_labels)}
 
 
 _EVAL = EvaluateSettings()

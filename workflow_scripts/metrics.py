@@ -1,8 +1,10 @@
 """The names of the metrics the engine computes, and when it computes each.
 
-One owner for :func:`workflow_scripts.evaluate.compute_metrics` (which computes them),
-the config schema (``$defs.metric``, filled by :func:`workflow_scripts.config.load_schema`)
-and the ``report`` command (``--task-metric``, ``--default-metric`` and its help).
+One owner for :func:`workflow_scripts.evaluate.compute_metrics` (which computes them,
+:func:`computed` says which), the config schema (``$defs.metric``, filled by
+:func:`workflow_scripts.config.load_schema`) and its check of each task's metric, and the
+``report`` and ``select`` commands (``--task-metric``, ``--default-metric`` and its help).
+Which metric a task is scored by is :func:`workflow_scripts.tasks.registry.task_metric`.
 Light on purpose: Snakemake and ``--help`` import it, so nothing here imports torch or
 scikit-learn.
 """
@@ -22,3 +24,11 @@ COMPUTED_FOR = {
 def describe() -> list[str]:
     """One ``name: when`` line per metric, for help texts."""
     return [f"``{name}``: {COMPUTED_FOR[name]}" for name in METRICS]
+
+
+def computed(task: str, num_labels: int | None = None) -> tuple[str, ...]:
+    """The metrics an evaluation of ``task`` (its name as ``evaluate --task`` gets it) with
+    ``num_labels`` labels records; ``num_labels`` None (unknown): those it may record."""
+    by_labels = (F1, MACRO_F1) if num_labels is None else (
+        (F1,) if num_labels == 2 else (MACRO_F1,))
+    return (ACCURACY, *by_labels) + ((MATTHEWS,) if str(task).lower() == "cola" else ())

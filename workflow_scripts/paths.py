@@ -20,6 +20,8 @@ PATHS = {
     "task_train": "resources/tasks/{task}/train.parquet",
     "task_validation": "resources/tasks/{task}/validation.parquet",
     "task_info": "resources/tasks/{task}/info.json",
+    # ... and, with held-out selection on (config selection), its held-out selection split
+    "task_holdout": "resources/tasks/{task}/holdout.parquet",
     # fetch-model: local copies of checkpoints the workflow does not fine-tune
     "base_model": "resources/base_models/{family}",
     "fetched_model": "resources/models/{family}/{task}",
@@ -37,11 +39,18 @@ PATHS = {
     "eval_merged": "results/eval/{family}/{rep}/merged/{subset}/{merge_id}/{task}.json",
     # merge evaluates its merged models in the same job: one directory of the above per merge
     "eval_merged_dir": "results/eval/{family}/{rep}/merged/{subset}/{merge_id}",
+    # held-out selection: the fine-tuned and the merged models on the held-out split, and
+    # the select job's choice of each merge's candidate (which the report then reads)
+    "holdout_finetuned": "results/holdout/{family}/{rep}/finetuned/{task}.json",
+    "holdout_merged": "results/holdout/{family}/{rep}/merged/{subset}/{merge_id}/{task}.json",
+    "holdout_merged_dir": "results/holdout/{family}/{rep}/merged/{subset}/{merge_id}",
+    "selection": "results/report/selection.csv",
     # report (its files: REPORT_TABLES, REPORT_FILES and PLOT_FILES below)
     "report_dir": "results/report",
     "report_plots": "results/report/plots",
     "report_eval_list": "results/report/inputs/evaluations.txt",
     "report_fisher_list": "results/report/inputs/fishers.txt",
+    "report_holdout_list": "results/report/inputs/holdout_evaluations.txt",
 }
 
 # Each rule's log (rule name -> template, with the wildcards of the rule's output).
@@ -52,9 +61,11 @@ LOGS = {
     "fetch_model": "logs/fetch_model/{family}/{task}.log",
     "finetune": "logs/finetune/{family}/{rep}/{task}.log",
     "evaluate_finetuned": "logs/evaluate_finetuned/{family}/{rep}/{task}.log",
+    "evaluate_finetuned_holdout": "logs/evaluate_finetuned_holdout/{family}/{rep}/{task}.log",
     "fisher": "logs/fisher/{family}/{rep}/{task}/n{n}-seed{seed}/{method}.log",
     "gram": "logs/gram/{family}/{rep}/{task}/n{n}-seed{seed}.log",
     "merge": "logs/merge/{family}/{rep}/{subset}/{merge_id}.log",
+    "select": "logs/report/select.log",
     "report": "logs/report/report.log",
     "plots": "logs/report/plots.log",
 }
@@ -72,6 +83,8 @@ REPORT_TABLES = (
     "table4_flops",
 )
 TABLE_FORMATS = ("csv", "md")
+# ... and, given a selection (PATHS["selection"]), the table of every candidate's scores
+SELECTION_TABLES = ("table1_candidates",)
 # ... and the files beside them (key -> file name).
 REPORT_FILES = {
     "summary": "summary.md",  # every table, the findings and the warnings on one page
@@ -85,6 +98,7 @@ REPORT_FILES = {
 # ``plots``: the figures (key -> file name; {family}: see family_slug).
 PLOT_FILES = {
     "scores": "scores_vs_n.png",
+    "interference": "interference.png",
     "heatmap": "pair_heatmap.png",
     "paired": "paired_{family}.png",
     "runtime": "runtime.png",
@@ -108,8 +122,9 @@ def family_slug(family: str) -> str:
 
 
 def table_file(table: str, fmt: str) -> str:
-    """The file name of one of :data:`REPORT_TABLES` in one of :data:`TABLE_FORMATS`."""
-    if table not in REPORT_TABLES or fmt not in TABLE_FORMATS:
+    """The file name of one of :data:`REPORT_TABLES` (or :data:`SELECTION_TABLES`) in one of
+    :data:`TABLE_FORMATS`."""
+    if table not in REPORT_TABLES + SELECTION_TABLES or fmt not in TABLE_FORMATS:
         raise KeyError(f"unknown report table {table!r} or format {fmt!r}")
     return f"{table}.{fmt}"
 
@@ -123,6 +138,8 @@ def plot_file(key: str, family: str | None = None) -> str:
 
 
 def report_listing() -> list[str]:
-    """The report's files as help texts list them: the tables with their formats first."""
+    """The report's files as help texts list them: the tables with their formats first (the
+    selection's last: written with ``--selection`` only)."""
     formats = ",".join(TABLE_FORMATS)
-    return [f"{t}.{{{formats}}}" for t in REPORT_TABLES] + list(REPORT_FILES.values())
+    return ([f"{t}.{{{formats}}}" for t in REPORT_TABLES] + list(REPORT_FILES.values())
+            + [f"{t}.{{{formats}}}" for t in SELECTION_TABLES])

@@ -4,6 +4,11 @@ The Snakemake rules stay thin by asking this module which families, tasks,
 task subsets, sample counts and merges the config asks for, where each artifact
 lives (:mod:`.paths`) and which flags each command gets.  Plain Python, tested
 without Snakemake, no torch.
+
+Candidates: a merge setting the config lists with several values (a lambda list, or a
+listable setting such as ``merge.ties_k``) gives one merge per value (per combination, for
+several); with held-out selection on (``selection.holdout_fraction``), each merge's
+candidates are evaluated on the held-out split and the ``select`` job chooses one.
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ from dataclasses import dataclass
 
 from .jobs import cli_flags
 from .merging import registry
-from .paths import path
+from .paths import PATHS, path
 from .settings import (
     EvaluateSettings, FinetuneSettings, FisherSettings, GramSettings, MergeSettings,
     PrepareSettings,
 )
 from .settings.core import flag
 from . import replicates
+from .tasks.registry import task_metric
 
 #: ``fisher`` settings the workflow plans with; every other one is a ``fisher`` flag.
 FISHER_WORKFLOW_KEYS = ("n", "seeds", "methods", "allow_full_split")
@@ -122,8 +128,53 @@ class Plan:
                 out[name] = of(self.merge_cfg["dare_combine"] if name == "dare" else name)
         return out
 
+    def merge_lists(self) -> dict[str, list[float]]:
+        """Each listable merge setting's values (``merge.ties_k: [10, 20]``), as lists."""
+        return MergeSettings.config_lists(self.config)
+
+    def tuned(self) -> dict[str, dict[str, list[float]]]:
+        """Per method, the settings it reads that the config lists with several values."""
+        lists = self.merge_lists()
+        out = {}
+        for name, method in registry.METHODS.items():
+            keys = [k for k in method.tunable if len(lists[k]) > 1]
+            if name == "dare" and self.merge_cfg["dare_combine"] != "ties":
+                keys = [k for k in keys if k != "ties_k"]  # DARE reads ties_k with TIES only
+            if keys:
+                out[name] = {k: lists[k] for k in keys}
+        return out
+
     def variants(self) -> list[registry.Variant]:
-        return registry.variants(self.merge_cfg["methods"], self.schemes(), self.lambdas())
+        return registry.variants(self.merge_cfg["methods"], self.schemes(), self.lambdas(),
+                                 self.tuned())
+
+    def candidate_methods(self) -> list[str]:
+        """The methods with more than one candidate: several variants of one base key (one
+        scheme), from listed lambdas or settings."""
+        count: dict[tuple, int] = {}
+        for v in self.variants():
+            count[v.base_key, v.method.name] = count.get((v.base_key, v.method.name), 0) + 1
+        return list(dict.fromkeys(m for (_, m), c in count.items() if c > 1))
+
+    # -- held-out selection ---------------------------------------------------
+    @property
+    def selection(self) -> dict:
+        return self.config.get("selection") or {}
+
+    def selection_on(self) -> bool:
+        return self.selection.get("holdout_fraction") is not None
+
+    def selecting(self) -> bool:
+        """Selection is on and some method has candidates: the select job runs."""
+        return self.selection_on() and bool(self.candidate_methods())
+
+    def candidate_merges(self) -> list[Merge]:
+        """With selection on, the merges whose method has several candidates, in plan order
+        (each group's candidates in the order the config lists their values)."""
+        if not self.selection_on():
+            return []
+        methods = set(self.candidate_methods())
+        return [m for m in self.merges() if m.variant.method.name in methods]
 
     def subsets(self, family: str) -> list[tuple[str, ...]]:
         tasks = self.family_tasks(family)
@@ -203,6 +254,31 @@ class Plan:
     def finetuned_eval_path(family: str, replicate: str, task: str) -> str:
         return path("eval_finetuned", family=family, rep=replicate, task=task)
 
+    @staticmethod
+    def holdout_merged_dir(merge: Merge) -> str:
+        return path("holdout_merged_dir", family=merge.family, rep=merge.replicate,
+                    subset=merge.subset_id, merge_id=merge.merge_id)
+
+    def holdout_outputs(self) -> list[str]:
+        """What the select job reads: each fine-tuned model's and each candidate merge's
+        held-out evaluations (files, and one directory per merge), none without candidates."""
+        merges = self.candidate_merges()
+        if not merges:
+            return []
+        return [path("holdout_finetuned", family=family, rep=rep, task=task)
+                for family in self.families for rep in self.replicates(family)
+                for task in self.family_tasks(family)] + [
+            self.holdout_merged_dir(m) for m in merges]
+
+    def holdout_paths(self) -> list[str]:
+        """The files of :meth:`holdout_outputs`, in its order (the order ties are broken in)."""
+        out = [p for p in self.holdout_outputs() if p.endswith(".json")]
+        for merge in self.candidate_merges():
+            out.extend(path("holdout_merged", family=merge.family, rep=merge.replicate,
+                            subset=merge.subset_id, merge_id=merge.merge_id, task=task)
+                       for task in merge.subset)
+        return out
+
     def fisher_paths(self) -> list[str]:
         return [
             self.fisher_path(family, rep, task, n, seed, method)
@@ -243,14 +319,18 @@ class Plan:
         ] + [self.merged_eval_dir(merge) for merge in self.merges()]
 
     def task_metrics(self) -> dict[str, str]:
-        return {name: task["metric"] for name, task in self.tasks.items() if "metric" in task}
+        """Every task's metric (:func:`workflow_scripts.tasks.registry.task_metric`)."""
+        default = self.config["report"].get("default_metric")
+        return {name: task_metric(name, spec, default) for name, spec in self.tasks.items()}
 
     # -- command flags -------------------------------------------------------
     # Each from the command's settings object (workflow_scripts.settings): the settings the
     # config holds, in the object's field order, whatever the config's key order.
     def prepare_task_flags(self, task: str) -> str:
+        """The task's settings (and, with selection on, those of its held-out split)."""
         spec = self.tasks[task]
-        return PrepareSettings.config_flags({"task": spec}, task=spec.get("name", task))
+        return PrepareSettings.config_flags({"task": spec, "selection": self.selection},
+                                            task=spec.get("name", task))
 
     def model_flags(self, family: str, task: str | None = None) -> str:
         """``--label-map`` (of a checkpoint) and ``--allow-pickle`` (of a family)."""
@@ -295,7 +375,8 @@ class Plan:
         maps."""
         maps = [self.label_map(merge.family, t) or "-" for t in merge.subset]
         variant = merge.variant
-        values = {"method": variant.method.name, "lam": variant.lam}
+        values = {"method": variant.method.name, "lam": variant.lam,
+                  **{k: v[0] for k, v in self.merge_lists().items()}, **dict(variant.tuned)}
         if variant.scheme is not None:
             values["scheme"] = variant.scheme.name
         settings = MergeSettings.from_config(self.config, **values)
@@ -319,17 +400,25 @@ class Plan:
                          flag("--meta", meta)])
 
     @staticmethod
-    def finetuned_eval_meta(family: str, replicate: str, task: str) -> str:
+    def finetuned_eval_meta(family: str, replicate: str, task: str,
+                            split: str | None = None) -> str:
+        """The fine-tuned model's evaluation context; ``split`` for another split than the
+        validation split (``holdout``)."""
         return " ".join([f"family={family}", f"replicate={replicate}", "kind=finetuned",
-                         f"task={task}"])
+                         f"task={task}"] + ([f"split={split}"] if split else []))
+
+    def metric_flags(self) -> str:
+        """``--task-metric`` of every task: what ``select`` and ``report`` normalise by."""
+        return cli_flags({"task_metric": [f"{t}={m}" for t, m in self.task_metrics().items()]})
 
     def report_flags(self, near_chance: bool = False) -> str:
+        """The metrics, the runtime n, the selection (with selection on) and, for ``report``
+        (``near_chance``), the accepted near-chance models."""
         report = self.config["report"]
         flags = {
-            "default_metric": report["default_metric"],
-            "task_metric": [f"{t}={m}" for t, m in self.task_metrics().items()] or None,
             "runtime_n": report.get("runtime_n"),
+            "selection": PATHS["selection"] if self.selecting() else None,
         }
         if near_chance:
             flags["accept_near_chance"] = report["accept_near_chance"] or None
-        return cli_flags(flags)
+        return " ".join(f for f in (self.metric_flags(), cli_flags(flags)) if f)

@@ -31,6 +31,7 @@ COMMANDS = {
     "sample": "sample",  # n Fisher samples per (task, n, seed)
     "finetune": "finetune",  # fine-tune a base model on a task
     "fetch-model": "fetch_model",  # hub id, package or local path -> resources/
+    "select": "select",  # each merge's candidate chosen on held-out evaluations
     "report": "report",  # tables from evaluation and Fisher results
     "plots": "plots",  # figures for the Snakemake report
     "check-config": "check_config",  # validate a workflow config

@@ -35,9 +35,13 @@ def run(args) -> None:
     config = yaml.safe_load(path.read_text())
     check_config(config, base_dir=os.getcwd(), config_files=[path])
     plan = Plan(config)
+    selection = ""
+    if plan.selection_on():
+        selection = (f"; held-out selection: {len(plan.candidate_merges())} candidate merges "
+                     f"of {', '.join(plan.candidate_methods()) or 'no method'}")
     print(
         f"config {args.config} is valid: {len(plan.families)} families, {len(plan.tasks)} tasks, "
         f"{len(plan.fisher_paths())} Fisher artifacts, {len(plan.gram_paths())} Gram artifacts, "
         f"{len(plan.merges())} merges, "
-        f"{len(plan.eval_paths())} evaluations"
+        f"{len(plan.eval_paths())} evaluations{selection}"
     )

@@ -17,9 +17,13 @@ from .report import add_input_args, load_from_args
 
 # What each of paths.PLOT_FILES shows (the same keys).
 FIGURES = {
-    "scores": "median normalised score against n per method, one panel per model family, "
+    "scores": "median normalised score against n per method, one panel per model family "
+              "(and subset size, when several), "
               "with 95 % bootstrap intervals of the medians as error bars; averaging as a "
               "horizontal line with its interval as a band, the fine-tuned level (100) dashed.",
+    "interference": "the interference curve: median normalised score of each merge (and n) "
+                    "against the number of tasks merged, with 95 % bootstrap intervals, one "
+                    "panel per model family.",
     "heatmap": "merged / fine-tuned score (%) per merged subset and task, one row of panels "
                "per family, one column per method (at ``--heatmap-n``).",
     "paired": "one panel per merge and n, each (subset, task, seed) normalised score against "

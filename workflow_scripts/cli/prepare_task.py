@@ -45,10 +45,19 @@ builtin
 ``--max-train N`` / ``--max-validation N`` cap either split with a seeded,
 class-balanced-as-possible subsample (any source).
 
+Held-out selection split: ``--holdout-fraction F [--max-holdout N] [--holdout-seed S]
+--out-holdout H.parquet`` moves F of the (capped) training rows, at most N, into H
+(seeded, stratified by label; the validation split is untouched), so that fine-tuning,
+Fisher samples and Gram samples never see them: the merges' hyper-parameters are chosen on
+them.  A training split that would leave fewer than 10 held-out or 10 training rows is an
+error naming the task.
+
 Info file (JSON): ``task``, ``source``, ``origin`` (where the text came from),
 ``num_labels``, ``label_names``, ``is_pair``, ``sizes`` {train, validation},
 ``label_counts`` {train: [...], validation: [...]}, ``seed``, ``max_train``,
-``max_validation``, plus ``revision`` (glue) or ``files``/``column_map`` (local).
+``max_validation``, plus ``revision`` (glue) or ``files``/``column_map`` (local); with a
+held-out split, ``sizes`` and ``label_counts`` also give ``holdout``, and ``holdout``
+records {fraction, max_rows, seed}.
 """
 
 from __future__ import annotations
@@ -71,13 +80,15 @@ def register(subparsers) -> None:
     p.add_argument("--out-train", required=True)
     p.add_argument("--out-validation", required=True)
     p.add_argument("--out-info", required=True)
+    p.add_argument("--out-holdout", default=None,
+                   help="the held-out split's Parquet file (with --holdout-fraction)")
     p.set_defaults(func=run)
 
 
 def run(args) -> None:
     from ..errors import UserError
     from ..settings import PrepareSettings
-    from ..tasks.prepare import prepare, write_task
+    from ..tasks.prepare import prepare_task, write_task
 
     settings = PrepareSettings.from_args(args)
     if settings.source != "local":
@@ -88,7 +99,11 @@ def run(args) -> None:
         log.warning("--revision applies to --source glue only; ignored")
     if SOURCES[settings.source].tasks is not None and not settings.task:
         raise UserError(f"--source {settings.source} needs --task")
-    train, valid, info = prepare(settings=settings)
-    write_task(train, valid, info, args.out_train, args.out_validation, args.out_info)
-    log.info("task %s: %d train / %d validation rows, %d labels %s (%s)", info["task"],
-             len(train), len(valid), info["num_labels"], info["label_names"], info["origin"])
+    if (settings.holdout_fraction is None) != (args.out_holdout is None):
+        raise UserError("--holdout-fraction and --out-holdout go together")
+    task = prepare_task(settings=settings)
+    write_task(task.train, task.validation, task.info, args.out_train, args.out_validation,
+               args.out_info, task.holdout, args.out_holdout)
+    log.info("task %s: %s rows, %d labels %s (%s)", task.info["task"],
+             " / ".join(f"{n} {split}" for split, n in task.info["sizes"].items()),
+             task.info["num_labels"], task.info["label_names"], task.info["origin"])

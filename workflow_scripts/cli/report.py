@@ -26,6 +26,11 @@ records them:
 
 {metrics}
 
+With ``--selection`` (the ``select`` command's file), each merge with candidates is
+reported by its chosen candidate, ``METHOD-selected`` ("Task arithmetic (selected)"),
+in Table 1, the paired comparisons and the findings; every candidate's scores go to
+``table1_candidates`` (written with ``--selection`` only).
+
 Outputs (under ``--out-dir``)
 -----------------------------
 {outputs}
@@ -44,38 +49,56 @@ __doc__ = (__doc__
            .replace("{outputs}", "\n".join(f"- ``{name}``" for name in paths.report_listing())))
 
 
-def add_input_args(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by ``report`` and ``plots``."""
+def add_eval_args(parser: argparse.ArgumentParser) -> None:
+    """The evaluations and their metrics: shared by ``report``, ``plots`` and ``select``."""
     parser.add_argument("--evals", nargs="+", action="extend", default=[], metavar="JSON",
                         help="evaluation JSON files")
     parser.add_argument("--evals-from", action="append", default=[], metavar="FILE",
                         help="file listing evaluation JSONs, one path per line (repeatable)")
-    parser.add_argument("--fishers", nargs="+", action="extend", default=[], metavar="SAFETENSORS",
-                        help="Fisher artifacts (mask and full)")
-    parser.add_argument("--fishers-from", action="append", default=[], metavar="FILE",
-                        help="file listing Fisher artifacts, one path per line (repeatable)")
     parser.add_argument("--task-metric", nargs="+", action="extend", default=[],
                         metavar="TASK=METRIC",
                         help=f"metric per task, e.g. mrpc={metrics.F1} cola={metrics.MATTHEWS}; "
                              f"METRIC: one of {', '.join(metrics.METRICS)} (repeatable)")
     parser.add_argument("--default-metric", default=metrics.ACCURACY, choices=metrics.METRICS,
                         help="metric for tasks without --task-metric (default: %(default)s)")
+
+
+def eval_paths(args) -> list:
+    """The evaluation files of :func:`add_eval_args` (at least one)."""
+    from ..errors import UserError
+    from ..reporting.inputs import gather_paths
+
+    paths = gather_paths(args.evals, args.evals_from, "evaluation files")
+    if not paths:
+        raise UserError("no evaluation files: give --evals or --evals-from")
+    return paths
+
+
+def add_input_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by ``report`` and ``plots``."""
+    add_eval_args(parser)
+    parser.add_argument("--fishers", nargs="+", action="extend", default=[], metavar="SAFETENSORS",
+                        help="Fisher artifacts (mask and full)")
+    parser.add_argument("--fishers-from", action="append", default=[], metavar="FILE",
+                        help="file listing Fisher artifacts, one path per line (repeatable)")
     parser.add_argument("--runtime-n", type=int, default=None, metavar="N",
                         help="sample count for the runtime and FLOP tables (default: the "
                              "smallest n that every Fisher method has)")
+    parser.add_argument("--selection", default=None, metavar="CSV",
+                        help="the select command's choice of each merge's candidate: the "
+                             "chosen one is reported as METHOD-selected, every candidate in "
+                             "the supplementary table")
 
 
 def load_from_args(args):
     """The :class:`~workflow_scripts.reporting.inputs.Inputs` named by :func:`add_input_args`."""
-    from ..errors import UserError
     from ..reporting.inputs import gather_paths, load_inputs, parse_task_metrics
+    from ..reporting.selection import with_selection
 
-    eval_paths = gather_paths(args.evals, args.evals_from, "evaluation files")
     fisher_paths = gather_paths(args.fishers, args.fishers_from, "Fisher artifacts")
-    if not eval_paths:
-        raise UserError("no evaluation files: give --evals or --evals-from")
-    return load_inputs(eval_paths, fisher_paths, parse_task_metrics(args.task_metric),
+    data = load_inputs(eval_paths(args), fisher_paths, parse_task_metrics(args.task_metric),
                        args.default_metric, args.runtime_n)
+    return data if args.selection is None else with_selection(data, args.selection)
 
 
 def register(subparsers) -> None:

@@ -70,16 +70,17 @@ def check_near_chance(finetuned: pl.DataFrame, margin: float, accepted_items: li
 
 
 def coverage_warnings(scores: pl.DataFrame, medians: pl.DataFrame) -> list[str]:
-    """Medians of one family that rest on fewer (replicate, subset, task) cells than the
-    family has."""
-    totals = scores.group_by("family").agg(
+    """Medians of one family and subset size that rest on fewer (replicate, subset, task)
+    cells than the family has at that size."""
+    totals = scores.group_by("family", "subset_size").agg(
         pl.struct("replicate", "subset", "task").n_unique().alias("total"))
-    short = (medians.join(totals, on="family")
+    short = (medians.join(totals, on=["family", "subset_size"])
              .filter(pl.col("n_cells") < pl.col("total")))
     return [f"{r['family']}: the median for {r['method']}"
             + ("" if r["n"] is None else f" n={r['n']}")
-            + f" rests on {r['n_cells']} of {r['total']} (subset, task) cells; the grid is "
-            "incomplete, so Table 1 compares medians over different sets."
+            + f" over subsets of {r['subset_size']} tasks rests on {r['n_cells']} of "
+            f"{r['total']} (subset, task) cells; the grid is incomplete, so Table 1 compares "
+            "medians over different sets."
             for r in short.iter_rows(named=True)]
 
 

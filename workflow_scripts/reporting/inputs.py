@@ -8,10 +8,13 @@ Evaluation JSONs (one per evaluated model and task, written by ``evaluate``)::
                  "kind": "finetuned"|"merged",
                  "method": a merge variant of merging.registry.ALL_VARIANTS,
                  "n", "seed" (variants whose Fisher depends on the samples),
-                 "subset": "a+b[+c]", "task"}}
+                 "subset": "a+b[+c]", "task",
+                 "split": "holdout" (evaluations on the held-out selection split only)}}
 
 A merged score is normalised by the fine-tuned score of the same family,
-replicate and task.
+replicate and task, on the same split.  The report reads validation evaluations
+only, the ``select`` command held-out ones only (:mod:`.selection`): a file of
+the other split is an error naming it.
 
 Every task is a classification (``num_labels`` >= 2).  A fine-tuned model's
 chance level is its task's majority-class rate on the evaluated validation
@@ -40,6 +43,9 @@ from ..fisher.kinds import METHODS as FISHER_KINDS
 from ..merging.registry import ALL_VARIANTS, is_known, variant
 from ..metrics import ACCURACY, F1, METRICS
 from .checks import undefined_warnings
+
+VALIDATION = "validation"  # the split evaluations are of when their context names none
+HOLDOUT = "holdout"  # context.split of evaluations on the held-out selection split
 
 FINETUNED_SCHEMA = {"family": pl.String, "replicate": pl.String, "task": pl.String, "model": pl.String,
                     "metric": pl.String, "file": pl.String, "score": pl.Float64,
@@ -145,8 +151,10 @@ def _load_json(path: Path) -> dict:
     return data
 
 
-def read_evals(paths: list[Path], task_metrics: dict[str, str], default_metric: str):
-    """(fine-tuned rows, merged rows, warnings): two DataFrames and a list of strings.
+def read_evals(paths: list[Path], task_metrics: dict[str, str], default_metric: str,
+               split: str = VALIDATION):
+    """(fine-tuned rows, merged rows, warnings): two DataFrames and a list of strings, from
+    evaluations on ``split`` (``context.split``, absent: validation) only.
 
     Every structural problem is a UserError naming the file.
     """
@@ -158,6 +166,11 @@ def read_evals(paths: list[Path], task_metrics: dict[str, str], default_metric: 
             raise UserError(f"evaluation file {path}: 'metrics' is not an object")
         num_labels = _num_labels(data, path)
         ctx = _need(data, "context", path)
+        found = (ctx.get("split") if isinstance(ctx, dict) else None) or VALIDATION
+        if found != split:
+            raise UserError(f"evaluation file {path} is of the {found} split (context.split), "
+                            f"but only {split} evaluations are read here; pass the {split} "
+                            "evaluations")
         family = str(_need(ctx, "family", path, "context."))
         kind = _need(ctx, "kind", path, "context.")
         metric = task_metrics.get(task.lower(), default_metric)
@@ -234,9 +247,10 @@ def normalise(finetuned: pl.DataFrame, merged: pl.DataFrame) -> pl.DataFrame:
         raise UserError(f"no fine-tuned evaluation for {listed} (needed by e.g. "
                         f"{lacking['file'][0]}); pass the fine-tuned models' evaluations too")
     return joined.with_columns(
-        normalised=pl.col("merged").fill_null(0.0) / pl.col("finetuned") * 100
-    ).select("family", "replicate", "subset", "task", "method", "n", "seed", "metric", "merged",
-             "finetuned", "normalised", "model")
+        subset_size=(pl.col("subset").str.count_matches("+", literal=True) + 1).cast(pl.Int64),
+        normalised=pl.col("merged").fill_null(0.0) / pl.col("finetuned") * 100,
+    ).select("family", "replicate", "subset", "subset_size", "task", "method", "n", "seed",
+             "metric", "merged", "finetuned", "normalised", "model")
 
 
 # ---------------------------------------------------------------- Fisher artifacts
@@ -294,11 +308,13 @@ def runs_at(fishers: pl.DataFrame, n: int | None) -> pl.DataFrame:
 @dataclass
 class Inputs:
     finetuned: pl.DataFrame
-    scores: pl.DataFrame
+    scores: pl.DataFrame  # with a selection: the selected candidates, not the others
     fishers: pl.DataFrame
     runtime_n: int | None
     families: list[str]
     warnings: list[str]
+    selection: pl.DataFrame | None = None  # the select command's choice (selection.csv)
+    candidates: pl.DataFrame | None = None  # every candidate's scores (with a selection)
 
 
 def load_inputs(eval_paths: list[str | Path], fisher_paths: list[str | Path],
@@ -308,7 +324,8 @@ def load_inputs(eval_paths: list[str | Path], fisher_paths: list[str | Path],
 
     ``task_metrics``: task -> metric (lower-case task names), ``default_metric``
     for the others; ``runtime_n``: the n of the runtime tables (None: see
-    :func:`choose_runtime_n`).
+    :func:`choose_runtime_n`).  A selection is applied afterwards
+    (:func:`.selection.with_selection`).
     """
     finetuned, merged, warnings = read_evals([Path(p) for p in eval_paths], task_metrics or {},
                                              default_metric)

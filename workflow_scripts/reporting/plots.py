@@ -89,11 +89,12 @@ def plot_scores_vs_n(plt, scores: pl.DataFrame, path: Path) -> None:
     import numpy as np
 
     medians = median_scores(scores)
-    families = sorted(set(medians["family"]))
-    fig, axes = _grid(plt, len(families), 4.2, 3.3)
+    panels = sorted(set(medians.select("family", "subset_size").iter_rows()))
+    sized = len({size for _, size in panels}) > 1
+    fig, axes = _grid(plt, len(panels), 4.2, 3.3)
     handles = {}
-    for ax, family in zip(axes, families):
-        fam = medians.filter(pl.col("family") == family)
+    for ax, (family, size) in zip(axes, panels):
+        fam = medians.filter((pl.col("family") == family) & (pl.col("subset_size") == size))
         ax.axhline(100, color="black", ls="--", lw=1, label="Fine-tuned")
         keys = sorted(set(fam["method"]), key=rank)
         for key in keys:  # merges without n: horizontal lines (one style per lambda)
@@ -123,8 +124,43 @@ def plot_scores_vs_n(plt, scores: pl.DataFrame, path: Path) -> None:
             ax.set_xscale("log", base=2)
             ax.set_xticks(ns, [f"{n:,}" for n in ns])
             ax.minorticks_off()
-        ax.set_title(family)
+        ax.set_title(f"{family}, {size} tasks merged" if sized else family)
         ax.set_xlabel("Fisher samples n")
+        ax.set_ylabel("median normalised score (%)")
+        _collect(ax, handles)
+    if not panels:
+        _no_data(axes[0], "no merged evaluations")
+    _legend(fig, handles)
+    _save(plt, fig, path)
+
+
+def plot_interference(plt, scores: pl.DataFrame, path: Path) -> None:
+    """Per family, each merge's (and n's) median normalised score against the number of tasks
+    merged, with its 95 % bootstrap interval."""
+    import numpy as np
+
+    medians = median_scores(scores)
+    families = sorted(set(medians["family"]))
+    fig, axes = _grid(plt, len(families), 4.2, 3.3)
+    handles = {}
+    for ax, family in zip(axes, families):
+        fam = medians.filter(pl.col("family") == family)
+        lines = fam.select("method", "n").unique().sort(method_rank(), "n", nulls_last=False)
+        sizes = sorted(set(fam["subset_size"]))
+        ax.axhline(100, color="black", ls="--", lw=1, label="Fine-tuned")
+        for k, (method, n) in enumerate(lines.iter_rows()):
+            same_n = pl.col("n").is_null() if n is None else pl.col("n") == n
+            sub = fam.filter((pl.col("method") == method) & same_n).sort("subset_size")
+            y = sub["median_normalised"].to_numpy()
+            low = sub["ci_low"].fill_null(float("nan")).to_numpy()
+            high = sub["ci_high"].fill_null(float("nan")).to_numpy()
+            x = np.asarray(sub["subset_size"].to_list(), dtype=float) + 0.04 * (k - len(lines) / 2)
+            ax.errorbar(x, y, yerr=np.nan_to_num(np.vstack([y - low, high - y])), marker="o",
+                        capsize=3, color=variant(method).color, label=column_label(method, n),
+                        ls=("-", "--", ":", "-.")[k % 4])
+        ax.set_xticks(sizes, [str(size) for size in sizes])
+        ax.set_title(family)
+        ax.set_xlabel("tasks merged")
         ax.set_ylabel("median normalised score (%)")
         _collect(ax, handles)
     if not families:
@@ -137,7 +173,8 @@ def plot_pair_heatmap(plt, scores: pl.DataFrame, n: int | None, path: Path) -> N
     import numpy as np
     from matplotlib.colors import Normalize
 
-    scores = scores.filter(pl.col("n").is_null() | (pl.col("n") == n))
+    scores = scores.filter(pl.col("n").is_null() | (pl.lit(False) if n is None else
+                                                     pl.col("n") == n))
     families = sorted(set(scores["family"]))
     methods = sorted(set(scores["method"]), key=rank)
     tasks = scores.select("task").unique().sort(task_rank(), "task")["task"].to_list()
@@ -294,10 +331,13 @@ def write_plots(data: Inputs, out_dir: Path, heatmap_n: int | None = None,
     layers_n = _pick_n(mask_runs["n"], layers_n, "--layers-n", largest=True)
     with matplotlib.rc_context(RC):
         plot_scores_vs_n(plt, data.scores, out / plot_file("scores"))
+        plot_interference(plt, data.scores, out / plot_file("interference"))
         plot_pair_heatmap(plt, data.scores, heatmap_n, out / plot_file("heatmap"))
         plot_runtime(plt, data.fishers, data.families, data.runtime_n, out / plot_file("runtime"))
         for family in data.families:
             plot_paired(plt, data.scores, family, out / plot_file("paired", family))
         for family in data.families:
-            runs = mask_runs.filter((pl.col("family") == family) & (pl.col("n") == layers_n))
+            runs = mask_runs.filter((pl.col("family") == family)
+                                    & (pl.lit(False) if layers_n is None else
+                                       pl.col("n") == layers_n))
             plot_mask_layers(plt, runs, family, layers_n, out / plot_file("layers", family))

@@ -1,7 +1,9 @@
 """The uncertainty of every Table 1 claim: bootstrap intervals, paired tests, seed spread.
 
 The unit of evidence is a *cell*: one (replicate, subset, task) of a family,
-with one normalised score per Fisher seed (one in all for averaging).
+with one normalised score per Fisher seed (one in all for averaging).  Every statistic
+is taken per (family, subset size): merges of 2 tasks and of 5 are not pooled
+(:func:`with_subset_size` adds the ``subset_size`` column where it is missing).
 
 - Interval of a median (:func:`median_ci`): percentile bootstrap
   (``scipy.stats.bootstrap``) that resamples cells with replacement, each
@@ -37,6 +39,17 @@ TIE = 1e-9  # |difference| below this (in points) is a tie
 CELL = ("replicate", "subset", "task")
 BASELINE = "average"  # Table 1's "(+x.x)" reference, and the first comparison of each merge
 BASELINES = (BASELINE, "fisher")  # the merges every other merge is compared with
+KEYS = ("family", "subset_size", "method", "n")  # one Table 1 entry, one paired comparison
+
+
+def with_subset_size(scores: pl.DataFrame) -> pl.DataFrame:
+    """``scores`` with ``subset_size`` (how many tasks the subset merges) after ``subset``."""
+    if "subset_size" in scores.columns:
+        return scores
+    sized = scores.with_columns(
+        subset_size=(pl.col("subset").str.count_matches("+", literal=True) + 1).cast(pl.Int64))
+    at = sized.columns.index("subset") + 1
+    return sized.select(sized.columns[:at] + ["subset_size"] + sized.columns[at:-1])
 
 
 def _groups(df: pl.DataFrame, value: str) -> list[np.ndarray]:
@@ -70,23 +83,27 @@ def median_ci(groups: list[np.ndarray]) -> tuple[float | None, float | None]:
     return float(low), float(high)
 
 
+KEY_SCHEMA = {"family": pl.String, "subset_size": pl.Int64, "method": pl.String, "n": pl.Int64}
+
+
 def table1_uncertainty(scores: pl.DataFrame) -> pl.DataFrame:
-    """Per (family, method, n): the interval of the median and the number of cells."""
+    """Per (family, subset size, method, n): the interval of the median and the number of
+    cells."""
     rows = []
-    for (family, method, n), group in scores.group_by("family", "method", "n"):
+    for key, group in with_subset_size(scores).group_by(*KEYS):
         low, high = median_ci(_groups(group, "normalised"))
-        rows.append({"family": family, "method": method, "n": n, "ci_low": low, "ci_high": high,
-                     "n_cells": group.select(CELL).unique().height})
-    return pl.DataFrame(rows, schema={"family": pl.String, "method": pl.String, "n": pl.Int64,
-                                      "ci_low": pl.Float64, "ci_high": pl.Float64,
-                                      "n_cells": pl.Int64})
+        rows.append(dict(zip(KEYS, key)) | {"ci_low": low, "ci_high": high,
+                                             "n_cells": group.select(CELL).unique().height})
+    return pl.DataFrame(rows, schema=KEY_SCHEMA | {"ci_low": pl.Float64, "ci_high": pl.Float64,
+                                                   "n_cells": pl.Int64})
 
 
 def seed_spread(scores: pl.DataFrame) -> pl.DataFrame:
-    """Per (family, method, n): runs (replicate x Fisher seed), mean and sd of their medians."""
-    per_run = (scores.group_by("family", "method", "n", "replicate", "seed")
+    """Per (family, subset size, method, n): runs (replicate x Fisher seed), mean and sd of
+    their medians."""
+    per_run = (with_subset_size(scores).group_by(*KEYS, "replicate", "seed")
                .agg(pl.col("normalised").median().alias("run_median")))
-    return (per_run.group_by("family", "method", "n")
+    return (per_run.group_by(*KEYS)
             .agg(pl.len().alias("n_runs"), pl.col("run_median").mean().alias("run_mean"),
                  pl.col("run_median").std(ddof=1).alias("run_sd")))
 
@@ -100,11 +117,14 @@ def wilcoxon(cell_diffs: np.ndarray) -> tuple[float | None, str]:
     return float(stats.wilcoxon(cell_diffs).pvalue), ""
 
 
-def _pairs(scores: pl.DataFrame, family: str, method: str, n, baseline: str) -> pl.DataFrame:
-    """Rows with ``diff`` = method - baseline over the same (replicate, subset, task, seed)."""
+def _pairs(scores: pl.DataFrame, family: str, size: int, method: str, n,
+           baseline: str) -> pl.DataFrame:
+    """Rows with ``diff`` = method - baseline over the same (replicate, subset, task, seed),
+    subsets of ``size`` tasks."""
     same_n = pl.col("n").is_null() if n is None else pl.col("n") == n
-    mine = scores.filter((pl.col("family") == family) & (pl.col("method") == method) & same_n)
-    base = scores.filter((pl.col("family") == family) & (pl.col("method") == baseline))
+    scores = scores.filter((pl.col("family") == family) & (pl.col("subset_size") == size))
+    mine = scores.filter((pl.col("method") == method) & same_n)
+    base = scores.filter(pl.col("method") == baseline)
     keys = list(CELL)
     if variant(baseline).per_n:
         if n is None:  # a merge without n has no full-Fisher counterpart
@@ -115,7 +135,7 @@ def _pairs(scores: pl.DataFrame, family: str, method: str, n, baseline: str) -> 
             .with_columns(diff=pl.col("normalised") - pl.col("_base")))
 
 
-PAIRED_SCHEMA = {"family": pl.String, "method": pl.String, "n": pl.Int64, "baseline": pl.String,
+PAIRED_SCHEMA = {**KEY_SCHEMA, "baseline": pl.String,
                  "pairs": pl.Int64, "cells": pl.Int64, "wins": pl.Int64, "ties": pl.Int64,
                  "losses": pl.Int64, "median_diff": pl.Float64, "ci_low": pl.Float64,
                  "ci_high": pl.Float64, "wilcoxon_p": pl.Float64, "note": pl.String}
@@ -123,15 +143,15 @@ PAIRED_SCHEMA = {"family": pl.String, "method": pl.String, "n": pl.Int64, "basel
 
 def paired_comparisons(scores: pl.DataFrame) -> pl.DataFrame:
     """Every merge but averaging against each baseline present (not itself; full Fisher at
-    the same n only), one row per (merge, n, baseline)."""
+    the same n only), one row per (family, subset size, merge, n, baseline)."""
     rows = []
-    present = (scores.filter(pl.col("method") != BASELINE)
-               .select("family", "method", "n").unique())
-    for family, method, n in present.iter_rows():
+    scores = with_subset_size(scores)
+    present = scores.filter(pl.col("method") != BASELINE).select(*KEYS).unique()
+    for family, size, method, n in present.iter_rows():
         for baseline in BASELINES:
             if baseline == method:
                 continue
-            pairs = _pairs(scores, family, method, n, baseline)
+            pairs = _pairs(scores, family, size, method, n, baseline)
             if pairs.is_empty():
                 continue
             diffs = pairs["diff"].to_numpy()
@@ -139,7 +159,8 @@ def paired_comparisons(scores: pl.DataFrame) -> pl.DataFrame:
             low, high = median_ci(_groups(pairs, "diff"))
             p, note = wilcoxon(cell_diffs)
             rows.append({
-                "family": family, "method": method, "n": n, "baseline": baseline,
+                "family": family, "subset_size": size, "method": method, "n": n,
+                "baseline": baseline,
                 "pairs": diffs.size, "cells": cell_diffs.size,
                 "wins": int((diffs >= TIE).sum()), "ties": int((np.abs(diffs) < TIE).sum()),
                 "losses": int((diffs <= -TIE).sum()), "median_diff": float(np.median(diffs)),

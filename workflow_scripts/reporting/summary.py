@@ -1,6 +1,7 @@
 """Writing the report: every table as CSV and Markdown and the files beside them, under
 the names :mod:`workflow_scripts.paths` gives them (:data:`~workflow_scripts.paths.REPORT_TABLES`,
-:data:`~workflow_scripts.paths.REPORT_FILES`)."""
+:data:`~workflow_scripts.paths.REPORT_FILES`, and with a selection
+:data:`~workflow_scripts.paths.SELECTION_TABLES`)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ from pathlib import Path
 import polars as pl
 
 from ..io import atomic_path, write_text
-from ..paths import REPORT_FILES, REPORT_TABLES, table_file
+from ..paths import REPORT_FILES, REPORT_TABLES, SELECTION_TABLES, table_file
 from . import checks, stats
 from .inputs import Inputs, runs_at
 from .tables import (
-    BASELINE, column_label, fisher_tables, finetuned_markdown, fmt_ci, fmt_diff, fmt_gflops,
-    fmt_seconds, html_table, kind_rank, median_scores, method_rank, paired_markdown,
-    paired_rows, speedup_markdown, spread_markdown, table1_markdown, table1_rows, task_rank,
-    wide_markdown,
+    BASELINE, SIZE_HEADER, column_label, fisher_tables, finetuned_markdown, fmt_ci, fmt_diff,
+    fmt_gflops, fmt_seconds, html_table, kind_rank, markdown, median_scores, method_rank,
+    metrics_markdown, paired_markdown, paired_rows, row_keys, several_sizes, speedup_markdown,
+    spread_markdown, table1_markdown, table1_rows, task_rank, wide_markdown,
 )
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def write_report(data: Inputs, out_dir: Path, chance_margin: float = 0.05,
 
     table1 = table1_markdown(medians, families)
     paired = stats.paired_comparisons(data.scores).sort(
-        "family", method_rank(), "n", method_rank("baseline"))
+        "family", "subset_size", method_rank(), "n", method_rank("baseline"))
 
     fishers_n = runs_at(data.fishers, n)
     ft = fisher_tables(fishers_n, families)
@@ -74,8 +75,11 @@ def write_report(data: Inputs, out_dir: Path, chance_margin: float = 0.05,
         frame, text = tables[name]
         write_csv(out / table_file(name, "csv"), frame)
         write_text(out / table_file(name, "md"), text)
-    write_csv(out / REPORT_FILES["scores"], data.scores.sort(
-        "family", "replicate", "subset", task_rank(), "task", method_rank(), "n", "seed"))
+    scores = data.scores if data.candidates is None else pl.concat([data.scores, data.candidates])
+    write_csv(out / REPORT_FILES["scores"], scores.sort(
+        "family", "replicate", "subset_size", "subset", task_rank(), "task", method_rank(), "n",
+        "seed"))
+    selection_md = "" if data.candidates is None else write_selection_tables(data, out)
     write_csv(out / REPORT_FILES["finetuned"], data.finetuned.sort("family", task_rank(), "task"))
     write_csv(out / REPORT_FILES["runs"],
               data.fishers.sort("family", kind_rank(), "n", task_rank(), "task", "file"))
@@ -106,29 +110,77 @@ def write_report(data: Inputs, out_dir: Path, chance_margin: float = 0.05,
         (f"Speed-up{ntext}", "Mean full Fisher time / mean mask Fisher time.",
          md["runtime_speedup"]),
         (f"Table 4: mask Fisher GFLOPs{ntext}", "", md["table4_flops"]),
+        ("Metric per task", "Each task's scores are normalised by this metric (its own: "
+         "GLUE's official one, else accuracy, unless the config sets tasks.T.metric or "
+         "report.default_metric).", metrics_markdown(data.finetuned)),
         ("Fine-tuned models", "Each checkpoint's own score on its task's validation set.",
          finetuned_markdown(data.finetuned)),
         ("Warnings", "", warnings_md),
     ]
+    if selection_md:
+        sections.insert(1, ("Held-out selection", SELECTION_NOTE, selection_md))
     summary = "# Results\n\n" + findings_markdown(paired, medians, families) + "".join(
         f"\n## {title}\n\n" + (f"{note}\n\n" if note else "") + body for title, note, body in sections
     )
     write_text(out / REPORT_FILES["summary"], summary)
-    write_text(out / REPORT_FILES["evidence"], evidence_html(paired, medians, families))
+    write_text(out / REPORT_FILES["evidence"],
+               evidence_html(paired, medians, families, data.finetuned))
     for w in warnings:
         log.warning(w)
     log.info("wrote the report to %s", out)
     return warnings
 
 
-def findings(paired: pl.DataFrame, medians: pl.DataFrame, family: str) -> list[str]:
-    """Plain sentences for one family, one per merge and n against averaging; none claims
-    more than its Wilcoxon test supports (:func:`.stats.verdict`)."""
+SELECTION_NOTE = (
+    "Each merge with several candidates (a setting listed with several values) is reported "
+    "by the candidate with the best mean normalised score on the held-out rows of its "
+    "tasks' training splits (ties: the first listed), chosen before any validation score is "
+    "read (selection.csv lists every candidate). How often each value was chosen, then every "
+    "candidate's own validation scores (table1_candidates):")
+
+
+def write_selection_tables(data: Inputs, out: Path) -> str:
+    """The supplementary Table 1 of every candidate (with averaging) as CSV and Markdown;
+    returns the Markdown of the selection section: the values chosen, then that table."""
+    baseline = data.scores.filter(pl.col("method") == BASELINE)
+    medians = median_scores(pl.concat([baseline, data.candidates]))
+    (name,) = SELECTION_TABLES
+    table = table1_markdown(medians, data.families)
+    write_csv(out / table_file(name, "csv"), medians)
+    write_text(out / table_file(name, "md"), table)
+    return chosen_markdown(data.selection, data.families) + "\n" + table
+
+
+def chosen_markdown(selection: pl.DataFrame, families: list[str]) -> str:
+    """How often each candidate value was chosen, per family, subset size, method and n."""
+    keys = ["family", "subset_size", "method", "n", "setting", "value"]
+    counts = (selection.group_by(keys).agg(pl.col("selected").sum().alias("chosen"),
+                                           pl.len().alias("merges"))
+              .sort("family", "subset_size", method_rank(), "n", "setting", "value",
+                    nulls_last=False))
+    sized = several_sizes(selection)
+    rows = [[r["family"]] + ([str(r["subset_size"])] if sized else [])
+            + [column_label(r["method"], r["n"]), r["setting"], r["value"],
+               f"{r['chosen']} of {r['merges']}"]
+            for fam in families for r in counts.filter(pl.col("family") == fam).iter_rows(named=True)]
+    headers = ["Model"] + ([SIZE_HEADER] if sized else []) + ["Merge", "Setting", "Value",
+                                                              "Chosen in"]
+    return markdown(headers, rows, text_columns=len(headers) - 1)
+
+
+def findings(paired: pl.DataFrame, medians: pl.DataFrame, family: str,
+             size: int | None = None) -> list[str]:
+    """Plain sentences for one family (and subset size; None: every size), one per merge and
+    n against averaging; none claims more than its Wilcoxon test supports
+    (:func:`.stats.verdict`)."""
     out = []
     rows = paired.filter((pl.col("family") == family) & (pl.col("baseline") == BASELINE))
+    if size is not None:
+        rows = rows.filter(pl.col("subset_size") == size)
     for r in rows.iter_rows(named=True):
         same_n = pl.col("n").is_null() if r["n"] is None else pl.col("n") == r["n"]
         cell = medians.filter((pl.col("family") == family) & (pl.col("method") == r["method"])
+                              & (pl.col("subset_size") == r["subset_size"])
                               & same_n).row(0, named=True)
         out.append(
             f"{column_label(r['method'], r['n'])}: median {cell['median_normalised']:.1f} % of "
@@ -141,12 +193,18 @@ def findings(paired: pl.DataFrame, medians: pl.DataFrame, family: str) -> list[s
     return out
 
 
-def findings_markdown(paired: pl.DataFrame, medians: pl.DataFrame, families: list[str]) -> str:
-    parts = []
-    for family in families:
-        sentences = findings(paired, medians, family)
+def finding_groups(paired: pl.DataFrame, medians: pl.DataFrame, families: list[str]):
+    """(heading, sentences) per family, or per (family, subset size) when there are several."""
+    sized = several_sizes(medians)
+    for family, size in row_keys(medians, families):
+        sentences = findings(paired, medians, family, size)
         if sentences:
-            parts.append(f"**{family}**\n\n" + "".join(f"- {s}\n" for s in sentences))
+            yield (f"{family}, {size} tasks merged" if sized else family), sentences
+
+
+def findings_markdown(paired: pl.DataFrame, medians: pl.DataFrame, families: list[str]) -> str:
+    parts = [f"**{heading}**\n\n" + "".join(f"- {s}\n" for s in sentences)
+             for heading, sentences in finding_groups(paired, medians, families)]
     return ("## What the data shows\n\n" + "\n".join(parts) + "\n") if parts else ""
 
 
@@ -156,20 +214,26 @@ HTML_STYLE = ("body{font-family:sans-serif;font-size:14px;margin:1em}"
               "th:first-child,td:first-child{text-align:left}")
 
 
-def evidence_html(paired: pl.DataFrame, medians: pl.DataFrame, families: list[str]) -> str:
+def evidence_html(paired: pl.DataFrame, medians: pl.DataFrame, families: list[str],
+                  metrics: pl.DataFrame | None = None) -> str:
     """Table 1, its findings and the paired comparisons as one HTML page: the part of the
-    report that a Snakemake HTML report shows inline (it lists Markdown files as links)."""
+    report that a Snakemake HTML report shows inline (it lists Markdown files as links);
+    ``metrics``: the fine-tuned rows, whose metric per task the page names."""
     import html
 
+    used = "" if metrics is None else " Metric per task: " + ", ".join(
+        f"{t} {m}" for t, m in metrics.select("task", "metric").unique()
+        .sort(task_rank(), "task").rows()) + "."
+
     findings_html = "".join(
-        f"<h3>{html.escape(family)}</h3><ul>"
-        + "".join(f"<li>{html.escape(s)}</li>" for s in findings(paired, medians, family))
-        + "</ul>"
-        for family in families)
+        f"<h3>{html.escape(heading)}</h3><ul>"
+        + "".join(f"<li>{html.escape(s)}</li>" for s in sentences) + "</ul>"
+        for heading, sentences in finding_groups(paired, medians, families))
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><style>{HTML_STYLE}</style>"
             "</head><body><h2>Table 1: normalised scores</h2>"
             "<p>Median of merged / fine-tuned score x 100 over all (subset, task) cells, "
-            "seeds pooled; [95 % bootstrap interval]; (difference from averaging).</p>"
+            "seeds pooled; [95 % bootstrap interval]; (difference from averaging)."
+            + html.escape(used) + "</p>"
             + html_table(*table1_rows(medians, families))
             + "<h2>What the data shows</h2>" + findings_html
             + "<h2>Paired comparisons</h2>" + html_table(*paired_rows(paired))

@@ -88,24 +88,39 @@ def markdown(headers: list[str], rows: list[list[str]], text_columns: int = 1) -
 
 
 def median_scores(scores: pl.DataFrame) -> pl.DataFrame:
-    """Table 1 in long form: per (family, method, n) the median normalised score over all
-    its scores (cells and seeds pooled), the difference from averaging's, the 95 %
-    bootstrap interval of the median, and the spread of the per-run medians
-    (:mod:`.stats`)."""
-    keys = ["family", "method", "n"]
+    """Table 1 in long form: per (family, subset size, method, n) the median normalised
+    score over all its scores (cells and seeds pooled), the difference from averaging's
+    (on subsets of the same size), the 95 % bootstrap interval of the median, and the
+    spread of the per-run medians (:mod:`.stats`)."""
+    keys = list(stats.KEYS)
+    scores = stats.with_subset_size(scores)
     medians = (scores.group_by(keys)
                .agg(pl.col("normalised").median().alias("median_normalised"),
                     pl.len().alias("n_scores")))
     average = medians.filter(pl.col("method") == BASELINE).select(
-        "family", pl.col("median_normalised").alias("_average"))
-    return (medians.join(average, on="family", how="left")
+        "family", "subset_size", pl.col("median_normalised").alias("_average"))
+    return (medians.join(average, on=["family", "subset_size"], how="left")
             .with_columns(diff_vs_average=pl.when(pl.col("method") != BASELINE)
                           .then(pl.col("median_normalised") - pl.col("_average")))
             .join(stats.table1_uncertainty(scores), on=keys, how="left", nulls_equal=True)
             .join(stats.seed_spread(scores), on=keys, how="left", nulls_equal=True)
-            .sort("family", method_rank(), "n", nulls_last=False)
+            .sort("family", "subset_size", method_rank(), "n", nulls_last=False)
             .select(*keys, "median_normalised", "diff_vs_average", "n_scores", "ci_low",
                     "ci_high", "n_cells", "n_runs", "run_mean", "run_sd"))
+
+
+SIZE_HEADER = "Tasks merged"
+
+
+def row_keys(df: pl.DataFrame, families: list[str]) -> list[tuple[str, int]]:
+    """The (family, subset size) rows of a table, families in ``families``' order."""
+    present = set(df.select("family", "subset_size").unique().iter_rows()) if df.height else set()
+    return [(f, size) for f in families for size in sorted(s for g, s in present if g == f)]
+
+
+def several_sizes(df: pl.DataFrame) -> bool:
+    """Whether ``df`` holds subsets of more than one size (tables then add a column)."""
+    return df.height > 0 and df["subset_size"].n_unique() > 1
 
 
 def fmt_ci(low, high) -> str:
@@ -113,7 +128,12 @@ def fmt_ci(low, high) -> str:
 
 
 def column_label(method: str, n: int | None) -> str:
-    label = variant(method).label if is_known(method) else method
+    """The report's label of a merge key (or of a method's base key, ``task-arithmetic``,
+    as the selection names methods), with its n."""
+    if is_known(method):
+        label = variant(method).label
+    else:
+        label = ALL_VARIANTS[method].label if method in ALL_VARIANTS else method
     return label if n is None else f"{label}, n = {n:,}"
 
 
@@ -131,21 +151,24 @@ def _columns(medians: pl.DataFrame) -> list[tuple[str, int | None]]:
 def table1_markdown(medians: pl.DataFrame, families: list[str]) -> str:
     """One column per merge without n (always) and per (merge, n) present, registry order:
     ``median [95 % CI] (difference from averaging)``."""
-    return markdown(*table1_rows(medians, families))
+    headers, rows = table1_rows(medians, families)
+    return markdown(headers, rows, text_columns=2 if SIZE_HEADER in headers else 1)
 
 
 def table1_rows(medians: pl.DataFrame, families: list[str]) -> tuple[list[str], list[list[str]]]:
-    """(headers, rows) of Table 1 as text cells."""
+    """(headers, rows) of Table 1 as text cells: a row per family, or per (family, subset
+    size) with a column of the sizes when there are several."""
     columns = _columns(medians)
-    cells = {(r["family"], r["method"], r["n"]): r for r in medians.iter_rows(named=True)}
-    headers = ["Model"] + [column_label(m, n) for m, n in columns]
+    cells = {(r["family"], r["subset_size"], r["method"], r["n"]): r
+             for r in medians.iter_rows(named=True)}
+    sized = several_sizes(medians)
+    headers = ["Model"] + ([SIZE_HEADER] if sized else []) + [column_label(m, n)
+                                                              for m, n in columns]
     rows = []
-    for family in families:
-        if not any(k[0] == family for k in cells):
-            continue
-        row = [family]
+    for family, size in row_keys(medians, families):
+        row = [family] + ([str(size)] if sized else [])
         for method, n in columns:
-            cell = cells.get((family, method, n))
+            cell = cells.get((family, size, method, n))
             if cell is None:
                 row.append(MISSING)
                 continue
@@ -228,6 +251,12 @@ def speedup_markdown(speedup: pl.DataFrame) -> str:
     return markdown(["Model", "Ours, mean time (s)", "Fisher (full), mean time (s)", "Speed-up"], rows)
 
 
+def metrics_markdown(finetuned: pl.DataFrame) -> str:
+    """The metric each task's scores are normalised by, as the evaluations were read."""
+    rows = finetuned.select("task", "metric").unique().sort(task_rank(), "task").rows()
+    return markdown(["Task", "Metric"], [list(r) for r in rows], text_columns=2)
+
+
 def finetuned_markdown(finetuned: pl.DataFrame) -> str:
     def fmt(x):
         return MISSING if x is None else f"{x:.4f}"
@@ -247,34 +276,41 @@ def fmt_p(p) -> str:
 
 
 def paired_markdown(paired: pl.DataFrame) -> str:
-    """The paired comparisons, one row per (family, merge, n, baseline)."""
-    return markdown(*paired_rows(paired), text_columns=3)
+    """The paired comparisons, one row per (family, subset size, merge, n, baseline)."""
+    headers, rows = paired_rows(paired)
+    return markdown(headers, rows, text_columns=4 if SIZE_HEADER in headers else 3)
 
 
 def paired_rows(paired: pl.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """(headers, rows) of the paired comparisons as text cells."""
+    """(headers, rows) of the paired comparisons as text cells (a column of the subset
+    sizes when there are several)."""
+    sized = several_sizes(paired)
     rows = []
-    for r in paired.sort("family", method_rank(), "n", method_rank("baseline")).iter_rows(
-            named=True):
+    for r in paired.sort("family", "subset_size", method_rank(), "n",
+                         method_rank("baseline")).iter_rows(named=True):
         ci = fmt_ci(r["ci_low"], r["ci_high"]).strip() or MISSING
-        rows.append([r["family"], column_label(r["method"], r["n"]),
-                     column_label(r["baseline"], None if r["baseline"] == BASELINE else r["n"]),
-                     f"{r['wins']} / {r['ties']} / {r['losses']}", fmt_diff(r["median_diff"]), ci,
-                     fmt_p(r["wilcoxon_p"]) if r["wilcoxon_p"] is not None else r["note"]])
-    return ["Model", "Merge", "Against", "Wins / ties / losses", "Median difference",
-            "95 % CI", "Wilcoxon p"], rows
+        rows.append([r["family"]] + ([str(r["subset_size"])] if sized else []) + [
+            column_label(r["method"], r["n"]),
+            column_label(r["baseline"], None if r["baseline"] == BASELINE else r["n"]),
+            f"{r['wins']} / {r['ties']} / {r['losses']}", fmt_diff(r["median_diff"]), ci,
+            fmt_p(r["wilcoxon_p"]) if r["wilcoxon_p"] is not None else r["note"]])
+    return ["Model"] + ([SIZE_HEADER] if sized else []) + [
+        "Merge", "Against", "Wins / ties / losses", "Median difference", "95 % CI",
+        "Wilcoxon p"], rows
 
 
 def spread_markdown(medians: pl.DataFrame, families: list[str]) -> str:
     """Mean +- sd of the per-run medians of every Table 1 cell (runs: replicate x seed)."""
     if medians.is_empty() or medians["n_runs"].max() < 2:
         return "_One run (one seed) per cell: no spread across seeds._\n"
+    sized = several_sizes(medians)
     rows = []
     for r in medians.iter_rows(named=True):
         if r["family"] not in families:
             continue
         sd = MISSING if r["run_sd"] is None else f"{r['run_sd']:.1f}"
-        rows.append([r["family"], column_label(r["method"], r["n"]), str(r["n_runs"]),
-                     fmt_score(r["run_mean"]), sd])
-    return markdown(["Model", "Merge", "Runs", "Mean of run medians", "SD"], rows, text_columns=2)
+        rows.append([r["family"]] + ([str(r["subset_size"])] if sized else []) + [
+            column_label(r["method"], r["n"]), str(r["n_runs"]), fmt_score(r["run_mean"]), sd])
+    return markdown(["Model"] + ([SIZE_HEADER] if sized else []) + [
+        "Merge", "Runs", "Mean of run medians", "SD"], rows, text_columns=3 if sized else 2)
 

@@ -193,17 +193,18 @@ class MergeSettings(ModelSettings):
     lam: float = setting(None, _lambda_help(), type=float, exclusive_minimum=0, flag="lambda",
                          config=False)
     ties_k: float = setting(20.0, "ties (and dare with ties): % of each task vector kept",
-                            exclusive_minimum=0, maximum=100)
+                            exclusive_minimum=0, maximum=100, listable=True)
     ties_scope: str = setting("global", "ties: one trimming threshold per task vector (global) "
                               "or per tensor", choices=TIES_SCOPES)
-    dare_p: float = setting(0.9, "dare: drop probability", minimum=0, exclusive_maximum=1)
+    dare_p: float = setting(0.9, "dare: drop probability", minimum=0, exclusive_maximum=1,
+                            listable=True)
     dare_combine: str = setting("task-arithmetic", "dare: combine the rescaled task vectors by "
                                 "task arithmetic or TIES", choices=DARE_COMBINES)
     seed: int = setting(0, "dare: seed of the drops")
     regmean_alpha: float = setting(0.9, "regmean: scale of the Grams' off-diagonal entries",
-                                   minimum=0, maximum=1)
+                                   minimum=0, maximum=1, listable=True)
     floor: float = setting(0.0, "Fisher methods: weight floor max(F, floor) (Matena & Raffel "
-                           "use 1e-6)", minimum=0)
+                           "use 1e-6)", minimum=0, listable=True)
     max_shard_mb: int = setting(50_000, "merged checkpoints: the largest safetensors shard in MB "
                                 "(bigger checkpoints are split, save_pretrained's layout)",
                                 minimum=1, config=False)
@@ -213,8 +214,7 @@ class MergeSettings(ModelSettings):
         line) depends on."""
         spec = METHODS[self.method]
         return (("method",) + (("scheme",) if spec.takes_scheme else ())
-                + (("lam",) if spec.takes_lambda else ()) + spec.settings
-                + (("floor",) if spec.fisher is not None else ()))
+                + (("lam",) if spec.takes_lambda else ()) + spec.settings)
 
     def parameters(self) -> dict:
         """The hyper-parameters the method reads, as it uses them (``merge.json``'s
@@ -233,8 +233,8 @@ class MergeSettings(ModelSettings):
 
 
 @dataclass(frozen=True)
-class PrepareSettings(Settings):
-    """``prepare-task``: one task's splits (config: one entry of ``tasks``)."""
+class TaskSettings(Settings):
+    """The settings of one task's splits (config: one entry of ``tasks``)."""
 
     SECTION = "task"
     task: str = setting(None, "; ".join(f"{s.name}: {', '.join(s.tasks)}" for s in SOURCES.values()
@@ -277,6 +277,32 @@ class PrepareSettings(Settings):
             raise SettingError(f"--label-names {self.label_names} repeats a name")
 
 
+@dataclass(frozen=True)
+class PrepareSettings(TaskSettings):
+    """``prepare-task``: one task's splits (config: one entry of ``tasks``; the held-out
+    selection split: ``selection``)."""
+
+    SECTION = "selection"
+    holdout_fraction: float = setting(None, "share of the (capped) training rows moved to a "
+                                      "held-out selection split (seeded, stratified by label); "
+                                      "off when not given", type=float, exclusive_minimum=0,
+                                      exclusive_maximum=1)
+    max_holdout: int = setting(None, "at most this many held-out rows", type=int, minimum=1)
+    holdout_seed: int = setting(None, "seed of the held-out split (default: the split seed, --seed)", type=int,
+                                minimum=0, config_key="seed")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.holdout_fraction is None:
+            given = [e.spec.flag_name(e.name) for e in self.entries()
+                     if e.name in ("max_holdout", "holdout_seed") and getattr(self, e.name) is not None]
+            if given:
+                from .core import SettingError
+
+                raise SettingError(f"{', '.join(given)} need --holdout-fraction (the held-out "
+                                   "split is off without it)")
+
+
 # The classes whose fields the config schema's sections hold (config section -> classes).
 CONFIG_SECTIONS = {
     "compute": (ComputeSettings,),
@@ -285,4 +311,5 @@ CONFIG_SECTIONS = {
     "finetune": (FinetuneSettings,),
     "merge": (MergeSettings,),
     "task": (PrepareSettings,),
+    "selection": (PrepareSettings,),
 }

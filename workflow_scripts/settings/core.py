@@ -15,6 +15,9 @@ are made by :func:`setting`.  From that one definition come
   order, with values in their canonical type (``epochs: 1`` and ``epochs: 1.0`` are the
   same ``--epochs 1.0``), so the same configuration written differently plans nothing.
 
+A *listable* setting (``listable=True``) may be a list in the config: its values are
+candidates, one job each (:meth:`Settings.config_lists`); a job's command line takes one.
+
 A field's config section is the ``SECTION`` of the class that declares it, so shared
 fields (the compute device, the sample batches of Fisher and Gram jobs) are read from one
 section by every command that has them.  No torch: Snakemake reads this while it parses.
@@ -61,6 +64,7 @@ class Spec:
     metavar: str | None = None
     schema: dict | None = None  # config schema of the value, replacing the derived one
     split: str | None = None  # lists and maps: a command-line item may join several with this
+    listable: bool = False  # the config may list several values (candidates); a job takes one
 
     def flag_name(self, name: str, prefix: str = "") -> str:
         base = self.flag or name.replace("_", "-")
@@ -273,7 +277,24 @@ class Settings:
                 section = sections.get(e.section) or {}
                 if e.key in section:
                     given[e.name] = section[e.key]
+                if e.spec.listable and isinstance(given.get(e.name), list) and e.name not in values:
+                    if len(given[e.name]) != 1:
+                        raise SettingError(f"{describe(e)} lists {given[e.name]}: one job takes "
+                                           "one value (the plan gives each candidate its own)")
+                    given[e.name] = given[e.name][0]
         return cls(**{**given, **values})
+
+    @classmethod
+    def config_lists(cls, sections: dict) -> dict[str, list]:
+        """Each listable setting's values in the config, as a list in the order given (one
+        value, or none given: a list of that one, or of the default), each checked."""
+        out = {}
+        for e in cls.entries():
+            if e.spec.listable and e.spec.config and e.section is not None:
+                value = (sections.get(e.section) or {}).get(e.key, e.default)
+                out[e.name] = [coerce(e, v) for v in (value if isinstance(value, list)
+                                                      else [value])]
+        return out
 
     def flags(self, prefix: str = "", only=None, exclude=()) -> str:
         """The command-line flags of these settings: one per field (None: none) in field
@@ -420,6 +441,9 @@ def schema_properties(classes, section: str) -> dict[str, dict]:
             schema = value_schema(entry)
             if entry.spec.many and entry.spec.schema is None:
                 schema = {"type": "array", "items": schema, "minItems": 1}
+            elif entry.spec.listable:  # one value, or a list of candidates (the same range)
+                schema = {**schema, "type": [schema["type"], "array"], "items": dict(schema),
+                          "minItems": 1, "uniqueItems": True}
             schema["description"] = entry.spec.help
             if entry.default is not None:
                 schema["default"] = entry.default

@@ -64,7 +64,8 @@ def render() -> str:
             section = "tasks.NAME" if entry.section == "task" else entry.section
             key = f"`{section}.{entry.key}`" if entry.spec.config and section else "-"
             kind = entry.spec.type.__name__ + (" list" if entry.spec.many else "") + (
-                " map" if entry.spec.mapping else "")
+                " map" if entry.spec.mapping else "") + (
+                " (config: or a list)" if entry.spec.listable else "")
             meaning = entry.spec.help.replace("|", "\\|")
             parts.append(f"| `{entry.spec.flag_name(entry.name)}` | {key} | {kind} | "
                          f"{_default(entry)} | {_range(entry)} | {meaning} |")

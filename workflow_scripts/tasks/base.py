@@ -21,6 +21,16 @@ class Source:
         """The task's label count when the config alone tells it, else None."""
         return None
 
+    def official_metric(self, key: str, spec: dict) -> str | None:
+        """The metric the task is scored by where its benchmark names one (GLUE), else None
+        (:func:`.registry.task_metric` then falls back to accuracy)."""
+        return None
+
+    def train_rows(self, key: str, spec: dict, base_dir) -> int | None:
+        """The rows of the task's training split before any cap, when they can be counted
+        without preparing the task (the held-out split's config check), else None."""
+        return None
+
     def check_config(self, key: str, spec: dict, base_dir) -> None:
         """The checks a schema cannot express; raises ConfigError naming ``tasks.<key>``."""
 

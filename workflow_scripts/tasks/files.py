@@ -113,3 +113,28 @@ def file_columns(path: str | Path, fmt: str | None = None, quoting: str | None =
         row = csv_header(path, delimiter(fmt), quoting or default_quoting(fmt))
         return column_names(row, header) or None
     return None
+
+
+def count_rows(path: str | Path, fmt: str | None = None, quoting: str | None = None,
+               header: bool = True) -> int | None:
+    """The data rows of a file (header and empty lines not counted); None when they cannot
+    be counted here (see :func:`file_columns`)."""
+    path = Path(path)
+    fmt = fmt or guess_format(path)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return int(pq.read_metadata(path).num_rows)
+        except Exception:  # unreadable here: prepare-task reports it with the details
+            return None
+    if fmt not in ("csv", "tsv") or (path.suffix.lower() in COMPRESSIONS
+                                     and path.suffix.lower() not in _OPENERS):
+        return None
+    try:
+        with _open(path) as handle:
+            rows = sum(1 for row in _reader(handle, delimiter(fmt), quoting or default_quoting(fmt))
+                       if row)
+    except (OSError, csv.Error):
+        return None
+    return max(0, rows - (1 if header else 0))

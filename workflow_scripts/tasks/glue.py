@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
+from ..metrics import ACCURACY, F1, MATTHEWS
 from .base import NamedSource
 
 if TYPE_CHECKING:
@@ -20,18 +21,20 @@ class GlueSpec:
     text_a: str
     text_b: str | None
     label_names: tuple[str, ...]
+    train_rows: int  # rows of the train split (nyu-mll/glue; none is unlabelled)
+    metric: str = ACCURACY  # GLUE's official metric of the task
     validation_split: str = "validation"
 
 
 GLUE = {
     "mnli": GlueSpec("premise", "hypothesis", ("entailment", "neutral", "contradiction"),
-                     "validation_matched"),
-    "qqp": GlueSpec("question1", "question2", ("not_duplicate", "duplicate")),
-    "qnli": GlueSpec("question", "sentence", ("entailment", "not_entailment")),
-    "sst2": GlueSpec("sentence", None, ("negative", "positive")),
-    "mrpc": GlueSpec("sentence1", "sentence2", ("not_equivalent", "equivalent")),
-    "rte": GlueSpec("sentence1", "sentence2", ("entailment", "not_entailment")),
-    "cola": GlueSpec("sentence", None, ("unacceptable", "acceptable")),
+                     392_702, validation_split="validation_matched"),
+    "qqp": GlueSpec("question1", "question2", ("not_duplicate", "duplicate"), 363_846, F1),
+    "qnli": GlueSpec("question", "sentence", ("entailment", "not_entailment"), 104_743),
+    "sst2": GlueSpec("sentence", None, ("negative", "positive"), 67_349),
+    "mrpc": GlueSpec("sentence1", "sentence2", ("not_equivalent", "equivalent"), 3_668, F1),
+    "rte": GlueSpec("sentence1", "sentence2", ("entailment", "not_entailment"), 2_490),
+    "cola": GlueSpec("sentence", None, ("unacceptable", "acceptable"), 8_551, MATTHEWS),
 }
 GLUE_TASKS = tuple(GLUE)
 GLUE_DATASET = "nyu-mll/glue"
@@ -120,6 +123,14 @@ class GlueSource(NamedSource):
     def label_count(self, key: str, spec: dict) -> int | None:
         glue = GLUE.get(spec.get("name", key))
         return None if glue is None else len(glue.label_names)
+
+    def official_metric(self, key: str, spec: dict) -> str | None:
+        glue = GLUE.get(spec.get("name", key))
+        return None if glue is None else glue.metric
+
+    def train_rows(self, key: str, spec: dict, base_dir) -> int | None:
+        glue = GLUE.get(spec.get("name", key))
+        return None if glue is None else glue.train_rows
 
     def prepare(self, name, spec: dict, seed: int):
         glue = _check_task(name)

@@ -14,6 +14,7 @@ from .files import (
     FORMATS,
     QUOTINGS,
     column_names,
+    count_rows,
     csv_header,
     default_quoting,
     delimiter,
@@ -290,6 +291,15 @@ class LocalSource(Source):
                     f"{where}.column_map: column(s) {missing} are not in {option} "
                     f"{spec[option]!r}, which has {has}; fix the column_map or the file"
                 )
+
+    def train_rows(self, key: str, spec: dict, base_dir) -> int | None:
+        """The data rows of the train file (read here: a Parquet file's metadata, a CSV or
+        TSV file's records)."""
+        if "train_file" not in spec:
+            return None
+        path = resolve_path(spec["train_file"], base_dir)
+        return count_rows(path, spec.get("format"), spec.get("quoting"),
+                          spec.get("header", True)) if path.is_file() else None
 
     def info_name(self, name: str | None, spec: dict) -> str:
         """The given name, else the train file's name up to its first dot."""

@@ -1,14 +1,17 @@
-"""Assembling a task: the source's splits, capped, checked and described in the info
+"""Assembling a task: the source's splits, capped, the held-out selection split moved out
+of the training rows where asked (:mod:`.holdout`), checked and described in the info
 file, then written."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..settings import PrepareSettings
 from .base import LOCAL_KEYS
 from .glue import GlueSource
+from .holdout import split_holdout
 from .info import INFO_VERSION, label_counts
 from .registry import source as source_named
 
@@ -54,15 +57,40 @@ def cap_samples(samples: Samples, cap: int | None, seed: int, stream: int) -> Sa
     return samples.subset(sorted(chosen))
 
 
+@dataclass
+class PreparedTask:
+    """A task's splits before writing; ``holdout`` None unless the settings ask for the
+    held-out selection split (:mod:`.holdout`)."""
+
+    train: Samples
+    validation: Samples
+    info: dict
+    holdout: Samples | None = None
+
+
 def prepare(source: str | None = None, task: str | None = None, *,
             settings: PrepareSettings | None = None, glue_loader=None,
             **overrides) -> tuple[Samples, Samples, dict]:
-    """(train, validation, info) for a task, before writing.
+    """(train, validation, info) for a task, before writing (:func:`prepare_task`, for a
+    task without the held-out split).
 
     ``settings`` (:class:`PrepareSettings`), or its fields by name: ``source`` and ``task``
     positionally, the rest as keywords (``max_train=300``); ``glue_loader(task, revision)``
     stands in for :func:`.glue.load_glue` (tests).
     """
+    prepared = prepare_task(source, task, settings=settings, glue_loader=glue_loader,
+                            **overrides)
+    if prepared.holdout is not None:
+        raise UserError("prepare() returns no held-out split: call prepare_task() for a task "
+                        "with --holdout-fraction")
+    return prepared.train, prepared.validation, prepared.info
+
+
+def prepare_task(source: str | None = None, task: str | None = None, *,
+                 settings: PrepareSettings | None = None, glue_loader=None,
+                 **overrides) -> PreparedTask:
+    """The splits and info of a task, as :func:`prepare` takes them; with
+    ``holdout_fraction``, the held-out rows moved out of the (capped) training split."""
     given = {k: v for k, v in (("source", source), ("task", task)) if v is not None}
     settings = PrepareSettings.of(settings, **given, **overrides)
     src = source_named(settings.source)
@@ -73,8 +101,15 @@ def prepare(source: str | None = None, task: str | None = None, *,
     task = src.info_name(settings.task, source_spec(settings))
     train = cap_samples(train, settings.max_train, settings.seed, 2)
     valid = cap_samples(valid, settings.max_validation, settings.seed, 4)
+    holdout = None
+    if settings.holdout_fraction is not None:
+        seed = settings.seed if settings.holdout_seed is None else settings.holdout_seed
+        train, holdout = split_holdout(train, settings.holdout_fraction, settings.max_holdout,
+                                       seed, str(task))
+    splits = {"train": train, "validation": valid} | ({} if holdout is None else
+                                                      {"holdout": holdout})
     num_labels = len(names)
-    for split, samples in (("train", train), ("validation", valid)):
+    for split, samples in splits.items():
         if len(samples) == 0:
             raise UserError(f"task {task}: the {split} split is empty")
         bad = sorted({y for y in samples.label if not 0 <= y < num_labels})
@@ -88,15 +123,17 @@ def prepare(source: str | None = None, task: str | None = None, *,
         "num_labels": num_labels,
         "label_names": list(names),
         "is_pair": train.is_pair or valid.is_pair,
-        "sizes": {"train": len(train), "validation": len(valid)},
-        "label_counts": {"train": label_counts(train, num_labels),
-                         "validation": label_counts(valid, num_labels)},
+        "sizes": {k: len(v) for k, v in splits.items()},
+        "label_counts": {k: label_counts(v, num_labels) for k, v in splits.items()},
         "seed": settings.seed,
         "max_train": settings.max_train,
         "max_validation": settings.max_validation,
         **extra,
     }
-    return train, valid, info
+    if holdout is not None:
+        info["holdout"] = {"fraction": settings.holdout_fraction,
+                           "max_rows": settings.max_holdout, "seed": seed}
+    return PreparedTask(train, valid, info, holdout)
 
 
 def source_spec(settings: PrepareSettings) -> dict:
@@ -108,11 +145,18 @@ def source_spec(settings: PrepareSettings) -> dict:
     return spec
 
 
-def write_task(train: Samples, valid: Samples, info: dict, out_train, out_validation, out_info) -> None:
-    """The two splits as Parquet (the engine's deterministic writer) and the info JSON."""
+def write_task(train: Samples, valid: Samples, info: dict, out_train, out_validation, out_info,
+               holdout: Samples | None = None, out_holdout=None) -> None:
+    """The splits as Parquet (the engine's deterministic writer) and the info JSON; the
+    held-out split too when there is one (``out_holdout`` then required)."""
     from ..data import write_samples
     from ..io import write_json
 
+    if (holdout is None) != (out_holdout is None):
+        raise UserError("a held-out split and its output file go together (--holdout-fraction "
+                        "and --out-holdout)")
     write_samples(train, out_train)
     write_samples(valid, out_validation)
+    if holdout is not None:
+        write_samples(holdout, out_holdout)
     write_json(out_info, info)

@@ -20,7 +20,12 @@ A source is an object (one module each: :mod:`.glue`, :mod:`.builtin`,
     ``extra`` is appended to the info file.  ``spec`` holds the config keys
     plus ``prepare-task`` options (``validation_fraction``);
 ``info_name(name, spec)``
-    the task name the info file records (local: default the train file's stem).
+    the task name the info file records (local: default the train file's stem);
+``official_metric(key, spec)``
+    the metric its benchmark scores the task by (GLUE's), else None;
+``train_rows(key, spec, base_dir)``
+    the rows of its training split when countable without preparing it, else None
+    (the held-out split's config check, :mod:`.holdout`).
 
 :class:`.base.Source` is the base class; :class:`.base.NamedSource` adds the
 checks of a source with a fixed list of task names.  :mod:`.prepare` caps the
@@ -31,6 +36,7 @@ Adding a source: one module with its ``SOURCE`` object, one line below, and its 
 
 from __future__ import annotations
 
+from ..metrics import ACCURACY
 from . import builtin, glue, local
 
 SOURCES = {s.name: s for s in (glue.SOURCE, builtin.SOURCE, local.SOURCE)}
@@ -45,3 +51,11 @@ def source(name: str):
     if name not in SOURCES:
         raise UserError(f"unknown task source {name!r}; use {', '.join(SOURCES)}")
     return SOURCES[name]
+
+
+def task_metric(key: str, spec: dict, default_metric: str | None = None) -> str:
+    """The metric of a task's normalised scores: its own ``metric``, else ``default_metric``
+    (``report.default_metric``, replacing every task's own), else the official metric of
+    its source (GLUE's), else accuracy."""
+    return (spec.get("metric") or default_metric
+            or SOURCES[spec["source"]].official_metric(key, spec) or ACCURACY)
