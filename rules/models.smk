@@ -88,7 +88,7 @@ rule evaluate_finetuned_holdout:
         ENV
     threads: 1
     resources:
-        **gpu_resources("evaluate_runtime"),
+        **gpu_resources("evaluate_finetuned_holdout", "evaluate_runtime"),
     params:
         model=model_flags,
         flags=PLAN.evaluate_flags(),

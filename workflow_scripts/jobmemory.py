@@ -21,13 +21,13 @@ UNKNOWN_MB = 16000  # a model not on disk yet, without a local base to size it b
 
 # rule -> (the input holding its model, the estimate of memory.RULES)
 RULE_MODELS = {"fisher": "model", "gram": "model", "evaluate_finetuned": "model",
-               "finetune": "base", "merge": "models"}
+               "evaluate_finetuned_holdout": "model", "finetune": "base", "merge": "models"}
 
 
 def estimate_kind(rule: str, wildcards) -> str:
     if rule == "fisher":
         return f"fisher-{wildcards.method}"
-    return {"evaluate_finetuned": "evaluate"}.get(rule, rule)
+    return "evaluate" if rule.startswith("evaluate") else rule
 
 
 def settings_for(kind: str, config: dict, gpus: int) -> dict:
