@@ -79,12 +79,14 @@ def weighted_mean(tensors, weight_of=None, floor: float = 0.0) -> torch.Tensor:
         count += 1
         if weight_of is None:
             num.add_(t64)
+            del t64, t
             continue
         w = torch.as_tensor(weight_of(j)).detach().cpu().to(torch.float64)
         if floor:
             w = w.clamp_min(floor)
         num.addcmul_(t64, w)
         den = w.clone() if den is None else den + w
+        del t64, w, t  # nothing of this model kept while the next one is read
     if weight_of is None:
         return num.div_(count)
     zero = den == 0

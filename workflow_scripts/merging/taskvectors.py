@@ -27,9 +27,11 @@ def task_vector(ctx, j: int, name: str) -> torch.Tensor:
 def summed(ctx, name: str, vector: VectorFn = task_vector) -> torch.Tensor:
     """sum_j vector(j), one model at a time."""
     total = None
-    for j in range(ctx.count):
-        tau = vector(ctx, j, name)
-        total = tau if total is None else total.add_(tau)
+    for j in range(ctx.count):  # no reference kept to a model's vector once it is added
+        if total is None:
+            total = vector(ctx, j, name)
+        else:
+            total.add_(vector(ctx, j, name))
     return total
 
 

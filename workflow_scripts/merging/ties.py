@@ -90,16 +90,20 @@ def disjoint_mean(ctx, name: str, vector: VectorFn, k: float) -> torch.Tensor:
     """Sign election over the trimmed task vectors, then the mean of the agreeing, non-zero
     entries; two passes over the models, one model at a time."""
     total = None
-    for j in range(ctx.count):
-        t = trimmed(ctx, j, name, vector, k)
-        total = t if total is None else total.add_(t)
+    for j in range(ctx.count):  # no reference kept to a model's vector once it is added
+        if total is None:
+            total = trimmed(ctx, j, name, vector, k)
+        else:
+            total.add_(trimmed(ctx, j, name, vector, k))
     sign = torch.sign(total)
-    agreeing, count = torch.zeros_like(total), torch.zeros(total.shape, dtype=torch.int64)
+    del total
+    agreeing, count = torch.zeros_like(sign), torch.zeros(sign.shape, dtype=torch.int64)
     for j in range(ctx.count):
         t = trimmed(ctx, j, name, vector, k)
         agree = t * sign > 0  # same sign as the elected one, and not zero
         agreeing.add_(t * agree)
         count.add_(agree)
+        del t, agree
     return agreeing / count.clamp_min(1)  # no agreeing entry: the total is 0
 
 
