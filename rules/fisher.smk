@@ -13,7 +13,7 @@ rule fisher:
         **gpu_resources("fisher", "fisher_runtime"),
     params:
         model=model_flags,
-        flags=lambda wc: PLAN.fisher_flags(wc.n, wc.method),
+        flags=lambda wc: PLAN.fisher_flags(wc.n, wc.method, wc.family),
     shell:
         "python -m workflow_scripts fisher --model {input.model} {params.model} "
         "--data {input.samples} --method {wildcards.method} "
@@ -37,7 +37,7 @@ rule gram:
         **gpu_resources("gram", "fisher_runtime"),
     params:
         model=model_flags,
-        flags=PLAN.gram_flags(),
+        flags=lambda wc: PLAN.gram_flags(wc.family),
     shell:
         "python -m workflow_scripts gram --model {input.model} {params.model} "
         "--data {input.samples} --task {wildcards.task} --n {wildcards.n} "

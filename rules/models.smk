@@ -64,7 +64,7 @@ rule evaluate_finetuned:
         **gpu_resources("evaluate_finetuned", "evaluate_runtime"),
     params:
         model=model_flags,
-        flags=PLAN.evaluate_flags(),
+        flags=lambda wc: PLAN.evaluate_flags(wc.family),
         meta=lambda wc: PLAN.finetuned_eval_meta(wc.family, wc.rep, wc.task),
     shell:
         "python -m workflow_scripts evaluate --model {input.model} "
@@ -91,10 +91,34 @@ rule evaluate_finetuned_holdout:
         **gpu_resources("evaluate_finetuned_holdout", "evaluate_runtime"),
     params:
         model=model_flags,
-        flags=PLAN.evaluate_flags(),
+        flags=lambda wc: PLAN.evaluate_flags(wc.family),
         meta=lambda wc: PLAN.finetuned_eval_meta(wc.family, wc.rep, wc.task, "holdout"),
     shell:
         "python -m workflow_scripts evaluate --model {input.model} "
         "--data {input.holdout} --task-info {input.info} --task {wildcards.task} "
         "{params.model} {params.flags} --meta {params.meta} "
         "--out {output} > {log} 2>&1"
+
+
+# A causal-LM family's base model on each task: the loss its fine-tunes improve on (a merge's
+# score is the share of that gain it keeps).
+rule evaluate_base:
+    input:
+        unpack(task_files),
+        base=PATHS["base_model"],
+    output:
+        PATHS["eval_base"],
+    log:
+        LOGS["evaluate_base"],
+    conda:
+        ENV
+    threads: 1
+    resources:
+        **gpu_resources("evaluate_base", "evaluate_runtime"),
+    params:
+        flags=lambda wc: PLAN.evaluate_flags(wc.family),
+        meta=lambda wc: f"family={wc.family} kind=base task={wc.task}",
+    shell:
+        "python -m workflow_scripts evaluate --model {input.base} "
+        "--data {input.validation} --task-info {input.info} --task {wildcards.task} "
+        "{params.flags} --meta {params.meta} --out {output} > {log} 2>&1"

@@ -364,7 +364,7 @@ def test_metrics_are_the_engines(tmp_path, capsys):
     path = write_eval(tmp_path / "ft-cola.json", "fam", "cola", "finetuned", {"accuracy": 0.8})
     args = ["report", "--evals", path, "--out-dir", str(tmp_path / "out")]
     assert cli.main(args + ["--task-metric", "cola=mcc"]) == 2
-    assert "unknown metric 'mcc' (known: accuracy, f1, macro_f1, matthews)" in capsys.readouterr().err
+    assert "unknown metric 'mcc' (known: accuracy, f1, macro_f1, matthews, loss)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         cli.main(args + ["--default-metric", "pearson"])
     assert exit_.value.code == 2 and "invalid choice: 'pearson'" in capsys.readouterr().err

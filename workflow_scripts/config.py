@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from . import architectures
+from . import architectures, objectives
+from .config_objectives import check_objectives, task_objectives
 from .devices import DEVICES
 from .errors import ConfigError, UserError
 from .configpaths import resolve_path
@@ -52,6 +53,7 @@ def _schema(path: str) -> dict:
         "neuron_mask": fisher_kinds.NEURON_MASKS,
         "label_mode": fisher_kinds.LABEL_MODES,
         "device": DEVICES,
+        "objective": objectives.NAMES,
         "quoting": QUOTINGS,
         "metric": METRICS,
     }
@@ -61,9 +63,10 @@ def _schema(path: str) -> dict:
     defs.setdefault("column_map", {}).update(
         type="object",
         additionalProperties=False,
-        # a column name, or a 0-based column index for files without a header row
+        # a column name, or a 0-based column index for files without a header row; the
+        # keys a task needs (text_a and label; a causal-LM task's text, or prompt and
+        # response) are checked by the local source
         properties={key: {"type": ["string", "integer"], "minimum": 0} for key in COLUMN_KEYS},
-        required=["text_a", "label"],
     )
     return schema
 
@@ -196,11 +199,11 @@ def checkpoint_label_count(path: Path) -> int | None:
     return cfg.get("num_labels")
 
 
-def _check_tasks(tasks: dict, base_dir: Path) -> None:
+def _check_tasks(tasks: dict, base_dir: Path, kinds: dict[str, str]) -> None:
     for name, spec in tasks.items():
         if not NAME.match(name):
             raise ConfigError(f"tasks.{name}: task names may hold letters, digits, '_' and '-' only")
-        SOURCES[spec["source"]].check_config(name, spec, base_dir)
+        SOURCES[spec["source"]].check_config(name, spec, base_dir, kinds.get(name))
 
 
 def _check_families(config: dict, base_dir: Path) -> None:
@@ -256,10 +259,13 @@ def _check_families(config: dict, base_dir: Path) -> None:
                 )
 
 
-def _check_metrics(config: dict) -> None:
-    """Each task's metric (:func:`task_metric`) is one its evaluations record."""
+def _check_metrics(config: dict, kinds: dict[str, str]) -> None:
+    """Each classification task's metric (:func:`task_metric`) is one its evaluations record
+    (a causal-LM task is scored by its token loss)."""
     default = config["report"].get("default_metric")
     for name, spec in config["tasks"].items():
+        if kinds.get(name) == objectives.CAUSAL_LM:
+            continue
         metric = task_metric(name, spec, default)
         labels = SOURCES[spec["source"]].label_count(name, spec)
         if metric not in computed(name, labels):
@@ -345,8 +351,10 @@ def check_config(config: dict, base_dir: str | Path = ".", config_files=()) -> d
             raise ConfigError(
                 f"merge.methods: {method!r} needs the {needs!r} Fisher; add it to fisher.methods"
             )
-    _check_tasks(config["tasks"], base_dir)
+    kinds = task_objectives(config)
+    _check_tasks(config["tasks"], base_dir, kinds)
     _check_families(config, base_dir)
-    _check_metrics(config)
+    check_objectives(config, base_dir)
+    _check_metrics(config, kinds)
     _check_selection(config, base_dir)
     return config

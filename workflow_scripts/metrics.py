@@ -12,6 +12,9 @@ scikit-learn.
 from __future__ import annotations
 
 ACCURACY, F1, MACRO_F1, MATTHEWS = METRICS = ("accuracy", "f1", "macro_f1", "matthews")
+# a causal LM's (lmeval.py): scored by its mean next-token loss, lower is better
+LOSS = "loss"
+KNOWN = METRICS + (LOSS,)  # what --task-metric may name
 # metric -> the evaluations that record it
 COMPUTED_FOR = {
     ACCURACY: "every task",

@@ -36,6 +36,8 @@ PATHS = {
     # merge / evaluate ({merge_id} holds n and the Fisher seed where the merge has them)
     "merged": "results/merged/{family}/{rep}/{subset}/{merge_id}",
     "eval_finetuned": "results/eval/{family}/{rep}/finetuned/{task}.json",
+    # a causal-LM family's base model on each task: the loss its fine-tunes improve on
+    "eval_base": "results/eval/{family}/base/{task}.json",
     "eval_merged": "results/eval/{family}/{rep}/merged/{subset}/{merge_id}/{task}.json",
     # merge evaluates its merged models in the same job: one directory of the above per merge
     "eval_merged_dir": "results/eval/{family}/{rep}/merged/{subset}/{merge_id}",
@@ -62,6 +64,7 @@ LOGS = {
     "finetune": "logs/finetune/{family}/{rep}/{task}.log",
     "evaluate_finetuned": "logs/evaluate_finetuned/{family}/{rep}/{task}.log",
     "evaluate_finetuned_holdout": "logs/evaluate_finetuned_holdout/{family}/{rep}/{task}.log",
+    "evaluate_base": "logs/evaluate_base/{family}/{task}.log",
     "fisher": "logs/fisher/{family}/{rep}/{task}/n{n}-seed{seed}/{method}.log",
     "gram": "logs/gram/{family}/{rep}/{task}/n{n}-seed{seed}.log",
     "merge": "logs/merge/{family}/{rep}/{subset}/{merge_id}.log",

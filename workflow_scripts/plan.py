@@ -16,7 +16,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from . import objectives
 from .jobs import cli_flags
+from .metrics import LOSS
 from .merging import registry
 from .paths import PATHS, path
 from .settings import (
@@ -78,6 +80,22 @@ class Plan:
     def family_tasks(self, family: str) -> list[str]:
         """The family's tasks, sorted (its subsets list them in this order)."""
         return sorted(self.families[family]["checkpoints"])
+
+    def objective(self, family: str) -> str:
+        return self.families[family].get("objective") or objectives.DEFAULT
+
+    def causal_families(self) -> list[str]:
+        return [f for f in self.families if self.objective(f) == objectives.CAUSAL_LM]
+
+    def task_objective(self, task: str) -> str:
+        """The objective of the families that use the task (checked: one)."""
+        return next((self.objective(f) for f in self.families
+                     if task in self.families[f]["checkpoints"]), objectives.DEFAULT)
+
+    def objective_values(self, objective: str) -> dict:
+        """``--objective`` of a job: given for causal LMs only, so classifiers' command lines
+        stay as they were."""
+        return {} if objective == objectives.DEFAULT else {"objective": objective}
 
     def checkpoint(self, family: str, task: str) -> dict:
         return self.families[family]["checkpoints"][task]
@@ -297,13 +315,19 @@ class Plan:
                  for p in self.artifact_paths(merge)]
         return list(dict.fromkeys(paths))
 
+    def base_eval_paths(self) -> list[str]:
+        """A causal-LM family's base model on each of its tasks (the loss its fine-tunes
+        improve on: the normaliser's other end)."""
+        return [path("eval_base", family=family, task=task) for family in self.causal_families()
+                for task in self.family_tasks(family)]
+
     def eval_paths(self) -> list[str]:
         paths = [
             self.finetuned_eval_path(family, rep, task)
             for family in self.families
             for rep in self.replicates(family)
             for task in self.family_tasks(family)
-        ]
+        ] + self.base_eval_paths()
         for merge in self.merges():
             paths.extend(self.merged_eval_path(merge, task) for task in merge.subset)
         return paths
@@ -316,12 +340,13 @@ class Plan:
             for family in self.families
             for rep in self.replicates(family)
             for task in self.family_tasks(family)
-        ] + [self.merged_eval_dir(merge) for merge in self.merges()]
+        ] + self.base_eval_paths() + [self.merged_eval_dir(merge) for merge in self.merges()]
 
     def task_metrics(self) -> dict[str, str]:
         """Every task's metric (:func:`workflow_scripts.tasks.registry.task_metric`)."""
         default = self.config["report"].get("default_metric")
-        return {name: task_metric(name, spec, default) for name, spec in self.tasks.items()}
+        return {name: LOSS if self.task_objective(name) == objectives.CAUSAL_LM
+                else task_metric(name, spec, default) for name, spec in self.tasks.items()}
 
     # -- command flags -------------------------------------------------------
     # Each from the command's settings object (workflow_scripts.settings): the settings the
@@ -330,7 +355,8 @@ class Plan:
         """The task's settings (and, with selection on, those of its held-out split)."""
         spec = self.tasks[task]
         return PrepareSettings.config_flags({"task": spec, "selection": self.selection},
-                                            task=spec.get("name", task))
+                                            task=spec.get("name", task),
+                                            **self.objective_values(self.task_objective(task)))
 
     def model_flags(self, family: str, task: str | None = None) -> str:
         """``--label-map`` (of a checkpoint) and ``--allow-pickle`` (of a family)."""
@@ -346,10 +372,11 @@ class Plan:
             "allow_pickle": self.allow_pickle(family) or None,
         })
 
-    def gram_flags(self) -> str:
-        return GramSettings.config_flags(self.config)
+    def gram_flags(self, family: str | None = None) -> str:
+        values = self.objective_values(self.objective(family)) if family else {}
+        return GramSettings.config_flags(self.config, **values)
 
-    def fisher_flags(self, n: int, method: str | None = None) -> str:
+    def fisher_flags(self, n: int, method: str | None = None, family: str | None = None) -> str:
         """The ``fisher`` settings of the artifact of ``n`` samples by ``method`` (only the
         settings that method reads; None: all).  FLOPs are counted (an extra pass) only at
         ``report.runtime_n``, the n that Table 4 reads, when that is set."""
@@ -359,16 +386,20 @@ class Plan:
             values["count_flops"] = False
         if method is not None:  # the labels the method uses (mask: no expected form)
             values["labels"] = FisherSettings.effective_labels(method, self.fisher["labels"])
+        if family is not None:
+            values.update(self.objective_values(self.objective(family)))
         only = [k for k in FisherSettings.relevant(method) if k != "method"]
         return FisherSettings.config_flags(self.config, only=only, **values)
 
     def finetune_flags(self, family: str, replicate: str) -> str:
         """The ``finetune`` settings, with the replicate's seed as ``--seed``."""
-        settings = FinetuneSettings.config_flags(self.config, seed=replicates.seed_of(replicate))
+        settings = FinetuneSettings.config_flags(self.config, seed=replicates.seed_of(replicate),
+                                                 **self.objective_values(self.objective(family)))
         return " ".join(f for f in (settings, self.model_flags(family)) if f)
 
-    def evaluate_flags(self) -> str:
-        return EvaluateSettings.config_flags(self.config)
+    def evaluate_flags(self, family: str | None = None) -> str:
+        values = self.objective_values(self.objective(family)) if family else {}
+        return EvaluateSettings.config_flags(self.config, **values)
 
     def merge_flags(self, merge: Merge) -> str:
         """The merge's method and the settings it reads, its output names, tasks and label
@@ -376,12 +407,14 @@ class Plan:
         maps = [self.label_map(merge.family, t) or "-" for t in merge.subset]
         variant = merge.variant
         values = {"method": variant.method.name, "lam": variant.lam,
-                  **{k: v[0] for k, v in self.merge_lists().items()}, **dict(variant.tuned)}
+                  **{k: v[0] for k, v in self.merge_lists().items()}, **dict(variant.tuned),
+                  **self.objective_values(self.objective(merge.family))}
         if variant.scheme is not None:
             values["scheme"] = variant.scheme.name
         settings = MergeSettings.from_config(self.config, **values)
         return " ".join(f for f in (
-            settings.flags(only=settings.relevant()),
+            settings.flags(only=settings.relevant() + tuple(
+                self.objective_values(self.objective(merge.family)))),
             cli_flags({
                 "names": list(merge.subset),
                 "tasks": list(merge.subset) if variant.method.artifact else None,

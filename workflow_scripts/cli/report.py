@@ -58,7 +58,8 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-metric", nargs="+", action="extend", default=[],
                         metavar="TASK=METRIC",
                         help=f"metric per task, e.g. mrpc={metrics.F1} cola={metrics.MATTHEWS}; "
-                             f"METRIC: one of {', '.join(metrics.METRICS)} (repeatable)")
+                             f"METRIC: one of {', '.join(metrics.KNOWN)} (repeatable; loss: a "
+                             "causal LM's)")
     parser.add_argument("--default-metric", default=metrics.ACCURACY, choices=metrics.METRICS,
                         help="metric for tasks without --task-metric (default: %(default)s)")
 

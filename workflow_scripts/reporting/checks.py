@@ -18,7 +18,8 @@ def undefined_warnings(merged: pl.DataFrame) -> list[str]:
 
 
 NEAR_CHANCE_ERROR = (
-    "fine-tuned models score near chance on their own task. Two causes, two fixes:\n"
+    "fine-tuned models score near chance on their own task (a causal LM: no better than "
+    "its base). Two causes, two fixes:\n"
     "  * the fine-tune did not learn (common on real data, e.g. RTE after a few hundred "
     "steps): train longer, with more steps (`epochs`, `max_steps`) or a higher learning "
     "rate (`lr`) in the config's `finetune` section;\n"
@@ -34,6 +35,13 @@ def near_chance(finetuned: pl.DataFrame, margin: float) -> pl.DataFrame:
     """Fine-tuned models at or below chance + margin on their own task: a fine-tune that did
     not learn scores about chance, a label-order mismatch usually under it (both count)."""
     return finetuned.filter(pl.col("accuracy") <= pl.col("chance") + margin)
+
+
+def no_gain(finetuned: pl.DataFrame) -> pl.DataFrame:
+    """Fine-tuned causal LMs whose validation loss is not below their base model's."""
+    if "base" not in finetuned.columns:
+        return finetuned.clear()
+    return finetuned.filter(pl.col("base").is_not_null() & (pl.col("score") >= pl.col("base")))
 
 
 def parse_accepted(items: list[str]) -> set[tuple[str, str]]:
@@ -55,10 +63,15 @@ def check_near_chance(finetuned: pl.DataFrame, margin: float, accepted_items: li
     """
     accepted = parse_accepted(accepted_items)
     errors, warnings = [], []
-    for r in near_chance(finetuned, margin).iter_rows(named=True):
-        what = (f"{r['family']}/{r['task']}: fine-tuned model {r['model']} ({r['file']}) has "
-                f"accuracy {r['accuracy']:.3f} on its own validation set, within {margin} of or "
-                f"below chance ({r['chance']:.3f})")
+    failed = [(r, f"{r['family']}/{r['task']}: fine-tuned model {r['model']} ({r['file']}) has "
+                  f"accuracy {r['accuracy']:.3f} on its own validation set, within {margin} of "
+                  f"or below chance ({r['chance']:.3f})")
+              for r in near_chance(finetuned, margin).iter_rows(named=True)]
+    failed += [(r, f"{r['family']}/{r['task']}: fine-tuned causal LM {r['model']} ({r['file']}) "
+                   f"has validation loss {r['score']:.4f}, not below its base model's "
+                   f"{r['base']:.4f}: there is no fine-tuning gain for a merge to keep")
+               for r in no_gain(finetuned).iter_rows(named=True)]
+    for r, what in failed:
         if (r["family"].lower(), r["task"].lower()) in accepted:
             warnings.append(f"{what}; accepted with --accept-near-chance, so the normalised "
                             f"scores on {r['task']} divide by a near-chance score.")

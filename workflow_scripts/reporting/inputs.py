@@ -41,7 +41,8 @@ from .. import artifacts, replicates
 from ..errors import MissingFileError, UserError
 from ..fisher.kinds import METHODS as FISHER_KINDS
 from ..merging.registry import ALL_VARIANTS, is_known, variant
-from ..metrics import ACCURACY, F1, METRICS
+from ..metrics import ACCURACY, F1, KNOWN, LOSS
+from ..objectives import CAUSAL_LM, CLASSIFICATION
 from .checks import undefined_warnings
 
 VALIDATION = "validation"  # the split evaluations are of when their context names none
@@ -50,7 +51,7 @@ HOLDOUT = "holdout"  # context.split of evaluations on the held-out selection sp
 FINETUNED_SCHEMA = {"family": pl.String, "replicate": pl.String, "task": pl.String, "model": pl.String,
                     "metric": pl.String, "file": pl.String, "score": pl.Float64,
                     "accuracy": pl.Float64, "num_labels": pl.Int64, "n_examples": pl.Int64,
-                    "chance": pl.Float64}
+                    "chance": pl.Float64, "base": pl.Float64, "objective": pl.String}
 MERGED_SCHEMA = {"family": pl.String, "replicate": pl.String, "task": pl.String,
                  "model": pl.String, "metric": pl.String, "file": pl.String, "subset": pl.String,
                  "method": pl.String, "n": pl.Int64, "seed": pl.Int64, "merged": pl.Float64}
@@ -81,9 +82,9 @@ def parse_task_metrics(items: list[str]) -> dict[str, str]:
         task, sep, metric = item.partition("=")
         if not sep or not task.strip() or not metric.strip():
             raise UserError(f"--task-metric {item!r}: expected TASK=METRIC, e.g. mrpc={F1}")
-        if metric.strip() not in METRICS:
+        if metric.strip() not in KNOWN:
             raise UserError(f"--task-metric {item!r}: unknown metric {metric.strip()!r} "
-                            f"(known: {', '.join(METRICS)})")
+                            f"(known: {', '.join(KNOWN)})")
         out[task.strip().lower()] = metric.strip()
     return out
 
@@ -154,17 +155,19 @@ def _load_json(path: Path) -> dict:
 def read_evals(paths: list[Path], task_metrics: dict[str, str], default_metric: str,
                split: str = VALIDATION):
     """(fine-tuned rows, merged rows, warnings): two DataFrames and a list of strings, from
-    evaluations on ``split`` (``context.split``, absent: validation) only.
+    evaluations on ``split`` (``context.split``, absent: validation) only.  A causal LM's
+    evaluations (``objective: causal-lm``) are scored by their token loss; the base model's
+    (``context.kind: base``) give each fine-tuned row its ``base`` loss.
 
     Every structural problem is a UserError naming the file.
     """
-    finetuned, merged, warnings = [], [], []
+    finetuned, merged, bases, warnings = [], [], {}, []
     for path in paths:
         data = _load_json(path)
         task = str(_need(data, "task", path))
         if not isinstance(_need(data, "metrics", path), dict):
             raise UserError(f"evaluation file {path}: 'metrics' is not an object")
-        num_labels = _num_labels(data, path)
+        causal = data.get("objective") == CAUSAL_LM
         ctx = _need(data, "context", path)
         found = (ctx.get("split") if isinstance(ctx, dict) else None) or VALIDATION
         if found != split:
@@ -173,50 +176,78 @@ def read_evals(paths: list[Path], task_metrics: dict[str, str], default_metric: 
                             "evaluations")
         family = str(_need(ctx, "family", path, "context."))
         kind = _need(ctx, "kind", path, "context.")
-        metric = task_metrics.get(task.lower(), default_metric)
+        metric = LOSS if causal else task_metrics.get(task.lower(), default_metric)
         replicate = str(ctx.get("replicate") or replicates.GIVEN)
         row = {"family": family, "replicate": replicate, "task": task,
                "model": str(data.get("model", "")), "metric": metric, "file": str(path)}
         if kind == "finetuned":
-            score = _metric(data, metric, path)
-            if score is None or score <= 0:
-                raise UserError(f"evaluation file {path}: fine-tuned {metric} is {score}; "
-                                "scores cannot be normalised by it")
-            chance, warning = _chance(data, num_labels, path)
-            if warning:
-                warnings.append(warning)
-            finetuned.append(row | {
-                "score": score,
-                "accuracy": _metric(data, ACCURACY, path),
-                "num_labels": num_labels,
-                "n_examples": data.get("n_examples"),
-                "chance": chance,
-            })
+            finetuned.append(_finetuned_row(data, row, causal, path, warnings))
         elif kind == "merged":
-            method = _need(ctx, "method", path, "context.")
-            if not is_known(method):
-                raise UserError(f"evaluation file {path}: unknown merge method {method!r} "
-                                f"(known: {', '.join(ALL_VARIANTS)}; lambda methods as "
-                                "NAME-lamLAMBDA)")
-            subset = str(_need(ctx, "subset", path, "context."))
-            if task not in subset.split("+"):
-                raise UserError(f"evaluation file {path}: task {task!r} is not one of the "
-                                f"merged subset {subset!r}")
-            n = seed = None
-            if variant(method).per_n:
-                n = int(_need(ctx, "n", path, "context."))
-                seed = int(ctx.get("seed") or 0)
-            merged.append(row | {"subset": subset, "method": method, "n": n, "seed": seed,
-                                 "merged": _metric(data, metric, path)})
+            merged.append(_merged_row(data, ctx, row, path))
+        elif kind == "base" and causal:
+            bases[(family, task)] = _metric(data, LOSS, path)
         else:
             raise UserError(f"evaluation file {path}: context.kind is {kind!r}, "
-                            "expected 'finetuned' or 'merged'")
+                            "expected 'finetuned' or 'merged' (or 'base', of a causal LM)")
+    for r in finetuned:
+        if r["objective"] == CAUSAL_LM:
+            r["base"] = _base_loss(bases, r)
     ft = pl.DataFrame(finetuned, schema=FINETUNED_SCHEMA)
     mg = pl.DataFrame(merged, schema=MERGED_SCHEMA)
     _no_duplicates(ft, ["family", "replicate", "task"], "fine-tuned models")
     _no_duplicates(mg, ["family", "replicate", "method", "n", "seed", "subset", "task"],
                    "merged evaluations")
     return ft, mg, warnings
+
+
+def _finetuned_row(data: dict, row: dict, causal: bool, path, warnings: list) -> dict:
+    metric = row["metric"]
+    score = _metric(data, metric, path)
+    if causal:
+        if score is None:
+            raise UserError(f"evaluation file {path}: fine-tuned loss is undefined")
+        return row | {"score": score, "accuracy": None, "num_labels": None,
+                      "n_examples": data.get("n_examples"), "chance": None, "base": None,
+                      "objective": CAUSAL_LM}
+    num_labels = _num_labels(data, path)
+    if score is None or score <= 0:
+        raise UserError(f"evaluation file {path}: fine-tuned {metric} is {score}; "
+                        "scores cannot be normalised by it")
+    chance, warning = _chance(data, num_labels, path)
+    if warning:
+        warnings.append(warning)
+    return row | {"score": score, "accuracy": _metric(data, ACCURACY, path),
+                  "num_labels": num_labels, "n_examples": data.get("n_examples"),
+                  "chance": chance, "base": None, "objective": CLASSIFICATION}
+
+
+def _merged_row(data: dict, ctx: dict, row: dict, path) -> dict:
+    task = row["task"]
+    method = _need(ctx, "method", path, "context.")
+    if not is_known(method):
+        raise UserError(f"evaluation file {path}: unknown merge method {method!r} "
+                        f"(known: {', '.join(ALL_VARIANTS)}; lambda methods as "
+                        "NAME-lamLAMBDA)")
+    subset = str(_need(ctx, "subset", path, "context."))
+    if task not in subset.split("+"):
+        raise UserError(f"evaluation file {path}: task {task!r} is not one of the "
+                        f"merged subset {subset!r}")
+    n = seed = None
+    if variant(method).per_n:
+        n = int(_need(ctx, "n", path, "context."))
+        seed = int(ctx.get("seed") or 0)
+    return row | {"subset": subset, "method": method, "n": n, "seed": seed,
+                  "merged": _metric(data, row["metric"], path)}
+
+
+def _base_loss(bases: dict, row: dict) -> float:
+    """The base model's loss on the fine-tuned row's task (a causal LM's normaliser)."""
+    key = (row["family"], row["task"])
+    if key not in bases or bases[key] is None:
+        raise UserError(f"no evaluation of family {row['family']!r}'s base model on task "
+                        f"{row['task']!r} (needed by {row['file']}): a causal LM's scores are "
+                        "the share of the fine-tuning gain kept; pass the base's evaluations")
+    return bases[key]
 
 
 def _no_duplicates(df: pl.DataFrame, key: list[str], what: str) -> None:
@@ -237,7 +268,8 @@ def normalise(finetuned: pl.DataFrame, merged: pl.DataFrame) -> pl.DataFrame:
     counts as 0; :func:`.checks.undefined_warnings` names them.
     """
     joined = merged.join(
-        finetuned.select("family", "replicate", "task", pl.col("score").alias("finetuned")),
+        finetuned.select("family", "replicate", "task", pl.col("score").alias("finetuned"),
+                         "base", "objective"),
         on=["family", "replicate", "task"], how="left",
     )
     lacking = joined.filter(pl.col("finetuned").is_null())
@@ -246,9 +278,13 @@ def normalise(finetuned: pl.DataFrame, merged: pl.DataFrame) -> pl.DataFrame:
         listed = ", ".join(f"{f}/{t} (replicate {r})" for f, r, t in pairs.iter_rows())
         raise UserError(f"no fine-tuned evaluation for {listed} (needed by e.g. "
                         f"{lacking['file'][0]}); pass the fine-tuned models' evaluations too")
+    # a classifier: the merged score over the fine-tuned one; a causal LM: the share of the
+    # fine-tuning gain in loss kept, (L_base - L_merged) / (L_base - L_ft)
+    gain = (pl.col("base") - pl.col("merged")) / (pl.col("base") - pl.col("finetuned"))
     return joined.with_columns(
         subset_size=(pl.col("subset").str.count_matches("+", literal=True) + 1).cast(pl.Int64),
-        normalised=pl.col("merged").fill_null(0.0) / pl.col("finetuned") * 100,
+        normalised=pl.when(pl.col("objective") == CAUSAL_LM).then(gain * 100).otherwise(
+            pl.col("merged").fill_null(0.0) / pl.col("finetuned") * 100),
     ).select("family", "replicate", "subset", "subset_size", "task", "method", "n", "seed",
              "metric", "merged", "finetuned", "normalised", "model")
 

@@ -233,8 +233,9 @@ class MergeSettings(ModelSettings):
 
 
 @dataclass(frozen=True)
-class TaskSettings(Settings):
-    """The settings of one task's splits (config: one entry of ``tasks``)."""
+class TaskSettings(ModelSettings):
+    """The settings of one task's splits (config: one entry of ``tasks``; a causal-LM
+    family's tasks are text: ``--objective causal-lm``)."""
 
     SECTION = "task"
     task: str = setting(None, "; ".join(f"{s.name}: {', '.join(s.tasks)}" for s in SOURCES.values()
@@ -254,8 +255,11 @@ class TaskSettings(Settings):
                            choices=QUOTINGS)
     header: bool = setting(None, "local CSV/TSV: the first row names the columns (default); "
                            "off: the column map names 0-based column indices", type=bool)
-    column_map: dict = setting(None, "local: text_a=COL [text_b=COL] label=COL [idx=COL]",
-                               type=str, mapping=True, choices=COLUMN_KEYS, split=",",
+    column_map: dict = setting(None, "local: text_a=COL [text_b=COL] label=COL [idx=COL]; a "
+                               "causal-LM task's text=COL, or prompt=COL response=COL (default: "
+                               "the file's text, or prompt and response, columns)",
+                               type=str, mapping=True, choices=COLUMN_KEYS,
+                               split=",",
                                metavar="KEY=COLUMN", schema={"$ref": "#/$defs/column_map"})
     label_names: list = setting(None, "local: class names in label order (string labels map "
                                 "to their position; default: the sorted distinct train labels)",

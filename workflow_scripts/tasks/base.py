@@ -16,6 +16,7 @@ class Source:
 
     name: str = ""
     tasks: tuple[str, ...] | None = None  # None: any task name goes
+    text: bool = True  # has a text form: serves causal-LM families
 
     def label_count(self, key: str, spec: dict) -> int | None:
         """The task's label count when the config alone tells it, else None."""
@@ -31,8 +32,9 @@ class Source:
         without preparing the task (the held-out split's config check), else None."""
         return None
 
-    def check_config(self, key: str, spec: dict, base_dir) -> None:
-        """The checks a schema cannot express; raises ConfigError naming ``tasks.<key>``."""
+    def check_config(self, key: str, spec: dict, base_dir, objective: str | None = None) -> None:
+        """The checks a schema cannot express; raises ConfigError naming ``tasks.<key>``
+        (``objective``: the families' that use the task; None: unused)."""
 
     def info_name(self, name: str | None, spec: dict) -> str | None:
         """The task name recorded in the info file (``name`` as given by default)."""
@@ -46,7 +48,7 @@ class Source:
 class NamedSource(Source):
     """A source whose task names are a fixed list (``tasks.T.name``, default ``T``)."""
 
-    def check_config(self, key: str, spec: dict, base_dir) -> None:
+    def check_config(self, key: str, spec: dict, base_dir, objective: str | None = None) -> None:
         real = spec.get("name", key)
         if real not in self.tasks:
             raise ConfigError(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..fetch import installed_package_dir, package_version
+from ..objectives import CAUSAL_LM
 from .base import NamedSource
 
 if TYPE_CHECKING:
@@ -211,6 +212,25 @@ def split_examples(
     return train, valid
 
 
+# each task as text for a causal LM (the split stays the classification task's)
+TEXT_FORMS = {
+    "sentiment": "each tweet a text",
+    "topic": "each news article (title and first paragraphs) a text",
+    "reply": "each utterance a prompt, its real reply the response",
+}
+
+
+def as_text(examples: list[Example], task: str) -> Samples:
+    """A split as a causal-LM task's: the texts, or (reply) the real replies' pairs as
+    prompt and response; no labels (0)."""
+    from ..data import Samples
+
+    if task == "reply":
+        examples = [e for e in examples if e.label == 1]
+    return Samples([e.idx for e in examples], [e.text_a for e in examples],
+                   [e.text_b for e in examples], [0] * len(examples))
+
+
 def _to_samples(examples: list[Example]) -> Samples:
     from ..data import Samples
 
@@ -242,6 +262,9 @@ class BuiltinSource(NamedSource):
             raise UserError("the validation fraction must lie strictly between 0 and 1")
         examples, names, origin = builtin_examples(name, seed)
         train_ex, valid_ex = split_examples(examples, seed, fraction)
+        if spec.get("objective") == CAUSAL_LM:
+            return (as_text(train_ex, name), as_text(valid_ex, name), [], origin + " (as text)",
+                    {"validation_fraction": fraction, "text": TEXT_FORMS[name]})
         return (_to_samples(train_ex), _to_samples(valid_ex), names, origin,
                 {"validation_fraction": fraction})
 

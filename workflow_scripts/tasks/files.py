@@ -1,4 +1,5 @@
-"""Local data files (Parquet, CSV, TSV): their format and header, standard library only.
+"""Local data files (Parquet, JSON Lines, CSV, TSV): their format and header, standard
+library only.
 
 Kept light on purpose: the config check (run by Snakemake while it parses the
 workflow) reads headers with it; :mod:`.local` reads the files.
@@ -11,7 +12,7 @@ import csv
 import gzip
 from pathlib import Path
 
-FORMATS = ("parquet", "csv", "tsv")
+FORMATS = ("parquet", "jsonl", "csv", "tsv")
 # how quote characters in CSV/TSV files are read (the ``quoting`` setting of a local task):
 # none: '"' is ordinary text (GLUE's TSV files are written so); double: a field may be
 # enclosed in double quotes, '""' being a quote inside one (RFC 4180)
@@ -22,12 +23,15 @@ _OPENERS = {".gz": gzip.open, ".bz2": bz2.open}  # what csv_header can read
 
 
 def guess_format(path: str | Path) -> str | None:
-    """``parquet``, ``csv`` or ``tsv`` from the file name (compression suffix ignored)."""
+    """``parquet``, ``jsonl``, ``csv`` or ``tsv`` from the file name (compression suffix
+    ignored)."""
     name = Path(path).name.lower()
     for comp in COMPRESSIONS:
         name = name.removesuffix(comp)
     if name.endswith((".parquet", ".pq")):
         return "parquet"
+    if name.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
     if name.endswith(".csv"):
         return "csv"
     if name.endswith((".tsv", ".tab")):
@@ -106,6 +110,9 @@ def file_columns(path: str | Path, fmt: str | None = None, quoting: str | None =
             return list(pq.read_schema(path).names)
         except Exception:  # unreadable here: prepare-task reports it with the details
             return None
+    if fmt == "jsonl":
+        first = _first_json(path)
+        return list(first) if first is not None else None
     if fmt in ("csv", "tsv"):
         compressed = path.suffix.lower() in COMPRESSIONS
         if compressed and path.suffix.lower() not in _OPENERS:
@@ -128,6 +135,12 @@ def count_rows(path: str | Path, fmt: str | None = None, quoting: str | None = N
             return int(pq.read_metadata(path).num_rows)
         except Exception:  # unreadable here: prepare-task reports it with the details
             return None
+    if fmt == "jsonl" and path.suffix.lower() not in COMPRESSIONS:
+        try:
+            with _open(path) as handle:
+                return sum(1 for line in handle if line.strip())
+        except OSError:
+            return None
     if fmt not in ("csv", "tsv") or (path.suffix.lower() in COMPRESSIONS
                                      and path.suffix.lower() not in _OPENERS):
         return None
@@ -138,3 +151,20 @@ def count_rows(path: str | Path, fmt: str | None = None, quoting: str | None = N
     except (OSError, csv.Error):
         return None
     return max(0, rows - (1 if header else 0))
+
+
+def _first_json(path: Path) -> dict | None:
+    """The first record of a JSON Lines file (plain, .gz or .bz2), or None."""
+    import json
+
+    if path.suffix.lower() in COMPRESSIONS and path.suffix.lower() not in _OPENERS:
+        return None
+    try:
+        with _open(path) as handle:
+            for line in handle:
+                if line.strip():
+                    record = json.loads(line)
+                    return record if isinstance(record, dict) else None
+    except (OSError, ValueError):
+        return None
+    return None

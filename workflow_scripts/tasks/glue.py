@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..objectives import CAUSAL_LM
 from ..errors import UserError
 from ..metrics import ACCURACY, F1, MATTHEWS
 from .base import NamedSource
@@ -114,6 +115,8 @@ def load_glue(task: str, revision: str | None = None):
 class GlueSource(NamedSource):
     """``loader(task, revision)`` -> DatasetDict; :func:`load_glue` unless a test swaps it."""
 
+    text = False  # classification only
+
     name = "glue"
     tasks = GLUE_TASKS
 
@@ -134,6 +137,9 @@ class GlueSource(NamedSource):
 
     def prepare(self, name, spec: dict, seed: int):
         glue = _check_task(name)
+        if spec.get("objective") == CAUSAL_LM:
+            raise UserError(f"GLUE task {name!r} is a classification task; a causal-LM family "
+                            "needs text tasks (builtin, or local files with a text column)")
         revision = spec.get("revision")
         train, valid, names = glue_to_splits(self.loader(name, revision), name)
         origin = f"{GLUE_DATASET}/{name} (train, {glue.validation_split})"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..configpaths import resolve_path
 from ..errors import ConfigError, MissingFileError, UserError
+from ..objectives import CAUSAL_LM
 from .base import Source
 from .files import (
     FORMATS,
@@ -28,8 +29,12 @@ if TYPE_CHECKING:
 
     from ..data import Samples
 
-# the engine columns a column map may name (text_a and label are required)
-COLUMN_KEYS = ("text_a", "text_b", "label", "idx")
+# a causal-LM task's columns: a text, or a prompt and its response (only its tokens count),
+# and the engine column each fills
+TEXT_KEYS = {"text": "text_a", "prompt": "text_a", "response": "text_b"}
+# the columns a column map may name: a classification task's (text_a and label required),
+# a causal-LM task's (text, or prompt and response)
+COLUMN_KEYS = ("text_a", "text_b", "label", "idx", *TEXT_KEYS)
 
 
 def parse_column_map(text: str | dict) -> dict[str, str]:
@@ -45,9 +50,11 @@ def parse_column_map(text: str | dict) -> dict[str, str]:
         key, value = key.strip(), value.strip()
         if not sep or not value:
             raise UserError(f"--column-map entry {item!r} must look like KEY=COLUMN")
-        if key not in COLUMN_KEYS:
+        if key not in COLUMN_KEYS or key in TEXT_KEYS:
             raise UserError(
-                f"--column-map key {key!r} is not one of {', '.join(COLUMN_KEYS)}"
+                f"--column-map key {key!r} is not one of "
+                f"{', '.join(k for k in COLUMN_KEYS if k not in TEXT_KEYS)} (a classification "
+                f"task's; {', '.join(TEXT_KEYS)} name a causal-LM task's columns)"
             )
         if key in mapping:
             raise UserError(f"--column-map names {key!r} twice")
@@ -62,7 +69,8 @@ def infer_format(path: str | Path) -> str:
     fmt = guess_format(path)
     if fmt is None:
         raise UserError(
-            f"cannot infer the format of {path} from its suffix; pass --format parquet, csv or tsv"
+            f"cannot infer the format of {path} from its suffix; pass --format "
+            + ", ".join(FORMATS)
         )
     return fmt
 
@@ -80,7 +88,7 @@ def read_table(path: str | Path, fmt: str | None, text_columns=(), quoting: str 
         raise MissingFileError(f"data file {path} does not exist")
     fmt = fmt or infer_format(path)
     if fmt not in FORMATS:
-        raise UserError(f"unknown format {fmt!r}; use parquet, csv or tsv")
+        raise UserError(f"unknown format {fmt!r}; use {', '.join(FORMATS)}")
     quoting = quoting or default_quoting(fmt)
     if quoting not in QUOTINGS:
         raise UserError(f"unknown quoting {quoting!r}; use {' or '.join(QUOTINGS)}")
@@ -89,6 +97,10 @@ def read_table(path: str | Path, fmt: str | None, text_columns=(), quoting: str 
             import pyarrow.parquet as pq
 
             return pq.read_table(path)
+        if fmt == "jsonl":
+            import pyarrow.json as pjson
+
+            return pjson.read_json(path)
         import pyarrow.csv as pcsv
 
         delim = delimiter(fmt)
@@ -103,7 +115,8 @@ def read_table(path: str | Path, fmt: str | None, text_columns=(), quoting: str 
             convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=False),
         )
     except (pa.ArrowInvalid, OSError) as exc:
-        bad = first_malformed_row(path, delimiter(fmt), quoting) if fmt != "parquet" else None
+        bad = (first_malformed_row(path, delimiter(fmt), quoting) if fmt in ("csv", "tsv")
+               else None)
         if bad is not None:
             line, got, expected = bad
             raise UserError(
@@ -251,6 +264,60 @@ def local_splits(
     return out[0], out[1], names, {"label_mapping": how}
 
 
+def text_column_map(column_map, columns: list[str] | None, where: str) -> dict[str, str]:
+    """A causal-LM task's columns: ``column_map`` (``text`` or ``prompt`` and ``response``,
+    or the engine's ``text_a`` and ``text_b``; a ``label`` has no use), else the file's own
+    ``text`` column, or its ``prompt`` and ``response`` columns."""
+    if column_map:
+        given = dict(column_map) if isinstance(column_map, dict) else dict(
+            item.split("=", 1) for item in str(column_map).split(",") if "=" in item)
+        cmap = {}
+        for key, value in given.items():
+            if key in ("label",):
+                raise UserError(f"{where}: a causal-LM task has no labels; drop 'label' from "
+                                "its column_map")
+            engine = TEXT_KEYS.get(key, key)
+            if engine not in ("text_a", "text_b", "idx"):
+                raise UserError(f"{where}: column_map key {key!r} is not one of text, prompt, "
+                                "response, idx")
+            cmap[engine] = str(value)
+        if "text_a" not in cmap or (set(given) >= {"prompt"} and "text_b" not in cmap):
+            raise UserError(f"{where}: a causal-LM task's column_map names a text column, or "
+                            "prompt and response columns")
+        return cmap
+    columns = columns or []
+    if "text" in columns:
+        return {"text_a": "text"}
+    if "prompt" in columns and "response" in columns:
+        return {"text_a": "prompt", "text_b": "response"}
+    raise UserError(f"{where}: a causal-LM task needs a 'text' column, or 'prompt' and "
+                    f"'response' columns; it has {columns}: name them in column_map "
+                    "(text: COLUMN, or prompt: COLUMN and response: COLUMN)")
+
+
+def local_text_splits(train_file, validation_file, cmap: dict, fmt: str, quoting, header):
+    """A causal-LM task's two splits: text (or prompt and response), no labels (0)."""
+    from ..data import Samples
+
+    out = []
+    for path in (train_file, validation_file):
+        table = read_table(path, fmt, [cmap[k] for k in ("text_a", "text_b") if k in cmap],
+                           quoting, header)
+        cols = {key: _column(table, col, path, key) for key, col in cmap.items()}
+        n = len(cols["text_a"])
+        if n == 0:
+            raise UserError(f"{path} has no rows")
+        empty = [i for i, v in enumerate(cols["text_a"]) if v is None or not str(v).strip()]
+        if empty:
+            raise UserError(f"{path}: column {cmap['text_a']!r} is empty in {len(empty)} row(s) "
+                            f"(first at data row {empty[0] + 1})")
+        idx = [int(v) for v in cols["idx"]] if "idx" in cols else list(range(n))
+        text_b = ([None if v is None else str(v) for v in cols["text_b"]] if "text_b" in cols
+                  else [None] * n)
+        out.append(Samples(idx, [str(v) for v in cols["text_a"]], text_b, [0] * n))
+    return out[0], out[1]
+
+
 class LocalSource(Source):
     """Two files (train, validation) and a column map; any task name goes."""
 
@@ -260,16 +327,23 @@ class LocalSource(Source):
     def label_count(self, key: str, spec: dict) -> int | None:
         return len(spec["label_names"]) if spec.get("label_names") else None
 
-    def check_config(self, key: str, spec: dict, base_dir) -> None:
+    def check_config(self, key: str, spec: dict, base_dir, objective: str | None = None) -> None:
         """Both files and the column map are given, the files exist, the mapped columns
-        are in their headers (when this check can read the header; Parquet imports pyarrow)."""
+        are in their headers (when this check can read the header; Parquet imports pyarrow).
+        A causal-LM task's column map is optional (the files' text, or prompt and response,
+        columns) and names no label."""
         where = f"tasks.{key}"
-        for option in ("train_file", "validation_file", "column_map"):
+        causal = objective == CAUSAL_LM
+        for option in ("train_file", "validation_file") + (() if causal else ("column_map",)):
             if option not in spec:
                 raise ConfigError(f"{where}: a local task needs '{option}'")
         header = spec.get("header", True)
+        if causal:
+            self._check_text_columns(where, spec, base_dir, header)
+            return
         try:
             cmap = column_keys(spec["column_map"], header)
+            parse_column_map(spec["column_map"])  # the keys a classification task needs
         except UserError as exc:
             raise ConfigError(f"{where}.column_map: {exc}") from None
         for option in ("train_file", "validation_file"):
@@ -292,6 +366,24 @@ class LocalSource(Source):
                     f"{spec[option]!r}, which has {has}; fix the column_map or the file"
                 )
 
+    def _check_text_columns(self, where: str, spec: dict, base_dir, header: bool) -> None:
+        for option in ("train_file", "validation_file"):
+            path = resolve_path(spec[option], base_dir)
+            if not path.is_file():
+                raise ConfigError(f"{where}.{option}: file {spec[option]!r} does not exist")
+            fmt = spec.get("format") or guess_format(path)
+            columns = file_columns(path, fmt, spec.get("quoting"), header)
+            try:
+                cmap = text_column_map(spec.get("column_map"), columns, f"{where}.column_map")
+            except UserError as exc:
+                if columns is None and not spec.get("column_map"):
+                    return  # the columns cannot be read here: prepare-task checks them
+                raise ConfigError(str(exc)) from None
+            missing = [c for c in cmap.values() if columns is not None and c not in columns]
+            if missing:
+                raise ConfigError(f"{where}.column_map: column(s) {missing} are not in {option} "
+                                  f"{spec[option]!r}, which has columns {columns}")
+
     def train_rows(self, key: str, spec: dict, base_dir) -> int | None:
         """The data rows of the train file (read here: a Parquet file's metadata, a CSV or
         TSV file's records)."""
@@ -308,6 +400,8 @@ class LocalSource(Source):
     def prepare(self, name, spec: dict, seed: int):
         train_file, validation_file = spec.get("train_file"), spec.get("validation_file")
         column_map, fmt = spec.get("column_map"), spec.get("format")
+        if spec.get("objective") == CAUSAL_LM:
+            return self.prepare_text(spec)
         if train_file is None or validation_file is None or column_map is None:
             raise UserError("--source local needs --train-file, --validation-file and --column-map")
         cmap = parse_column_map(column_map)
@@ -323,6 +417,23 @@ class LocalSource(Source):
         if fmt != "parquet":
             extra.update(quoting=quoting, header=header)
         return train, valid, names, origin, extra
+
+
+    def prepare_text(self, spec: dict):
+        """A causal-LM task of local files: their text (or prompt and response) columns."""
+        train_file, validation_file = spec.get("train_file"), spec.get("validation_file")
+        if train_file is None or validation_file is None:
+            raise UserError("--source local needs --train-file and --validation-file")
+        fmt = spec.get("format") or infer_format(train_file)
+        header = True if spec.get("header") is None else spec.get("header")
+        quoting = spec.get("quoting") or (None if fmt in ("parquet", "jsonl")
+                                          else default_quoting(fmt))
+        cmap = text_column_map(spec.get("column_map"), file_columns(train_file, fmt, quoting, header),
+                               str(train_file))
+        train, valid = local_text_splits(train_file, validation_file, cmap, fmt, quoting, header)
+        extra = dict(files={"train": str(train_file), "validation": str(validation_file)},
+                     column_map=cmap, format=fmt)
+        return train, valid, [], f"local files {train_file}, {validation_file}", extra
 
 
 SOURCE = LocalSource()

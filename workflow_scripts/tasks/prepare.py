@@ -113,18 +113,20 @@ def prepare_task(source: str | None = None, task: str | None = None, *,
         if len(samples) == 0:
             raise UserError(f"task {task}: the {split} split is empty")
         bad = sorted({y for y in samples.label if not 0 <= y < num_labels})
-        if bad:
+        if bad and not settings.causal:
             raise UserError(f"task {task}: {split} labels {bad[:10]} lie outside 0..{num_labels - 1}")
     info = {
         "format_version": INFO_VERSION,
         "task": task,
         "source": settings.source,
+        "objective": settings.objective,
         "origin": origin,
         "num_labels": num_labels,
         "label_names": list(names),
         "is_pair": train.is_pair or valid.is_pair,
         "sizes": {k: len(v) for k, v in splits.items()},
-        "label_counts": {k: label_counts(v, num_labels) for k, v in splits.items()},
+        "label_counts": {k: label_counts(v, num_labels) if not settings.causal else []
+                         for k, v in splits.items()},
         "seed": settings.seed,
         "max_train": settings.max_train,
         "max_validation": settings.max_validation,
@@ -142,6 +144,7 @@ def source_spec(settings: PrepareSettings) -> dict:
     keys = ("revision", *LOCAL_KEYS)
     spec = {k: getattr(settings, k) for k in keys if getattr(settings, k) is not None}
     spec["validation_fraction"] = settings.validation_fraction
+    spec["objective"] = settings.objective
     return spec
 
 
