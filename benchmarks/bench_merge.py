@@ -151,7 +151,41 @@ def checkpoint_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.glob("*.safetensors")) / MB
 
 
-def bench_size(size: str, counts: list[int], methods: list[str], work: Path) -> list[dict]:
+def check_shards(root: Path, models: list[Path], base: Path, shard_mb: int) -> None:
+    """Copies of the models saved in ``shard_mb`` MB shards merge to the same tensors as the
+    single files (average and TIES)."""
+    from safetensors.torch import load_file
+
+    from workflow_scripts.models import load_model
+
+    copies = []
+    for path in models:
+        model, tokenizer, _ = load_model(str(path))
+        copy = root / f"{path.name}-sharded"
+        model.save_pretrained(copy, max_shard_size=f"{shard_mb}MB")
+        tokenizer.save_pretrained(copy)
+        copies.append(copy)
+    shards = len(list(copies[0].glob("model-*.safetensors")))
+    for method in ("average", "ties"):
+        outs = []
+        for inputs, tag in ((models, "single"), (copies, "sharded")):
+            out = root / f"shards-{method}-{tag}"
+            command = merge_command(method, inputs, base, [{}, {}], out)
+            command[command.index("--names") + 1:command.index("--names") + 3] = ["a", "b"]
+            measure(command + ["--allow-fisher-mismatch"])
+            outs.append(out)
+        a, b = (load_file(o / "a" / "model.safetensors") for o in outs)
+        same = a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+        print(f"  {shards} shards of <= {shard_mb} MB: {method} merges to the same tensors as the "
+              f"single files: {'yes' if same else 'NO'}", flush=True)
+        for out in outs:
+            shutil.rmtree(out)
+    for copy in copies:
+        shutil.rmtree(copy)
+
+
+def bench_size(size: str, counts: list[int], methods: list[str], work: Path,
+               shard_mb: int | None = None) -> list[dict]:
     root = work / size
     root.mkdir()
     print(f"building {max(counts)} {size} models ...", flush=True)
@@ -159,6 +193,8 @@ def bench_size(size: str, counts: list[int], methods: list[str], work: Path) -> 
     models = [build(root / f"m{j}", size, j + 1) for j in range(max(counts))]
     made = [artifacts(m, root, f"task{j}") for j, m in enumerate(models)]
     model_mb = checkpoint_mb(models[0])
+    if shard_mb:
+        check_shards(root, models[:2], base, shard_mb)
     rows = []
     for method in methods:
         row = {"size": size, "model_mb": model_mb, "method": method}
@@ -220,6 +256,9 @@ def main(argv=None) -> None:
     ap.add_argument("--methods", nargs="+", choices=list(registry.METHODS),
                     default=list(registry.METHODS))
     ap.add_argument("--llama-1b", action="store_true", help="also the 1 B model's figures")
+    ap.add_argument("--shard-mb", type=int, default=40,
+                    help="check that copies in shards of this size merge to the same tensors "
+                         "(0: skip)")
     ap.add_argument("--work", default=None, help="folder for the checkpoints (default: a temp)")
     args = ap.parse_args(argv)
     counts = sorted(set(args.models))
@@ -227,7 +266,7 @@ def main(argv=None) -> None:
         print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, work folder {work}")
         rows = []
         for size in args.sizes:
-            rows += bench_size(size, counts, args.methods, Path(work))
+            rows += bench_size(size, counts, args.methods, Path(work), args.shard_mb)
         if rows:
             print_table(rows, counts)
         if args.llama_1b:
