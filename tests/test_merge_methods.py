@@ -284,6 +284,32 @@ def test_task_vector_methods_need_a_matching_base(tmp_path, family, method):
     assert not (tmp_path / "out").exists()
 
 
+
+@pytest.mark.parametrize("method", ["ties", "task-arithmetic"])
+def test_a_base_saved_with_extra_buffers_merges_as_the_clean_base(tmp_path, family, method):
+    """A pre-trained model saved bare and with its ``embeddings.position_ids`` buffer (as
+    sentence-transformers' MiniLM is) is the base of fine-tunes that transformers saved
+    without it: the task-vector merge reads only the body's weights from it and gives the
+    same tensors as the base saved by transformers."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    base, tuned = family
+    bare = tmp_path / "bare-base"
+    shutil.copytree(base, bare)
+    tensors = load_file(bare / "model.safetensors")
+    body_only = {k[len("bert."):]: v for k, v in tensors.items() if k.startswith("bert.")}
+    body_only["embeddings.position_ids"] = torch.arange(64).unsqueeze(0)
+    save_file(body_only, bare / "model.safetensors", metadata={"format": "pt"})
+    merge_models(tuned[:2], tmp_path / "clean", method=method, base=str(base))
+    merge_models(tuned[:2], tmp_path / "bare", method=method, base=str(bare))
+    for name in ("task1", "task2"):
+        clean = load_file(tmp_path / "clean" / name / "model.safetensors")
+        other = load_file(tmp_path / "bare" / name / "model.safetensors")
+        assert clean.keys() == other.keys() and "bert.embeddings.position_ids" not in other
+        assert all(torch.equal(clean[k], other[k]) for k in clean)
+
 def test_regmean_needs_grams_not_fishers(tmp_path, family):
     _, tuned = family
     with pytest.raises(MergeError, match="--grams"):

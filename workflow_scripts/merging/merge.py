@@ -11,7 +11,7 @@ from .. import architectures as arch
 from ..settings import MergeSettings
 from . import registry
 from .checks import check_bodies, check_request
-from .core import check_compatible
+from .core import check_base
 from .engine import MemorySources, MergeContext, merged_tensors
 
 
@@ -56,7 +56,7 @@ def merge_loaded(
     base_body = None
     if base is not None and registry.method(settings.method).needs_base:
         base_body = base if isinstance(base, dict) else arch.merged_state(base)
-        check_compatible([base_body, bodies[0]], [base_label, labels[0]])
+        check_base(base_body, bodies[0], base_label, labels[0])
     kind = registry.method(settings.method).artifact
     ctx = MergeContext(
         spec=arch.spec_for(models[0]), dims=arch.dims(models[0]), settings=settings,

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from .. import architectures as arch
-from ..errors import MergeError, ModelLoadError
+from ..errors import ModelLoadError
 from ..tensorfiles import Checkpoint, CheckpointWriter, Entry, TensorInfo, read_header, read_tensor
-from .core import check_compatible
+from .core import check_base
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +130,7 @@ def check_files(models: list[BodyFiles], facts: list[ModelFacts], base: BodyFile
             log.warning("%s is %s but %s is %s: merged in float64 arithmetic and saved as %s",
                         labels[0], first, labels[j], other, first)
     if base is not None:
-        missing = [k for k in shapes[0] if k not in base.body]
-        if missing:
-            raise MergeError(
-                f"{base_label} lacks body weights {', '.join(missing[:3])}"
-                f"{' ...' if len(missing) > 3 else ''}; it is not the pre-trained model of these "
-                "checkpoints (set the family's base to the model they were fine-tuned from)")
-        check_compatible([base.shapes(), shapes[0]], [base_label, labels[0]])
-
+        check_base(base.shapes(), shapes[0], base_label, labels[0])
 
 def _dtype(shapes: dict[str, TensorInfo]) -> str:
     floating = [t.dtype for t in shapes.values() if t.floating]
