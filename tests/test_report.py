@@ -7,8 +7,10 @@ median normalised score in Table 1 is BASE + 0.3.
 """
 
 import dataclasses
+import csv
 import itertools
 import json
+import math
 import re
 
 import matplotlib
@@ -471,3 +473,53 @@ def test_missing_evaluation_file(tmp_path, capsys):
     assert cli.main(["report", "--evals", str(tmp_path / "absent.json"),
                      "--out-dir", str(tmp_path / "out")]) == 2
     assert "absent.json does not exist" in capsys.readouterr().err
+
+
+def write_lm_eval(path, task, kind, loss, **context):
+    """A causal-LM evaluation JSON as ``evaluate --objective causal-lm`` writes it."""
+    data = {"task": task, "model": f"lm/{kind}-{task}", "objective": "causal-lm",
+            "n_examples": 50, "n_tokens": 900, "dropped_examples": 0,
+            "metrics": {"loss": loss, "perplexity": math.exp(loss)}, "seconds": 1.0,
+            "device": "cpu", "context": {"family": "lm", "kind": kind, "task": task, **context}}
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def lm_grid(root, finetuned_loss=None):
+    """A causal-LM family: base loss 4, fine-tuned 2 (or ``finetuned_loss``), merges of the
+    pair at 3 (average: half the gain kept) and 2.5 (mask: three quarters)."""
+    evals = []
+    for task in ("news", "tweets"):
+        evals.append(write_lm_eval(root / f"base-{task}.json", task, "base", 4.0))
+        evals.append(write_lm_eval(root / f"ft-{task}.json", task, "finetuned",
+                                   finetuned_loss or 2.0))
+        for method, loss in (("average", 3.0), ("mask", 2.5)):
+            evals.append(write_lm_eval(root / f"m-{method}-{task}.json", task, "merged", loss,
+                                       method=method, subset="news+tweets",
+                                       **({"n": 8} if method == "mask" else {})))
+    (root / "evals.txt").write_text("\n".join(evals) + "\n")
+    return root / "evals.txt"
+
+
+def test_a_causal_lm_family_scores_the_share_of_the_gain_kept(tmp_path):
+    """Table 1 of a causal-LM family is (L_base - L_merged) / (L_base - L_ft) x 100, and the
+    report says so: its definition and its findings speak of the fine-tuning gain, never of
+    a merged / fine-tuned ratio."""
+    evals = lm_grid(tmp_path)
+    out = tmp_path / "report"
+    assert cli.main(["report", "--evals-from", str(evals), "--out-dir", str(out)]) == 0
+    table = {(r["method"]): float(r["median_normalised"])
+             for r in csv.DictReader((out / "table1_scores.csv").open())}
+    assert table == {"average": pytest.approx(50.0), "mask": pytest.approx(75.0)}
+    summary = (out / "summary.md").read_text()
+    assert "(L_base - L_merged) / (L_base - L_ft) x 100" in summary
+    assert "median 75.0 % of the fine-tuning gain" in summary
+    assert "merged / fine-tuned" not in summary and "% of fine-tuned" not in summary
+    assert "(L_base - L_merged)" in (out / "table1.html").read_text()
+
+
+def test_a_causal_lm_fine_tune_without_gain_is_an_error(tmp_path, capsys):
+    evals = lm_grid(tmp_path, finetuned_loss=4.5)  # worse than the base
+    assert cli.main(["report", "--evals-from", str(evals), "--out-dir",
+                     str(tmp_path / "report")]) != 0
+    assert "no fine-tuning gain for a merge to keep" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from .. import artifacts
 from ..errors import UserError
 from ..io import atomic_path
 from ..merging.registry import ALL_VARIANTS, rank, variant
+from ..metrics import LOSS
 from ..paths import PLOT_FILES, plot_file
 from .inputs import Inputs, runs_at
 from .tables import BASELINE, column_label, fisher_tables, median_scores, method_rank, task_rank
@@ -210,13 +211,16 @@ def plot_pair_heatmap(plt, scores: pl.DataFrame, n: int | None, path: Path) -> N
     if image is None:
         _no_data(axes[0][0], "no merged evaluations")
     else:
-        fig.colorbar(image, ax=axes.ravel().tolist(), label="merged / fine-tuned (%)", shrink=0.8)
+        fig.colorbar(image, ax=axes.ravel().tolist(), label="normalised score (%)", shrink=0.8)
     _save(plt, fig, path)
 
 
 def plot_paired(plt, scores: pl.DataFrame, family: str, path: Path) -> None:
     """One panel per merge and n: each score against averaging's on the same cell."""
     fam = scores.filter(pl.col("family") == family)
+    # a causal LM's scores are the share of its fine-tuning gain in token loss kept
+    unit = ("% of fine-tuning gain" if set(fam["metric"]) == {LOSS} and fam.height
+            else "% of fine-tuned")
     base = fam.filter(pl.col("method") == BASELINE).select(
         "replicate", "subset", "task", pl.col("normalised").alias("_average"))
     panels = (fam.filter(pl.col("method") != BASELINE).select("method", "n").unique()
@@ -237,8 +241,8 @@ def plot_paired(plt, scores: pl.DataFrame, family: str, path: Path) -> None:
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
-        ax.set_xlabel("averaging (% of fine-tuned)")
-        ax.set_ylabel("this merge (% of fine-tuned)")
+        ax.set_xlabel(f"averaging ({unit})")
+        ax.set_ylabel(f"this merge ({unit})")
     if not panels or base.is_empty():
         _no_data(axes[0], "no merges paired with averaging")
     fig.suptitle(f"{family}: each (subset, task, seed) score against averaging")

@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from ..io import atomic_path, write_text
+from ..objectives import CAUSAL_LM
 from ..paths import REPORT_FILES, REPORT_TABLES, SELECTION_TABLES, table_file
 from . import checks, stats
 from .inputs import Inputs, runs_at
@@ -22,6 +23,31 @@ from .tables import (
 )
 
 log = logging.getLogger(__name__)
+
+# what a normalised score is, per objective (reporting/inputs.py computes it)
+SCORE_DEFINITIONS = {
+    "classification": "merged / fine-tuned metric x 100",
+    CAUSAL_LM: "the share of the fine-tuning gain in validation token loss that the merge "
+               "keeps, (L_base - L_merged) / (L_base - L_ft) x 100",
+}
+CLASSIFIER_UNIT, CAUSAL_UNIT = "of fine-tuned", "of the fine-tuning gain"
+
+
+def score_units(finetuned: pl.DataFrame) -> dict[str, str]:
+    """Family -> what its normalised scores are a percentage of."""
+    return {family: CAUSAL_UNIT if objective == CAUSAL_LM else CLASSIFIER_UNIT
+            for family, objective in finetuned.select("family", "objective").unique().rows()}
+
+
+def score_definition(finetuned: pl.DataFrame) -> str:
+    """What Table 1's scores are ("of ..."), for the objectives of the report's families."""
+    objectives = set(finetuned["objective"]) if "objective" in finetuned.columns else set()
+    if CAUSAL_LM not in objectives:
+        return "of " + SCORE_DEFINITIONS["classification"]
+    if objectives == {CAUSAL_LM}:
+        return "of " + SCORE_DEFINITIONS[CAUSAL_LM]
+    return (f"of {SCORE_DEFINITIONS['classification']} (classifier families) or "
+            f"{SCORE_DEFINITIONS[CAUSAL_LM]} (causal-LM families)")
 
 
 def write_csv(path: Path, df: pl.DataFrame) -> None:
@@ -94,8 +120,8 @@ def write_report(data: Inputs, out_dir: Path, chance_margin: float = 0.05,
 
     sections = [
         ("Table 1: normalised scores",
-         "Median over all (subset, task) scores (seeds pooled) of merged / fine-tuned metric "
-         "x 100; in square brackets its 95 % bootstrap confidence interval (cells resampled, "
+         f"Median over all (subset, task) scores (seeds pooled) {score_definition(data.finetuned)}"
+         "; in square brackets its 95 % bootstrap confidence interval (cells resampled, "
          f"{stats.RESAMPLES:,} resamples), in round brackets the difference from averaging.",
          table1),
         ("Paired comparisons",
@@ -119,7 +145,8 @@ def write_report(data: Inputs, out_dir: Path, chance_margin: float = 0.05,
     ]
     if selection_md:
         sections.insert(1, ("Held-out selection", SELECTION_NOTE, selection_md))
-    summary = "# Results\n\n" + findings_markdown(paired, medians, families) + "".join(
+    summary = "# Results\n\n" + findings_markdown(paired, medians, families,
+                                                        score_units(data.finetuned)) + "".join(
         f"\n## {title}\n\n" + (f"{note}\n\n" if note else "") + body for title, note, body in sections
     )
     write_text(out / REPORT_FILES["summary"], summary)
@@ -169,10 +196,10 @@ def chosen_markdown(selection: pl.DataFrame, families: list[str]) -> str:
 
 
 def findings(paired: pl.DataFrame, medians: pl.DataFrame, family: str,
-             size: int | None = None) -> list[str]:
+             size: int | None = None, unit: str = CLASSIFIER_UNIT) -> list[str]:
     """Plain sentences for one family (and subset size; None: every size), one per merge and
     n against averaging; none claims more than its Wilcoxon test supports
-    (:func:`.stats.verdict`)."""
+    (:func:`.stats.verdict`).  ``unit``: what the scores are a percentage of."""
     out = []
     rows = paired.filter((pl.col("family") == family) & (pl.col("baseline") == BASELINE))
     if size is not None:
@@ -183,8 +210,8 @@ def findings(paired: pl.DataFrame, medians: pl.DataFrame, family: str,
                               & (pl.col("subset_size") == r["subset_size"])
                               & same_n).row(0, named=True)
         out.append(
-            f"{column_label(r['method'], r['n'])}: median {cell['median_normalised']:.1f} % of "
-            f"fine-tuned{fmt_ci(cell['ci_low'], cell['ci_high'])}; above averaging in "
+            f"{column_label(r['method'], r['n'])}: median {cell['median_normalised']:.1f} % "
+            f"{unit}{fmt_ci(cell['ci_low'], cell['ci_high'])}; above averaging in "
             f"{r['wins']} of {r['pairs']} paired scores (below in {r['losses']}), median "
             f"difference {fmt_diff(r['median_diff'])} points"
             + (f", 95 % CI of the median difference{fmt_ci(r['ci_low'], r['ci_high'])}"
@@ -193,18 +220,22 @@ def findings(paired: pl.DataFrame, medians: pl.DataFrame, family: str,
     return out
 
 
-def finding_groups(paired: pl.DataFrame, medians: pl.DataFrame, families: list[str]):
-    """(heading, sentences) per family, or per (family, subset size) when there are several."""
+def finding_groups(paired: pl.DataFrame, medians: pl.DataFrame, families: list[str],
+                   units: dict[str, str] | None = None):
+    """(heading, sentences) per family, or per (family, subset size) when there are several;
+    ``units``: family -> what its scores are a percentage of (default: of fine-tuned)."""
     sized = several_sizes(medians)
     for family, size in row_keys(medians, families):
-        sentences = findings(paired, medians, family, size)
+        sentences = findings(paired, medians, family, size,
+                             (units or {}).get(family, CLASSIFIER_UNIT))
         if sentences:
             yield (f"{family}, {size} tasks merged" if sized else family), sentences
 
 
-def findings_markdown(paired: pl.DataFrame, medians: pl.DataFrame, families: list[str]) -> str:
+def findings_markdown(paired: pl.DataFrame, medians: pl.DataFrame, families: list[str],
+                      units: dict[str, str] | None = None) -> str:
     parts = [f"**{heading}**\n\n" + "".join(f"- {s}\n" for s in sentences)
-             for heading, sentences in finding_groups(paired, medians, families)]
+             for heading, sentences in finding_groups(paired, medians, families, units)]
     return ("## What the data shows\n\n" + "\n".join(parts) + "\n") if parts else ""
 
 
@@ -228,10 +259,13 @@ def evidence_html(paired: pl.DataFrame, medians: pl.DataFrame, families: list[st
     findings_html = "".join(
         f"<h3>{html.escape(heading)}</h3><ul>"
         + "".join(f"<li>{html.escape(s)}</li>" for s in sentences) + "</ul>"
-        for heading, sentences in finding_groups(paired, medians, families))
+        for heading, sentences in finding_groups(
+            paired, medians, families, None if metrics is None else score_units(metrics)))
+    definition = ("of " + SCORE_DEFINITIONS["classification"] if metrics is None
+                  else score_definition(metrics))
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><style>{HTML_STYLE}</style>"
             "</head><body><h2>Table 1: normalised scores</h2>"
-            "<p>Median of merged / fine-tuned score x 100 over all (subset, task) cells, "
+            f"<p>Median {html.escape(definition)} over all (subset, task) cells, "
             "seeds pooled; [95 % bootstrap interval]; (difference from averaging)."
             + html.escape(used) + "</p>"
             + html_table(*table1_rows(medians, families))
