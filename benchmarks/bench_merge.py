@@ -211,7 +211,7 @@ def bench_size(size: str, counts: list[int], methods: list[str], work: Path,
 
 def print_table(rows: list[dict], counts: list[int]) -> None:
     first, last = counts[0], counts[-1]
-    print(f"\n| model | method | " + " | ".join(f"{c} models: peak MB / s" for c in counts)
+    print("\n| model | method | " + " | ".join(f"{c} models: peak MB / s" for c in counts)
           + f" | peak growth {first} -> {last} models (model sizes) |")
     print("| --- | --- | " + " | ".join("---:" for _ in counts) + " | ---: |")
     for row in rows:
@@ -236,7 +236,7 @@ def bench_1b(work: Path) -> None:
     fs, fm = measure(fisher)
     print(f"\n1 B model: {params / 1e9:.2f} B parameters, {checkpoint_mb(models[0]):,.0f} MB "
           "on disk (bfloat16)")
-    print(f"| job | peak MB | seconds |\n| --- | ---: | ---: |")
+    print("| job | peak MB | seconds |\n| --- | ---: | ---: |")
     print(f"| mask Fisher, 16 examples of <= 64 tokens, bfloat16 | {fm:,.0f} | {fs:.1f} |")
     for method in ("average", "ties"):
         command = merge_command(method, models, models[0], [{}, {}], root / f"out-{method}")

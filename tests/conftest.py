@@ -7,7 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-from workflow_scripts.testing import make_tiny_checkpoint, toy_samples, write_toy_samples  # noqa: E402
+from workflow_scripts.testing import make_tiny_checkpoint, write_toy_samples  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from workflow_scripts.plan import Plan
 from workflow_scripts.reporting import selection
 from workflow_scripts.reporting.inputs import load_inputs
 from workflow_scripts.reporting.selection import choose, with_selection
-from workflow_scripts.reporting.summary import write_report
 
 TASKS = ("rte", "sst2", "mrpc")
 SUBSETS = ("mrpc+rte", "rte+sst2", "mrpc+rte+sst2")

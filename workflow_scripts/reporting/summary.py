@@ -137,8 +137,8 @@ def write_report(data: Inputs, out_dir: Path, chance_margin: float = 0.05,
          md["runtime_speedup"]),
         (f"Table 4: mask Fisher GFLOPs{ntext}", "", md["table4_flops"]),
         ("Metric per task", "Each task's scores are normalised by this metric (its own: "
-         "GLUE's official one, else accuracy, unless the config sets tasks.T.metric or "
-         "report.default_metric).", metrics_markdown(data.finetuned)),
+         "GLUE's official one, else accuracy; a causal LM's task: its mean validation token "
+         "loss; unless the config sets tasks.T.metric or report.default_metric).", metrics_markdown(data.finetuned)),
         ("Fine-tuned models", "Each checkpoint's own score on its task's validation set.",
          finetuned_markdown(data.finetuned)),
         ("Warnings", "", warnings_md),
