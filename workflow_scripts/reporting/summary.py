@@ -31,6 +31,9 @@ SCORE_DEFINITIONS = {
                "keeps, (L_base - L_merged) / (L_base - L_ft) x 100",
 }
 CLASSIFIER_UNIT, CAUSAL_UNIT = "of fine-tuned", "of the fine-tuning gain"
+METRIC_NOTE = ("Each task's scores are normalised by this metric (its own: GLUE's official one, "
+               "else accuracy; a causal LM's task: its mean validation token loss; unless the "
+               "config sets tasks.T.metric or report.default_metric).")
 
 
 def score_units(finetuned: pl.DataFrame) -> dict[str, str]:
@@ -136,9 +139,7 @@ def write_report(data: Inputs, out_dir: Path, chance_margin: float = 0.05,
         (f"Speed-up{ntext}", "Mean full Fisher time / mean mask Fisher time.",
          md["runtime_speedup"]),
         (f"Table 4: mask Fisher GFLOPs{ntext}", "", md["table4_flops"]),
-        ("Metric per task", "Each task's scores are normalised by this metric (its own: "
-         "GLUE's official one, else accuracy; a causal LM's task: its mean validation token "
-         "loss; unless the config sets tasks.T.metric or report.default_metric).", metrics_markdown(data.finetuned)),
+        ("Metric per task", METRIC_NOTE, metrics_markdown(data.finetuned)),
         ("Fine-tuned models", "Each checkpoint's own score on its task's validation set.",
          finetuned_markdown(data.finetuned)),
         ("Warnings", "", warnings_md),
