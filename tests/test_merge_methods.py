@@ -284,7 +284,6 @@ def test_task_vector_methods_need_a_matching_base(tmp_path, family, method):
     assert not (tmp_path / "out").exists()
 
 
-
 @pytest.mark.parametrize("method", ["ties", "task-arithmetic"])
 def test_a_base_saved_with_extra_buffers_merges_as_the_clean_base(tmp_path, family, method):
     """A pre-trained model saved bare and with its ``embeddings.position_ids`` buffer (as
@@ -309,6 +308,25 @@ def test_a_base_saved_with_extra_buffers_merges_as_the_clean_base(tmp_path, fami
         other = load_file(tmp_path / "bare" / name / "model.safetensors")
         assert clean.keys() == other.keys() and "bert.embeddings.position_ids" not in other
         assert all(torch.equal(clean[k], other[k]) for k in clean)
+
+
+def test_a_base_without_a_weight_of_the_fine_tunes_is_refused_by_name(tmp_path, family):
+    """Extra tensors in a base are fine; a floating-point body weight of the fine-tunes that
+    the base lacks stops the merge, naming the base, the weight and the fix."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    base, tuned = family
+    partial = tmp_path / "partial-base"
+    shutil.copytree(base, partial)
+    tensors = load_file(partial / "model.safetensors")
+    del tensors["bert.encoder.layer.0.output.dense.weight"]
+    save_file(tensors, partial / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(MergeError, match=r"partial-base' lacks body weights "
+                       r"encoder\.layer\.0\.output\.dense\.weight .*set the family's base"):
+        merge_models(tuned[:2], tmp_path / "out", method="ties", base=str(partial))
+    assert not (tmp_path / "out").exists()
 
 def test_regmean_needs_grams_not_fishers(tmp_path, family):
     _, tuned = family

@@ -6,8 +6,8 @@ mask Fisher at n = 8 and 16.  Every merged score is the fine-tuned score times
 median normalised score in Table 1 is BASE + 0.3.
 """
 
-import dataclasses
 import csv
+import dataclasses
 import itertools
 import json
 import math
@@ -508,7 +508,7 @@ def test_a_causal_lm_family_scores_the_share_of_the_gain_kept(tmp_path):
     evals = lm_grid(tmp_path)
     out = tmp_path / "report"
     assert cli.main(["report", "--evals-from", str(evals), "--out-dir", str(out)]) == 0
-    table = {(r["method"]): float(r["median_normalised"])
+    table = {r["method"]: float(r["median_normalised"])
              for r in csv.DictReader((out / "table1_scores.csv").open())}
     assert table == {"average": pytest.approx(50.0), "mask": pytest.approx(75.0)}
     summary = (out / "summary.md").read_text()

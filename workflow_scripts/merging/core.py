@@ -49,7 +49,6 @@ def check_compatible(
                 )
 
 
-
 def check_base(base: dict, body: dict, base_label: str, label: str) -> None:
     """The base holds every floating-point parameter of ``body`` with the same shape.
 
@@ -64,17 +63,14 @@ def check_base(base: dict, body: dict, base_label: str, label: str) -> None:
             f"{base_label} lacks body weights {', '.join(missing[:3])}"
             f"{' ...' if len(missing) > 3 else ''} of {label}; it is not the pre-trained model "
             "of these checkpoints (set the family's base to the model they were fine-tuned from)")
-    for name in needed:
-        if tuple(base[name].shape) != tuple(body[name].shape):
-            raise MergeError(
-                f"cannot merge {base_label} and {label}: body parameter {name!r} has shape "
-                f"{tuple(base[name].shape)} in the first but {tuple(body[name].shape)} in the "
-                "second (different model sizes?)")
+    check_compatible([{k: base[k] for k in needed}, {k: body[k] for k in needed}],
+                     [base_label, label])
 
 
 def _floating(t) -> bool:
     """A tensor's, or a header entry's (``.floating``), floating-point kind."""
     return t.floating if hasattr(t, "floating") else torch.is_floating_point(t)
+
 
 def merge_parameter(
     tensors: list[torch.Tensor],

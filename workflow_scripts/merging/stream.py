@@ -132,6 +132,7 @@ def check_files(models: list[BodyFiles], facts: list[ModelFacts], base: BodyFile
     if base is not None:
         check_base(base.shapes(), shapes[0], base_label, labels[0])
 
+
 def _dtype(shapes: dict[str, TensorInfo]) -> str:
     floating = [t.dtype for t in shapes.values() if t.floating]
     return max(set(floating), key=floating.count) if floating else "float32"

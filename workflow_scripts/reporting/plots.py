@@ -21,10 +21,12 @@ from .. import artifacts
 from ..errors import UserError
 from ..io import atomic_path
 from ..merging.registry import ALL_VARIANTS, rank, variant
-from ..metrics import LOSS
 from ..paths import PLOT_FILES, plot_file
 from .inputs import Inputs, runs_at
-from .tables import BASELINE, column_label, fisher_tables, median_scores, method_rank, task_rank
+from .tables import (
+    BASELINE, CLASSIFIER_UNIT, column_label, fisher_tables, median_scores, method_rank,
+    score_units, task_rank,
+)
 
 __doc__ = __doc__.replace("{figures}", "\n".join(f"- ``{name}``" for name in PLOT_FILES.values()))
 
@@ -215,12 +217,11 @@ def plot_pair_heatmap(plt, scores: pl.DataFrame, n: int | None, path: Path) -> N
     _save(plt, fig, path)
 
 
-def plot_paired(plt, scores: pl.DataFrame, family: str, path: Path) -> None:
-    """One panel per merge and n: each score against averaging's on the same cell."""
+def plot_paired(plt, scores: pl.DataFrame, family: str, path: Path,
+                unit: str = CLASSIFIER_UNIT) -> None:
+    """One panel per merge and n: each score against averaging's on the same cell;
+    ``unit``: what the scores are a percentage of (:func:`.tables.score_units`)."""
     fam = scores.filter(pl.col("family") == family)
-    # a causal LM's scores are the share of its fine-tuning gain in token loss kept
-    unit = ("% of fine-tuning gain" if set(fam["metric"]) == {LOSS} and fam.height
-            else "% of fine-tuned")
     base = fam.filter(pl.col("method") == BASELINE).select(
         "replicate", "subset", "task", pl.col("normalised").alias("_average"))
     panels = (fam.filter(pl.col("method") != BASELINE).select("method", "n").unique()
@@ -241,8 +242,8 @@ def plot_paired(plt, scores: pl.DataFrame, family: str, path: Path) -> None:
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
-        ax.set_xlabel(f"averaging ({unit})")
-        ax.set_ylabel(f"this merge ({unit})")
+        ax.set_xlabel(f"averaging (% {unit})")
+        ax.set_ylabel(f"this merge (% {unit})")
     if not panels or base.is_empty():
         _no_data(axes[0], "no merges paired with averaging")
     fig.suptitle(f"{family}: each (subset, task, seed) score against averaging")
@@ -338,8 +339,10 @@ def write_plots(data: Inputs, out_dir: Path, heatmap_n: int | None = None,
         plot_interference(plt, data.scores, out / plot_file("interference"))
         plot_pair_heatmap(plt, data.scores, heatmap_n, out / plot_file("heatmap"))
         plot_runtime(plt, data.fishers, data.families, data.runtime_n, out / plot_file("runtime"))
+        units = score_units(data.finetuned)
         for family in data.families:
-            plot_paired(plt, data.scores, family, out / plot_file("paired", family))
+            plot_paired(plt, data.scores, family, out / plot_file("paired", family),
+                        units.get(family, CLASSIFIER_UNIT))
         for family in data.families:
             runs = mask_runs.filter((pl.col("family") == family)
                                     & (pl.lit(False) if layers_n is None else

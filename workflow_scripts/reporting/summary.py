@@ -11,46 +11,22 @@ from pathlib import Path
 import polars as pl
 
 from ..io import atomic_path, write_text
-from ..objectives import CAUSAL_LM
 from ..paths import REPORT_FILES, REPORT_TABLES, SELECTION_TABLES, table_file
 from . import checks, stats
 from .inputs import Inputs, runs_at
 from .tables import (
-    BASELINE, SIZE_HEADER, column_label, fisher_tables, finetuned_markdown, fmt_ci, fmt_diff,
-    fmt_gflops, fmt_seconds, html_table, kind_rank, markdown, median_scores, method_rank,
+    BASELINE, CLASSIFIER_UNIT, SIZE_HEADER, column_label, fisher_tables, finetuned_markdown,
+    fmt_ci, fmt_diff, fmt_gflops, fmt_seconds, html_table, kind_rank, markdown, median_scores, method_rank,
     metrics_markdown, paired_markdown, paired_rows, row_keys, several_sizes, speedup_markdown,
-    spread_markdown, table1_markdown, table1_rows, task_rank, wide_markdown,
+    score_definition, score_units, spread_markdown, table1_markdown, table1_rows, task_rank,
+    wide_markdown,
 )
 
 log = logging.getLogger(__name__)
 
-# what a normalised score is, per objective (reporting/inputs.py computes it)
-SCORE_DEFINITIONS = {
-    "classification": "merged / fine-tuned metric x 100",
-    CAUSAL_LM: "the share of the fine-tuning gain in validation token loss that the merge "
-               "keeps, (L_base - L_merged) / (L_base - L_ft) x 100",
-}
-CLASSIFIER_UNIT, CAUSAL_UNIT = "of fine-tuned", "of the fine-tuning gain"
 METRIC_NOTE = ("Each task's scores are normalised by this metric (its own: GLUE's official one, "
                "else accuracy; a causal LM's task: its mean validation token loss; unless the "
                "config sets tasks.T.metric or report.default_metric).")
-
-
-def score_units(finetuned: pl.DataFrame) -> dict[str, str]:
-    """Family -> what its normalised scores are a percentage of."""
-    return {family: CAUSAL_UNIT if objective == CAUSAL_LM else CLASSIFIER_UNIT
-            for family, objective in finetuned.select("family", "objective").unique().rows()}
-
-
-def score_definition(finetuned: pl.DataFrame) -> str:
-    """What Table 1's scores are ("of ..."), for the objectives of the report's families."""
-    objectives = set(finetuned["objective"]) if "objective" in finetuned.columns else set()
-    if CAUSAL_LM not in objectives:
-        return "of " + SCORE_DEFINITIONS["classification"]
-    if objectives == {CAUSAL_LM}:
-        return "of " + SCORE_DEFINITIONS[CAUSAL_LM]
-    return (f"of {SCORE_DEFINITIONS['classification']} (classifier families) or "
-            f"{SCORE_DEFINITIONS[CAUSAL_LM]} (causal-LM families)")
 
 
 def write_csv(path: Path, df: pl.DataFrame) -> None:
@@ -262,11 +238,9 @@ def evidence_html(paired: pl.DataFrame, medians: pl.DataFrame, families: list[st
         + "".join(f"<li>{html.escape(s)}</li>" for s in sentences) + "</ul>"
         for heading, sentences in finding_groups(
             paired, medians, families, None if metrics is None else score_units(metrics)))
-    definition = ("of " + SCORE_DEFINITIONS["classification"] if metrics is None
-                  else score_definition(metrics))
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><style>{HTML_STYLE}</style>"
             "</head><body><h2>Table 1: normalised scores</h2>"
-            f"<p>Median {html.escape(definition)} over all (subset, task) cells, "
+            f"<p>Median {html.escape(score_definition(metrics))} over all (subset, task) cells, "
             "seeds pooled; [95 % bootstrap interval]; (difference from averaging)."
             + html.escape(used) + "</p>"
             + html_table(*table1_rows(medians, families))
