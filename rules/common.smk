@@ -1,3 +1,4 @@
+import shlex
 import sys
 
 sys.path.insert(0, workflow.basedir)
@@ -59,6 +60,11 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+def quoted(paths):
+    """Paths as shell words, each quoted (the flag strings the rules put on shell lines)."""
+    return " ".join(shlex.quote(str(p)) for p in paths)
+
+
 def task_files(wildcards):
     return {
         "train": PATHS["task_train"].format(task=wildcards.task),
@@ -76,7 +82,7 @@ def prepare_task_flags(wildcards, output):
     """The task's settings, and the held-out split's file where there is one."""
     flags = PLAN.prepare_task_flags(wildcards.task)
     if "holdout" in output.keys():
-        flags += f" --out-holdout {output.holdout}"
+        flags += f" --out-holdout {shlex.quote(output.holdout)}"
     return flags
 
 
@@ -124,9 +130,9 @@ def merge_flags(wildcards, input):
     flags = [PLAN.merge_flags(wildcard_merge(wildcards))]
     for key in ("fishers", "grams"):
         if key in input.keys():
-            flags.append(f"--{key} " + " ".join(getattr(input, key)))
+            flags.append(f"--{key} " + quoted(getattr(input, key)))
     if "base" in input.keys():
-        flags.append(f"--base {input.base}")
+        flags.append(f"--base {shlex.quote(input.base)}")
     return " ".join(flags)
 
 
@@ -137,7 +143,8 @@ def merged_eval_flags(wildcards, input, output):
     flags = PLAN.merged_eval_flags(wildcard_merge(wildcards))
     if "holdout" in output.keys():
         flags += (
-            f" --holdout-data {' '.join(input.holdout)} --holdout-out {output.holdout}"
+            f" --holdout-data {quoted(input.holdout)}"
+            f" --holdout-out {shlex.quote(output.holdout)}"
         )
     return flags
 

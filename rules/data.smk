@@ -13,8 +13,8 @@ rule prepare_task:
         flags=prepare_task_flags,
     shell:
         "python -m workflow_scripts prepare-task {params.flags} "
-        "--out-train {output.train} --out-validation {output.validation} "
-        "--out-info {output.info} > {log} 2>&1"
+        "--out-train {output.train:q} --out-validation {output.validation:q} "
+        "--out-info {output.info:q} > {log:q} 2>&1"
 
 
 rule sample:
@@ -29,5 +29,5 @@ rule sample:
     params:
         allow_full="--allow-full" if config["fisher"]["allow_full_split"] else "",
     shell:
-        "python -m workflow_scripts sample --train {input.train} --n {wildcards.n} "
-        "--seed {wildcards.seed} {params.allow_full} --out {output} > {log} 2>&1"
+        "python -m workflow_scripts sample --train {input.train:q} --n {wildcards.n:q} "
+        "--seed {wildcards.seed:q} {params.allow_full} --out {output:q} > {log:q} 2>&1"

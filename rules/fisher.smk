@@ -15,11 +15,11 @@ rule fisher:
         model=model_flags,
         flags=lambda wc: PLAN.fisher_flags(wc.n, wc.method, wc.family),
     shell:
-        "python -m workflow_scripts fisher --model {input.model} {params.model} "
-        "--data {input.samples} --method {wildcards.method} "
-        "--task {wildcards.task} --n {wildcards.n} --seed {wildcards.seed} "
-        "{params.flags} --meta family={wildcards.family} replicate={wildcards.rep} "
-        "--out {output} > {log} 2>&1"
+        "python -m workflow_scripts fisher --model {input.model:q} {params.model} "
+        "--data {input.samples:q} --method {wildcards.method:q} "
+        "--task {wildcards.task:q} --n {wildcards.n:q} --seed {wildcards.seed:q} "
+        "{params.flags} --meta family={wildcards.family:q} replicate={wildcards.rep:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule gram:
@@ -39,7 +39,7 @@ rule gram:
         model=model_flags,
         flags=lambda wc: PLAN.gram_flags(wc.family),
     shell:
-        "python -m workflow_scripts gram --model {input.model} {params.model} "
-        "--data {input.samples} --task {wildcards.task} --n {wildcards.n} "
-        "--seed {wildcards.seed} {params.flags} --meta family={wildcards.family} "
-        "replicate={wildcards.rep} --out {output} > {log} 2>&1"
+        "python -m workflow_scripts gram --model {input.model:q} {params.model} "
+        "--data {input.samples:q} --task {wildcards.task:q} --n {wildcards.n:q} "
+        "--seed {wildcards.seed:q} {params.flags} --meta family={wildcards.family:q} "
+        "replicate={wildcards.rep:q} --out {output:q} > {log:q} 2>&1"

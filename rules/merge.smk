@@ -21,10 +21,10 @@ rule merge:
         flags=merge_flags,
         evaluation=merged_eval_flags,
         out=lambda wc, output: (
-            f"--out {output.merged}" if "merged" in output.keys() else ""
+            f"--out {shlex.quote(output.merged)}" if "merged" in output.keys() else ""
         ),
     shell:
-        "python -m workflow_scripts merge --models {input.models} {params.flags} "
-        "{params.out} --eval-data {input.validation} "
-        "--eval-task-infos {input.infos} {params.evaluation} --eval-out {output.evals} "
-        "> {log} 2>&1"
+        "python -m workflow_scripts merge --models {input.models:q} {params.flags} "
+        "{params.out} --eval-data {input.validation:q} "
+        "--eval-task-infos {input.infos:q} {params.evaluation} --eval-out {output.evals:q} "
+        "> {log:q} 2>&1"

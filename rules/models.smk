@@ -9,8 +9,8 @@ rule fetch_base_model:
         source=lambda wc: config["families"][wc.family]["base"],
         flags=lambda wc: PLAN.fetch_flags(wc.family),
     shell:
-        "python -m workflow_scripts fetch-model --source {params.source} "
-        "{params.flags} --out {output} > {log} 2>&1"
+        "python -m workflow_scripts fetch-model --source {params.source:q} "
+        "{params.flags} --out {output:q} > {log:q} 2>&1"
 
 
 rule fetch_model:
@@ -24,8 +24,8 @@ rule fetch_model:
         source=lambda wc: PLAN.checkpoint(wc.family, wc.task)["source"],
         flags=lambda wc: PLAN.fetch_flags(wc.family, wc.task),
     shell:
-        "python -m workflow_scripts fetch-model --source {params.source} "
-        "{params.flags} --out {output} > {log} 2>&1"
+        "python -m workflow_scripts fetch-model --source {params.source:q} "
+        "{params.flags} --out {output:q} > {log:q} 2>&1"
 
 
 rule finetune:
@@ -44,9 +44,9 @@ rule finetune:
     params:
         flags=lambda wc: PLAN.finetune_flags(wc.family, wc.rep),
     shell:
-        "python -m workflow_scripts finetune --base {input.base} --train {input.train} "
-        "--validation {input.validation} --info {input.info} {params.flags} "
-        "--out {output} > {log} 2>&1"
+        "python -m workflow_scripts finetune --base {input.base:q} --train {input.train:q} "
+        "--validation {input.validation:q} --info {input.info:q} {params.flags} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate_finetuned:
@@ -67,10 +67,10 @@ rule evaluate_finetuned:
         flags=lambda wc: PLAN.evaluate_flags(wc.family),
         meta=lambda wc: PLAN.finetuned_eval_meta(wc.family, wc.rep, wc.task),
     shell:
-        "python -m workflow_scripts evaluate --model {input.model} "
-        "--data {input.validation} --task-info {input.info} --task {wildcards.task} "
-        "{params.model} {params.flags} --meta {params.meta} "
-        "--out {output} > {log} 2>&1"
+        "python -m workflow_scripts evaluate --model {input.model:q} "
+        "--data {input.validation:q} --task-info {input.info:q} --task {wildcards.task:q} "
+        "{params.model} {params.flags} --meta {params.meta:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 # With held-out selection on: each fine-tuned model on its task's held-out split (the
@@ -94,10 +94,10 @@ rule evaluate_finetuned_holdout:
         flags=lambda wc: PLAN.evaluate_flags(wc.family),
         meta=lambda wc: PLAN.finetuned_eval_meta(wc.family, wc.rep, wc.task, "holdout"),
     shell:
-        "python -m workflow_scripts evaluate --model {input.model} "
-        "--data {input.holdout} --task-info {input.info} --task {wildcards.task} "
-        "{params.model} {params.flags} --meta {params.meta} "
-        "--out {output} > {log} 2>&1"
+        "python -m workflow_scripts evaluate --model {input.model:q} "
+        "--data {input.holdout:q} --task-info {input.info:q} --task {wildcards.task:q} "
+        "{params.model} {params.flags} --meta {params.meta:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 # A causal-LM family's base model on each task: the loss its fine-tunes improve on (a merge's
@@ -117,8 +117,8 @@ rule evaluate_base:
         **gpu_resources("evaluate_base", "evaluate_runtime"),
     params:
         flags=lambda wc: PLAN.evaluate_flags(wc.family),
-        meta=lambda wc: f"family={wc.family} kind=base task={wc.task}",
+        meta=lambda wc: [f"family={wc.family}", "kind=base", f"task={wc.task}"],
     shell:
-        "python -m workflow_scripts evaluate --model {input.base} "
-        "--data {input.validation} --task-info {input.info} --task {wildcards.task} "
-        "{params.flags} --meta {params.meta} --out {output} > {log} 2>&1"
+        "python -m workflow_scripts evaluate --model {input.base:q} "
+        "--data {input.validation:q} --task-info {input.info:q} --task {wildcards.task:q} "
+        "{params.flags} --meta {params.meta:q} --out {output:q} > {log:q} 2>&1"

@@ -19,8 +19,8 @@ rule select:
     params:
         flags=PLAN.metric_flags(),
     shell:
-        "python -m workflow_scripts select --evals-from {input.eval_list} {params.flags} "
-        "--out {output} > {log} 2>&1"
+        "python -m workflow_scripts select --evals-from {input.eval_list:q} {params.flags} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule report:
@@ -78,10 +78,11 @@ rule report:
         ENV
     params:
         flags=PLAN.report_flags(near_chance=True),
+        out_dir=REPORT,
     shell:
-        "python -m workflow_scripts report --evals-from {input.eval_list} "
-        "--fishers-from {input.fisher_list} {params.flags} "
-        f"--out-dir {REPORT} > {{log}} 2>&1"
+        "python -m workflow_scripts report --evals-from {input.eval_list:q} "
+        "--fishers-from {input.fisher_list:q} {params.flags} "
+        "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule plots:
@@ -136,7 +137,8 @@ rule plots:
         ENV
     params:
         flags=PLAN.report_flags(),
+        out_dir=PLOTS,
     shell:
-        "python -m workflow_scripts plots --evals-from {input.eval_list} "
-        "--fishers-from {input.fisher_list} {params.flags} "
-        f"--out-dir {PLOTS} > {{log}} 2>&1"
+        "python -m workflow_scripts plots --evals-from {input.eval_list:q} "
+        "--fishers-from {input.fisher_list:q} {params.flags} "
+        "--out-dir {params.out_dir:q} > {log:q} 2>&1"

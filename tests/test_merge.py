@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -95,7 +96,9 @@ def test_identical_inputs_give_input_back(tmp_path, checkpoint, method):
         fishers = [write_fisher(tmp_path, f"f{s}", random_full_fisher(ref, s), "full") for s in (1, 2)]
     elif method == "mask":
         fishers = [write_fisher(tmp_path, f"m{s}", random_mask_fisher(ref, s), "mask") for s in (1, 2)]
-    out = merge_models([ckpt, ckpt], tmp_path / "out", method=method, fishers=fishers,
+    copy = tmp_path / "copy"  # the same weights in another folder (a path given twice is refused)
+    shutil.copytree(ckpt, copy)
+    out = merge_models([ckpt, copy], tmp_path / "out", method=method, fishers=fishers,
                        names=["x", "y"])
     for path in out:
         assert_bodies_equal(arch.body_state(load(path)), arch.body_state(ref))

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from workflow_scripts import architectures as arch
 from workflow_scripts import cli
-from workflow_scripts.errors import MergeError, ModelLoadError
+from workflow_scripts.errors import MergeError, ModelLoadError, OutputError
 from workflow_scripts.merging import registry, stream
 from workflow_scripts.merging.files import merge_models
 from workflow_scripts.merging.merge import merge_loaded
@@ -150,7 +150,7 @@ def test_a_missing_or_truncated_shard_is_named_and_nothing_is_written(tmp_path, 
 def test_an_output_that_is_a_file_is_refused(tmp_path, family):
     _, tuned, _, _ = family
     (tmp_path / "out").write_text("not a folder")
-    with pytest.raises(MergeError, match="exists and is not a directory"):
+    with pytest.raises(OutputError, match="already exists and is a file of 12 bytes"):
         merge_models(tuned[:2], tmp_path / "out", method="average", names=["a", "b"])
     assert (tmp_path / "out").read_text() == "not a folder"
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
+from . import outputs
 from .errors import CorruptArtifactError, FisherValueError, MissingFileError
 from .io import atomic_path
 
@@ -76,15 +76,18 @@ def check_finite(tensors: dict[str, torch.Tensor], what: str = "Gram") -> None:
 
 
 def save_fisher(tensors: dict[str, torch.Tensor], metadata: dict, path, check=check_values) -> None:
-    """Validate (``check``, default: refuses non-finite or all-zero Fisher) and write atomically."""
+    """Validate (``check``, default: refuses non-finite or all-zero Fisher) and write atomically
+    (replacing only an earlier artifact: :data:`workflow_scripts.outputs.ARTIFACT`)."""
+    from .tensorfiles import write_file
+
     tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in tensors.items()}
     check(tensors)
     header = {
         META_KEY: json.dumps(metadata, sort_keys=True, default=str),
         SUM_KEY: tensors_digest(tensors),
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=header)
+    with atomic_path(path, outputs.ARTIFACT) as tmp:
+        write_file(tmp, tensors, header)
 
 
 def _corrupt(path, why: str, what: str = "Fisher artifact") -> CorruptArtifactError:
@@ -188,10 +191,16 @@ class ArtifactContext:
     meta: dict = field(default_factory=dict)
 
 
-def source_metadata(model, info, samples, context: ArtifactContext | None = None) -> dict:
+def source_metadata(model, info, samples, context: ArtifactContext | None = None,
+                    batches=None) -> dict:
     """Header fields naming what an artifact was computed from: the model (``info``: the
-    ``ModelInfo`` of :func:`workflow_scripts.models.load_model`) and its samples."""
+    ``ModelInfo`` of :func:`workflow_scripts.models.load_model`), its objective and its
+    samples; ``num_samples`` counts those its ``batches`` hold (a causal LM's examples with
+    no token left to predict after truncation are dropped, and counted apart)."""
+    from . import objectives
+
     context = context or ArtifactContext()
+    used = len(samples) if batches is None else sum(len(b.rows) for b in batches)
     return {
         "model": getattr(info, "source", None),
         "fingerprint": getattr(info, "fingerprint", None),
@@ -199,9 +208,11 @@ def source_metadata(model, info, samples, context: ArtifactContext | None = None
         "model_type": model.config.model_type,
         "num_labels": int(model.config.num_labels),
         "label_map": getattr(info, "label_map", None),
+        "objective": objectives.of_model(model),
         "task": context.task,
         "n": context.n,
-        "num_samples": len(samples),
+        "num_samples": used,
+        "dropped_samples": len(samples) - used,
         "seed": context.seed,
         "context": dict(context.meta),
     }

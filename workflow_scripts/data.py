@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import torch
 
 from .errors import SampleError
+from . import outputs
 from .io import atomic_path
 
 SCHEMA = pa.schema(
@@ -98,7 +99,7 @@ def write_samples(samples: Samples | pa.Table, path) -> None:
     """Write samples atomically with fixed Parquet settings (deterministic bytes)."""
     table = samples.to_table() if isinstance(samples, Samples) else samples
     table = table.cast(SCHEMA).replace_schema_metadata(None)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, outputs.SAMPLES) as tmp:
         pq.write_table(table, tmp, **PARQUET_SETTINGS)
 
 

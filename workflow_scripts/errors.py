@@ -25,6 +25,11 @@ class SampleError(UserError, ValueError):
     """A samples / task Parquet file does not match the engine's schema or the model."""
 
 
+class OutputError(UserError):
+    """An output cannot be written: the path holds something this command did not write,
+    is (or holds) one of its inputs, or is not writable (read-only, full)."""
+
+
 class ModelLoadError(UserError, RuntimeError):
     """A checkpoint cannot be loaded (missing, pickle-only, unreachable hub, ...)."""
 

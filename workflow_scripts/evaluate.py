@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from . import architectures as arch
-from . import objectives
+from . import objectives, outputs
 from .data import Samples, batches, check_labels, read_samples, tokenize
 from .devices import resolve_device
 from .errors import UserError
@@ -170,6 +170,9 @@ def evaluate_checkpoint(
     """
     settings = EvaluateSettings.of(settings, **overrides)
     source = source or ModelSource()
+    if out is not None:
+        outputs.check_output(out, outputs.EVALUATION, "--out", outputs.inputs_of(
+            model=model_source, data=data_path, task_info=task_info))
     device = resolve_device(settings.device)
     samples = read_samples(data_path, nonempty=True)
     model, tokenizer, info = load_model(model_source, revision=source.revision,
@@ -249,7 +252,7 @@ def evaluate_loaded(
     log.info("%s on %s: %s", record.model, task,
              ", ".join(f"{k}={v:.4f}" if v is not None else f"{k}=nan" for k, v in metrics.items()))
     if out is not None:
-        write_json(out, result, sort_keys=False)
+        write_json(out, result, outputs.EVALUATION, sort_keys=False)
     return result
 
 
@@ -281,5 +284,5 @@ def _evaluate_lm(model, tokenizer, samples, task, settings, record, context, out
     log.info("%s on %s: loss %.4f, perplexity %s", record.model, task, metrics["loss"],
              f"{metrics['perplexity']:.2f}" if metrics["perplexity"] is not None else "inf")
     if out is not None:
-        write_json(out, result, sort_keys=False)
+        write_json(out, result, outputs.EVALUATION, sort_keys=False)
     return result

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .configpaths import resolve_path
 from .errors import UserError
+from . import outputs
 from .io import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
@@ -233,6 +234,7 @@ def fetch(source: str, out, revision: str | None = None, allow_pickle: bool = Fa
             record.update(package=package, package_version=version)
         else:
             directory = resolve_path(source)
+    outputs.check_output(out, outputs.FETCHED, "--out", [("--source", str(directory))])
     files = select_files(directory, allow_pickle)
     available = [p.name for p in directory.iterdir() if p.is_file()]
     check_weights(files, source, allow_pickle, available)
@@ -242,9 +244,7 @@ def fetch(source: str, out, revision: str | None = None, allow_pickle: bool = Fa
     if skipped:
         log.info("not copied (not checkpoint files): %s", ", ".join(skipped))
     out = Path(out)
-    if out.resolve() == directory.resolve():
-        raise UserError(f"--out {out} is the source directory itself")
-    with atomic_path(out) as tmp:
+    with atomic_path(out, outputs.FETCHED, "--out") as tmp:
         tmp.mkdir()
         hashes = {}
         for path in files:

@@ -25,6 +25,7 @@ from .data import Samples, check_labels, pad_batch, read_samples, tokenize
 from .devices import resolve_device
 from .errors import UserError
 from .evaluate import compute_metrics, predict
+from . import outputs
 from .io import atomic_path
 from .models import ModelSource, load_model, save_checkpoint
 from .settings import EvaluateSettings, FinetuneSettings
@@ -136,6 +137,10 @@ def finetune(
     started = time.perf_counter()
     settings = FinetuneSettings.of(settings, **overrides)
     source = source or ModelSource()
+    if out is not None:
+        given = {k: v for k, v in (("base", base), ("train", train), ("info", info),
+                                   ("validation", validation)) if isinstance(v, (str, os.PathLike))}
+        outputs.check_output(out, outputs.FINETUNED, "--out", outputs.inputs_of(**given))
     task_info, label_names = _task_labels(info, settings.causal)
     train = _training_samples(train, label_names, settings)
     valid = None
@@ -163,7 +168,7 @@ def finetune(
     result["seconds"] = round(time.perf_counter() - started, 3)
     if out is not None:
         model.to("cpu")
-        with atomic_path(out) as tmp:
+        with atomic_path(out, outputs.FINETUNED, "--out") as tmp:
             save_checkpoint(model, tokenizer, tmp)
             (Path(tmp) / INFO_FILE).write_text(json.dumps(result, indent=2) + "\n")
     return model, tokenizer, result

@@ -109,7 +109,7 @@ def compute_gram(model: nn.Module, tokenizer, samples, settings: GramSettings | 
     synchronize(device)
     seconds = time.perf_counter() - start
     metadata = {
-        **source_metadata(model, info, samples, context),
+        **source_metadata(model, info, samples, context, batches),
         "method": KIND,
         "normalisation": "mean over non-padding tokens (per example for 2-D inputs)",
         "rows": rows,

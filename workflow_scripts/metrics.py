@@ -15,6 +15,13 @@ ACCURACY, F1, MACRO_F1, MATTHEWS = METRICS = ("accuracy", "f1", "macro_f1", "mat
 # a causal LM's (lmeval.py): scored by its mean next-token loss, lower is better
 LOSS = "loss"
 KNOWN = METRICS + (LOSS,)  # what --task-metric may name
+PERPLEXITY = "perplexity"  # a causal LM's exp(loss), recorded beside it
+# each metric's possible values (lowest, highest): a value outside is an impossible result
+RANGES = {ACCURACY: (0.0, 1.0), F1: (0.0, 1.0), MACRO_F1: (0.0, 1.0), MATTHEWS: (-1.0, 1.0),
+          LOSS: (0.0, float("inf")), PERPLEXITY: (1.0, float("inf"))}
+# metrics that may be recorded as null (undefined): the correlation of constant predictions,
+# the perplexity of a loss too large for a float; any other null is an impossible result
+MAY_BE_UNDEFINED = (MATTHEWS, PERPLEXITY)
 # metric -> the evaluations that record it
 COMPUTED_FOR = {
     ACCURACY: "every task",

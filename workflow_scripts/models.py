@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from . import architectures as arch
-from . import objectives
+from . import objectives, outputs
 from .errors import ModelLoadError, UserError
 from .configpaths import resolve_path
 from .fetch import classify, hub_error, one_line
@@ -170,8 +172,12 @@ def load_model(
             dtype=dtype,
         )
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
-    except OSError as exc:
-        raise ModelLoadError(f"cannot load {what} {source!r}: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load {what} {source!r}: {one_line(exc)}; its config.json, "
+                             "weights or tokenizer files do not fit together: download or save "
+                             "the checkpoint again") from None
+    except pickle.UnpicklingError as exc:
+        raise ModelLoadError(unsafe_pickle(what, source, exc)) from None
     ensure_pad_token(model, tokenizer, source)
     new_keys = _new_keys(loading)
     if new_keys and (label_names is not None or seed is not None):
@@ -194,6 +200,17 @@ def load_model(
     return model, tokenizer, info
 
 
+def unsafe_pickle(what: str, source: str, exc: BaseException) -> str:
+    """The message for pickle weights that torch's safe loader refuses (objects beyond
+    tensors, which could run code when loaded)."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    held = f" (it holds {found.group(1)})" if found else ""
+    return (f"the pickle weights of {what} {source!r} hold objects beyond tensors{held}, which "
+            "are refused: loading them could run code. Convert the checkpoint to safetensors "
+            "where it was made (save_pretrained with safe_serialization=True), or use a "
+            "safetensors copy")
+
+
 def _config_of(source: str, revision: str | None, what: str):
     """(path, is local, config) of a model source; its architecture must be supported."""
     try:
@@ -207,10 +224,10 @@ def _config_of(source: str, revision: str | None, what: str):
     path = str(resolve_path(source)) if local else source  # "~" expanded
     try:
         config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=False)
-    except OSError as exc:
-        if not local:
+    except (OSError, ValueError) as exc:
+        if not local and isinstance(exc, OSError):
             raise ModelLoadError(hub_error(source, revision, exc, what)) from None
-        raise ModelLoadError(f"cannot load the {what} config from {source!r}: {one_line(exc)}") from exc
+        raise ModelLoadError(f"cannot load the {what} config from {source!r}: {one_line(exc)}") from None
     arch.spec_for(config)  # unsupported architecture -> clear error before weights load
     return path, local, config
 
@@ -271,8 +288,9 @@ def apply_label_map(model, label_map: list[int]) -> None:
 
 
 def save_checkpoint(model, tokenizer, out_dir: str | os.PathLike) -> None:
-    """Write a Hugging Face checkpoint directory atomically (safetensors)."""
-    with atomic_path(out_dir) as tmp:
+    """Write a Hugging Face checkpoint directory atomically (safetensors), replacing only a
+    checkpoint folder."""
+    with atomic_path(out_dir, outputs.CHECKPOINT) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)

@@ -412,8 +412,9 @@ class Plan:
         if variant.scheme is not None:
             values["scheme"] = variant.scheme.name
         settings = MergeSettings.from_config(self.config, **values)
+        allowed = ("allow_tokenizer_mismatch",) if settings.allow_tokenizer_mismatch else ()
         return " ".join(f for f in (
-            settings.flags(only=settings.relevant() + tuple(
+            settings.flags(only=settings.relevant() + allowed + tuple(
                 self.objective_values(self.objective(merge.family)))),
             cli_flags({
                 "names": list(merge.subset),
@@ -434,11 +435,11 @@ class Plan:
 
     @staticmethod
     def finetuned_eval_meta(family: str, replicate: str, task: str,
-                            split: str | None = None) -> str:
-        """The fine-tuned model's evaluation context; ``split`` for another split than the
-        validation split (``holdout``)."""
-        return " ".join([f"family={family}", f"replicate={replicate}", "kind=finetuned",
-                         f"task={task}"] + ([f"split={split}"] if split else []))
+                            split: str | None = None) -> list[str]:
+        """The fine-tuned model's evaluation context (``--meta`` items); ``split`` for another
+        split than the validation split (``holdout``)."""
+        return ([f"family={family}", f"replicate={replicate}", "kind=finetuned", f"task={task}"]
+                + ([f"split={split}"] if split else []))
 
     def metric_flags(self) -> str:
         """``--task-metric`` of every task: what ``select`` and ``report`` normalise by."""

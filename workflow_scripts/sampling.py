@@ -48,6 +48,9 @@ def draw_samples(
 
 def sample_file(train_path, n: int, seed: int, out, allow_full: bool = False) -> Samples:
     """Draw n samples from the train split file ``train_path``; write them to ``out``."""
+    from . import outputs
+
+    outputs.check_output(out, outputs.SAMPLES, "--out", outputs.inputs_of(train=train_path))
     train = read_samples(train_path)
     samples = draw_samples(train, n, seed, allow_full, where=f"task file {train_path}")
     write_samples(samples, out)

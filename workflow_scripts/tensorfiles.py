@@ -9,9 +9,10 @@ reads into its own buffer, so reading every tensor of a checkpoint once keeps at
 one tensor in memory (memory-mapping would leave every touched page resident).
 
 A checkpoint directory holds ``model.safetensors`` or shards named by
-``model.safetensors.index.json``'s ``weight_map`` (:class:`Checkpoint`); a shard the
-index names that is missing or shorter than its header says is an error naming the
-file and the fix.  :class:`CheckpointWriter` writes a checkpoint in the same layout
+``model.safetensors.index.json``'s ``weight_map`` (:class:`Checkpoint`).  Every file is
+checked before a tensor is read as the safetensors library checks it, and the folder as
+:mod:`.tensorlayout` says (one layout, files only inside the folder, shards agreeing with
+the index); a fault is an error naming the file and the fix.  :class:`CheckpointWriter` writes a checkpoint in the same layout
 (``save_pretrained``'s), tensor by tensor in a planned order, shards of at most
 ``max_shard_bytes``.
 """
@@ -26,6 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ModelLoadError
+from .tensorlayout import (
+    check_layout, check_one_layout, check_shards, checkpoint_root, damaged, entry_fields,
+    header_metadata, inside, parse_header, read_weight_map,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -39,6 +44,7 @@ DTYPES = {
     "U8": ("uint8", 1), "BOOL": ("bool", 1),
 }
 CODES = {name: code for code, (name, _) in DTYPES.items()}
+ITEMSIZES = {code: size for code, (_, size) in DTYPES.items()}
 FLOATING = ("float64", "float32", "float16", "bfloat16")
 MAX_HEADER = 100 << 20  # safetensors' own limit on the header's size
 
@@ -73,13 +79,12 @@ class TensorInfo:
         return self.floating
 
 
-def _damaged(path: Path, why: str) -> ModelLoadError:
-    return ModelLoadError(f"safetensors file {path} is damaged ({why}); download or save it again "
-                          "(a copy that was cut short, or not a safetensors file)")
+_damaged = damaged
 
 
 def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict]:
-    """``({name: TensorInfo}, metadata)`` of a safetensors file, checked against its size."""
+    """``({name: TensorInfo}, metadata)`` of a safetensors file, checked as the safetensors
+    library checks it (:mod:`.tensorlayout`) against the file's size."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -90,27 +95,17 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict]:
             (length,) = struct.unpack("<Q", head)
             if length > min(MAX_HEADER, size - 8):
                 raise _damaged(path, f"its header claims {length} bytes of {size}")
-            header = json.loads(handle.read(length))
+            raw = handle.read(length)
     except OSError as exc:
         raise ModelLoadError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (ValueError, UnicodeDecodeError):
-        raise _damaged(path, "its header is not JSON") from None
-    metadata = header.pop("__metadata__", None) or {}
-    base, out = 8 + length, {}
+    header = parse_header(path, raw)
+    metadata = header_metadata(path, header.pop("__metadata__", None))
+    base, out, spans = 8 + length, {}, []
     for name, entry in header.items():
-        try:
-            dtype, _ = DTYPES[entry["dtype"]]
-            begin, end = entry["data_offsets"]
-            shape = tuple(int(d) for d in entry["shape"])
-        except (KeyError, TypeError, ValueError):
-            raise _damaged(path, f"tensor {name!r} has an unknown dtype or bad offsets") from None
-        out[name] = TensorInfo(name, path, dtype, shape, base + int(begin), base + int(end))
-    last = max((t.end for t in out.values()), default=base)
-    if last > size:
-        raise _damaged(path, f"it is truncated: {size} bytes, its header needs {last}")
-    for t in out.values():
-        if t.nbytes != t.numel * DTYPES[CODES[t.dtype]][1]:
-            raise _damaged(path, f"tensor {t.name!r} has {t.nbytes} bytes for shape {t.shape}")
+        code, shape, begin, end = entry_fields(path, name, entry, ITEMSIZES)
+        out[name] = TensorInfo(name, path, DTYPES[code][0], shape, base + begin, base + end)
+        spans.append((name, begin, end))
+    check_layout(path, spans, size - base)
     return out, metadata
 
 
@@ -130,35 +125,28 @@ def read_tensor(info: TensorInfo) -> torch.Tensor:
 
 
 class Checkpoint:
-    """The weights of a checkpoint directory, by tensor name (as written in its files)."""
+    """The weights of a checkpoint directory, by tensor name (as written in its files), read
+    only inside the directory and only if valid (:mod:`.tensorlayout`)."""
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
+        self.root = checkpoint_root(self.directory)
         self.files = self._weight_files()
+        found = {path: read_header(path)[0] for path in self.files}
+        if self.files and next(iter(self.files.values())) is not None:
+            check_shards(self.directory / INDEX, self.files, {p: list(t) for p, t in found.items()})
         self.tensors: dict[str, TensorInfo] = {}
-        for path, names in self.files.items():
-            found, _ = read_header(path)
-            if names is not None:
-                missing = sorted(set(names) - set(found))
-                if missing:
-                    raise ModelLoadError(
-                        f"{path} lacks tensor(s) {', '.join(missing[:3])} that {INDEX} places "
-                        "there; the shard is from another save: download or save the checkpoint "
-                        "again")
-                found = {n: found[n] for n in names}
-            self.tensors.update(found)
+        for tensors in found.values():
+            self.tensors.update(tensors)
 
     def _weight_files(self) -> dict[Path, list[str] | None]:
+        check_one_layout(self.directory, WEIGHTS, INDEX)
         index = self.directory / INDEX
         if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (OSError, ValueError, KeyError, TypeError):
-                raise ModelLoadError(f"{index} is not a safetensors index (no weight_map); save "
-                                     "the checkpoint again") from None
+            inside(self.directory, self.root, INDEX, self.directory)
             files: dict[Path, list[str] | None] = {}
-            for name, file in weight_map.items():
-                files.setdefault(self.directory / file, []).append(name)
+            for name, file in read_weight_map(index).items():
+                files.setdefault(inside(self.directory, self.root, file, index), []).append(name)
             absent = [p for p in files if not p.is_file()]
             if absent:
                 raise ModelLoadError(
@@ -167,7 +155,7 @@ class Checkpoint:
             return files
         single = self.directory / WEIGHTS
         if single.is_file():
-            return {single: None}
+            return {inside(self.directory, self.root, WEIGHTS, self.directory): None}
         raise ModelLoadError(f"{self.directory} has no {WEIGHTS} or {INDEX}: merges stream "
                              "safetensors weights (convert pickle weights with save_pretrained)")
 
@@ -224,6 +212,41 @@ def plan_shards(entries: list[Entry], max_shard_bytes: int) -> list[list[Entry]]
     return shards
 
 
+def header_bytes(entries: list[Entry], metadata: dict | None) -> bytes:
+    """The length prefix and JSON header of a safetensors file holding ``entries`` in this
+    order (contiguous from 0), padded so that the data start 8-byte aligned (as the library
+    writes them)."""
+    header, offset = ({"__metadata__": metadata} if metadata else {}), 0
+    for e in entries:
+        header[e.name] = {"dtype": CODES[e.dtype], "shape": list(e.shape),
+                          "data_offsets": [offset, offset + e.nbytes]}
+        offset += e.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text
+
+
+def write_bytes(handle, tensor: torch.Tensor) -> None:
+    """A tensor's bytes (little-endian, C order) written to an open file."""
+    import torch
+
+    data = tensor.detach().contiguous().cpu().reshape(-1)
+    if data.numel():
+        handle.write(memoryview(data.view(torch.uint8).numpy()))
+
+
+def write_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
+               metadata: dict[str, str] | None = None) -> None:
+    """A safetensors file of ``tensors`` (sorted by name) with string ``metadata``, written
+    with plain file writes one tensor at a time (a full disk is an OSError)."""
+    entries = [Entry(name, str(tensors[name].dtype).replace("torch.", ""),
+                     tuple(tensors[name].shape)) for name in sorted(tensors)]
+    with open(path, "wb") as handle:
+        handle.write(header_bytes(entries, metadata))
+        for e in entries:
+            write_bytes(handle, tensors[e.name])
+
+
 class CheckpointWriter:
     """Writes the planned tensors of one checkpoint, one at a time, in ``entries`` order:
     ``model.safetensors``, or shards ``model-0000k-of-0000n.safetensors`` with their index
@@ -246,21 +269,13 @@ class CheckpointWriter:
         if self.handle is not None:
             self.handle.close()
         self.shard += 1
-        entries, header, offset = self.shards[self.shard], {"__metadata__": self.metadata}, 0
-        for e in entries:
-            header[e.name] = {"dtype": CODES[e.dtype], "shape": list(e.shape),
-                              "data_offsets": [offset, offset + e.nbytes]}
-            offset += e.nbytes
-        text = json.dumps(header, separators=(",", ":")).encode()
-        text += b" " * (-len(text) % 8)  # the data start 8-byte aligned, as safetensors writes
+        entries = self.shards[self.shard]
         self.handle = open(self.directory / self.names[self.shard], "wb")
-        self.handle.write(struct.pack("<Q", len(text)) + text)
+        self.handle.write(header_bytes(entries, self.metadata))
         self.left = len(entries)
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         """The next planned tensor (same name, dtype and shape as planned)."""
-        import torch
-
         want = self.order[self.position]
         if (name != want.name or str(tensor.dtype) != f"torch.{want.dtype}"
                 or tuple(tensor.shape) != want.shape):
@@ -268,9 +283,7 @@ class CheckpointWriter:
                              f"{tuple(tensor.shape)}")
         if self.handle is None or self.left == 0:
             self._open_next()
-        data = tensor.detach().contiguous().cpu().reshape(-1)
-        if data.numel():
-            self.handle.write(memoryview(data.view(torch.uint8).numpy()))
+        write_bytes(self.handle, tensor)
         self.left -= 1
         self.position += 1
 

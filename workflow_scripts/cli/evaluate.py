@@ -71,6 +71,11 @@ def run(args) -> None:
         if single:
             raise UserError(f"{', '.join(single)} apply to one checkpoint; evaluate the "
                             "checkpoints that need them one at a time")
+    from .. import outputs
+
+    outputs.check_outputs([("--out", out, outputs.EVALUATION) for out in args.out],
+                          outputs.inputs_of(model=args.model, data=args.data,
+                                            task_info=args.task_info))
     if args.card:
         from ..merging.card import add_scores, check_card
 

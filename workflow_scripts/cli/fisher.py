@@ -74,6 +74,7 @@ def run(args) -> None:
 
     settings = FisherSettings.from_args(args)
     context = options.artifact_context(args)
+    options.check_artifact_out(args)
     device = resolve_device(settings.device)
     if device == "cpu":
         tune_cpu_allocator()

@@ -46,6 +46,7 @@ def run(args) -> None:
 
     settings = GramSettings.from_args(args)
     context = options.artifact_context(args)
+    options.check_artifact_out(args)
     device = resolve_device(settings.device)
     samples, model, tokenizer, info = options.load_samples_and_model(args, device, settings)
     log.info("Grams of %s on %d samples (%s)", args.model, len(samples), device)

@@ -87,6 +87,15 @@ def load_samples_and_model(args, device, settings):
     return samples, model, tokenizer, info
 
 
+def check_artifact_out(args) -> None:
+    """Before any compute: ``--out`` (an artifact) is not ``--model`` or ``--data`` (nor a
+    folder holding them), holds nothing but an earlier artifact, and can be written."""
+    from .. import outputs
+
+    outputs.check_output(args.out, outputs.ARTIFACT, "--out",
+                         outputs.inputs_of(model=args.model, data=args.data))
+
+
 def add_artifact_context(parser) -> None:
     """``--task``, ``--n``, ``--seed`` and ``--meta``: recorded in an artifact's header."""
     parser.add_argument("--task", default=None)

@@ -66,5 +66,10 @@ def register(subparsers) -> None:
 
 def run(args) -> None:
     from ..reporting.plots import write_plots
+    from .report import check_out_dir
 
-    write_plots(load_from_args(args), args.out_dir, args.heatmap_n, args.layers_n)
+    data = load_from_args(args)
+    check_out_dir(args, [plot_file(key) for key, name in PLOT_FILES.items() if "{family}" not in name]
+                  + [plot_file(key, family) for family in data.families
+                     for key, name in PLOT_FILES.items() if "{family}" in name])
+    write_plots(data, args.out_dir, args.heatmap_n, args.layers_n)

@@ -85,6 +85,18 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def check_outputs(args, settings) -> None:
+    """Before reading any data: the outputs are distinct, none is an input file (nor a
+    folder holding one), each holds nothing but an earlier output of its kind."""
+    from .. import outputs
+
+    splits = [(f"--out-{name}", getattr(args, f"out_{name}"), outputs.SAMPLES)
+              for name in ("train", "validation", "holdout")]
+    outputs.check_outputs(splits + [("--out-info", args.out_info, outputs.TASK_INFO)],
+                          outputs.inputs_of(train_file=settings.train_file,
+                                            validation_file=settings.validation_file))
+
+
 def run(args) -> None:
     from ..errors import UserError
     from ..settings import PrepareSettings
@@ -101,6 +113,7 @@ def run(args) -> None:
         raise UserError(f"--source {settings.source} needs --task")
     if (settings.holdout_fraction is None) != (args.out_holdout is None):
         raise UserError("--holdout-fraction and --out-holdout go together")
+    check_outputs(args, settings)
     task = prepare_task(settings=settings)
     write_task(task.train, task.validation, task.info, args.out_train, args.out_validation,
                args.out_info, task.holdout, args.out_holdout)

@@ -91,6 +91,26 @@ def add_input_args(parser: argparse.ArgumentParser) -> None:
                              "the supplementary table")
 
 
+def input_paths(args) -> list[tuple[str, str]]:
+    """Every file the report, the plots or select read (``(flag, path)``), for the check
+    that no output replaces one."""
+    from .. import outputs
+
+    return outputs.inputs_of(evals=args.evals, evals_from=args.evals_from,
+                             fishers=getattr(args, "fishers", None),
+                             fishers_from=getattr(args, "fishers_from", None),
+                             selection=getattr(args, "selection", None))
+
+
+def check_out_dir(args, names) -> None:
+    """Before writing: each of ``names`` under ``--out-dir`` is absent or an earlier output
+    of its kind, and none is an input; nothing else in the folder is touched."""
+    from .. import outputs
+
+    outputs.check_files_in(args.out_dir, names, outputs.report_kind, "--out-dir",
+                           input_paths(args))
+
+
 def load_from_args(args):
     """The :class:`~workflow_scripts.reporting.inputs.Inputs` named by :func:`add_input_args`."""
     from ..reporting.inputs import gather_paths, load_inputs, parse_task_metrics
@@ -123,5 +143,8 @@ def run(args) -> None:
 
     if args.chance_warning_margin < 0:
         raise UserError("--chance-warning-margin must not be negative")
+    tables = paths.REPORT_TABLES + (paths.SELECTION_TABLES if args.selection else ())
+    check_out_dir(args, [paths.table_file(t, f) for t in tables for f in paths.TABLE_FORMATS]
+                  + list(paths.REPORT_FILES.values()))
     write_report(load_from_args(args), args.out_dir, args.chance_warning_margin,
                  args.accept_near_chance)

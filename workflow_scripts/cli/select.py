@@ -40,6 +40,11 @@ def run(args) -> None:
     from ..reporting.inputs import parse_task_metrics
     from ..reporting.selection import select
 
+    from .. import outputs
+    from ..reporting.selection import SELECTION_FILE
+    from .report import input_paths
+
+    outputs.check_output(args.out, SELECTION_FILE, "--out", input_paths(args))
     chosen = select(eval_paths(args), args.out, parse_task_metrics(args.task_metric),
                     args.default_metric)
     for r in chosen.filter(chosen["selected"]).iter_rows(named=True):

@@ -65,7 +65,7 @@ def compute_fisher(
     tensors, seconds = timed(compute, device, progress)
     flops = count_flops(compute) if settings.count_flops else None
     metadata = {
-        **source_metadata(model, info, samples, context),
+        **source_metadata(model, info, samples, context, batches),
         **fisher_settings_metadata(model, settings, chunk_size),
         "seconds": seconds,
         "flops": flops,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from .. import objectives
+from .. import objectives, outputs
 from ..errors import UserError
 from ..io import write_json, write_text
 
@@ -105,8 +105,8 @@ def render_card(recipe: dict, scores: dict[str, dict] | None = None) -> str:
 def write_card(directory, recipe: dict) -> None:
     """``merge.json`` and ``README.md`` of a merged checkpoint directory (atomically each)."""
     directory = Path(directory)
-    write_json(directory / RECIPE_FILE, recipe, sort_keys=True)
-    write_text(directory / CARD_FILE, render_card(recipe))
+    write_json(directory / RECIPE_FILE, recipe, outputs.RECIPE, sort_keys=True)
+    write_text(directory / CARD_FILE, render_card(recipe), outputs.CARD)
 
 
 def read_card(directory) -> tuple[dict, dict]:
@@ -144,4 +144,4 @@ def add_scores(directory, task: str, metrics: dict) -> None:
     recipe = json.loads(check_card(directory).read_text())
     scores = card_scores(read_card(directory)[0]) if (directory / CARD_FILE).is_file() else {}
     scores[task] = dict(metrics)
-    write_text(directory / CARD_FILE, render_card(recipe, scores))
+    write_text(directory / CARD_FILE, render_card(recipe, scores), outputs.CARD)

@@ -26,6 +26,7 @@ from .. import architectures as arch
 from ..errors import MergeError
 from ..settings import MergeSettings
 from . import registry
+from .finite import check_merged
 
 
 class MemorySources:
@@ -109,7 +110,9 @@ def merged_tensors(ctx: MergeContext) -> Iterator[tuple[str, torch.Tensor]]:
         if tuple(value.shape) != tuple(ctx.shapes[name]):
             raise MergeError(f"merge method {ctx.settings.method!r} returned shape "
                              f"{tuple(value.shape)} for {name!r} of shape {ctx.shapes[name]}")
-        yield name, value.to(ctx.sources.dtypes[name])
+        saved = value.to(ctx.sources.dtypes[name])
+        check_merged(name, value, saved, ctx.settings.method, ctx.labels)
+        yield name, saved
 
 
 def merge_all(ctx: MergeContext) -> dict[str, torch.Tensor]:

@@ -14,15 +14,17 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__, objectives
+from .. import __version__, objectives, outputs
 from ..artifacts import verify_artifact
 from ..errors import MergeError, ModelLoadError
-from ..io import atomic_path, sha256_file
+from ..io import atomic_path, make_folder, sha256_file
 from ..settings import EvaluateSettings, MergeSettings
 from . import registry
 from .card import add_scores, write_card
 from .engine import MergeContext, merged_tensors
 from .merge import merge_settings
+from .safety import check_merge_outputs, check_merge_space
+from .tokenizers import check_tokenizers
 from .sources import MergeSources, check_kind, check_model, check_sources
 from .stream import BodyFiles, FileSources, ModelFacts, check_files, local_directory, write_merged
 
@@ -103,12 +105,10 @@ def merge_models(sources: MergeSources | list[str], out_dir=None,
                               fields_)
     if out_dir is None and evaluation is None:
         raise MergeError("nothing to write: give an output directory (--out) or --eval-out")
-    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise MergeError(f"--out {out_dir} exists and is not a directory; remove it or choose "
-                         "another output directory")
     names = check_sources(sources, settings)
     if evaluation is not None:
         evaluation.check(len(sources.models))
+    check_merge_outputs(sources, out_dir, evaluation, names)
     opened = open_inputs(sources, settings)
     try:
         recipe = merge_recipe(opened, sources, settings, names)
@@ -169,8 +169,12 @@ def open_inputs(sources: MergeSources, settings: MergeSettings) -> Opened:
     facts = [model_facts(src, revisions[j], sources.allow_pickle, maps[j], workdir, objective)
              for j, src in enumerate(sources.models)]
     whole = objectives.objective(objective).whole_model
-    prefix, order = (body_prefix_of(facts[0].config, objective),
-                     state_names(facts[0].config, objective))
+    try:
+        prefix, order = (body_prefix_of(facts[0].config, objective),
+                         state_names(facts[0].config, objective))
+    except ValueError as exc:  # transformers' own check of the config
+        raise ModelLoadError(f"model {facts[0].source!r}: its config.json does not describe a "
+                             f"model ({exc}); download or save the checkpoint again") from None
     models = [BodyFiles(f.directory, prefix, repr(f.source), order, whole) for f in facts]
     base = base_facts = None
     if registry.method(settings.method).needs_base:
@@ -179,6 +183,9 @@ def open_inputs(sources: MergeSources, settings: MergeSettings) -> Opened:
         base = BodyFiles(base_facts.directory, prefix, f"base model {str(sources.base)!r}", order,
                          whole)
     check_files(models, facts, base, f"base model {str(sources.base)!r}")
+    check_tokenizers([f.directory for f in facts] + ([base_facts.directory] if base_facts else []),
+                     [m.label for m in models] + ([base.label] if base else []),
+                     settings.allow_tokenizer_mismatch)
     records = []
     kind = registry.method(settings.method).artifact
     for j, path in enumerate(sources.artifacts or [] if kind is not None else []):
@@ -252,12 +259,16 @@ def write_outputs(opened: Opened, sources: MergeSources, settings: MergeSettings
              settings.method, f", {settings.scheme} scheme" if kind.takes_scheme else "")
     scratch = None
     if out_dir is None:
-        scratch = tempfile.TemporaryDirectory(prefix=".merged-", dir=Path(evaluation.splits[0].out_dir).parent)
+        parent = Path(evaluation.splits[0].out_dir).parent
+        make_folder(parent, "--eval-out")
+        scratch = tempfile.TemporaryDirectory(prefix=".merged-", dir=parent)
     target = Path(out_dir) if out_dir is not None else Path(scratch.name) / "merged"
     try:
-        with atomic_path(target) as tmp:
+        ctx = merge_context(opened, sources, settings)
+        check_merge_space(target, opened.models, ctx.sources.dtypes,
+                          "--out" if out_dir is not None else "--eval-out")
+        with atomic_path(target, outputs.MERGED, "--out") as tmp:
             tmp.mkdir()
-            ctx = merge_context(opened, sources, settings)
             dirs = [tmp / name for name in names]
             write_merged(merged_tensors(ctx), opened.models, opened.facts, dirs,
                          ctx.sources.dtypes, settings.max_shard_mb << 20)
@@ -279,11 +290,10 @@ def write_outputs(opened: Opened, sources: MergeSources, settings: MergeSettings
 
 def evaluate_merged(dirs: list[Path], final: list[str | None], names: list[str],
                     evaluation: MergeEvaluation, keep: bool) -> list[Path]:
-    """One evaluation JSON per merged model and split (each split's directory written as a
-    whole), loading one merged model at a time; with ``keep`` (the checkpoints are kept) the
-    validation scores go into their model cards."""
-    import contextlib
-
+    """One evaluation JSON per merged model and split (``NAME.json`` in the split's folder,
+    each written atomically; nothing else in the folder is touched), loading one merged
+    model at a time; with ``keep`` (the checkpoints are kept) the validation scores go into
+    their model cards."""
     from ..data import read_samples
     from ..devices import resolve_device
     from ..evaluate import EvalRecord, evaluate_loaded
@@ -293,28 +303,27 @@ def evaluate_merged(dirs: list[Path], final: list[str | None], names: list[str],
     infos = evaluation.task_infos or [None] * len(dirs)
     device = resolve_device(evaluation.settings.device)
     written = []
-    with contextlib.ExitStack() as stack:
-        tmps = [stack.enter_context(atomic_path(split.out_dir)) for split in evaluation.splits]
-        for tmp in tmps:
-            tmp.mkdir()
-        for j, name in enumerate(names):
-            model, tokenizer, _ = load_model(str(dirs[j]), device=device,
-                                             dtype=evaluation.settings.torch_dtype,
-                                             objective=evaluation.settings.objective)
-            for split, tmp in zip(evaluation.splits, tmps):
-                samples = read_samples(split.data[j], nonempty=True)
-                record = EvalRecord(final[j] if keep else f"merge of {name}", str(split.data[j]),
-                                    checkpoint_fingerprint(str(dirs[j])) if keep else None)
-                context = dict(evaluation.context, task=name)
-                if split.name != "validation":
-                    context["split"] = split.name
-                result = evaluate_loaded(
-                    model, tokenizer, samples, name, evaluation.settings, record=record,
-                    task_info=infos[j], context=context, out=tmp / f"{name}.json",
-                    progress=evaluation.progress,
-                )
-                written.append(Path(split.out_dir) / f"{name}.json")
-                if keep and split.name == "validation":  # the model card's scores
-                    add_scores(dirs[j], name, result["metrics"])
-            del model
+    folders = [Path(split.out_dir) for split in evaluation.splits]
+    for split, folder in zip(evaluation.splits, folders):  # only NAME.json files are written
+        make_folder(folder, "--eval-out" if split.name == "validation" else f"--{split.name}-out")
+    for j, name in enumerate(names):
+        model, tokenizer, _ = load_model(str(dirs[j]), device=device,
+                                         dtype=evaluation.settings.torch_dtype,
+                                         objective=evaluation.settings.objective)
+        for split, folder in zip(evaluation.splits, folders):
+            samples = read_samples(split.data[j], nonempty=True)
+            record = EvalRecord(final[j] if keep else f"merge of {name}", str(split.data[j]),
+                                checkpoint_fingerprint(str(dirs[j])) if keep else None)
+            context = dict(evaluation.context, task=name)
+            if split.name != "validation":
+                context["split"] = split.name
+            result = evaluate_loaded(
+                model, tokenizer, samples, name, evaluation.settings, record=record,
+                task_info=infos[j], context=context, out=folder / f"{name}.json",
+                progress=evaluation.progress,
+            )
+            written.append(Path(split.out_dir) / f"{name}.json")
+            if keep and split.name == "validation":  # the model card's scores
+                add_scores(dirs[j], name, result["metrics"])
+        del model
     return written

@@ -84,12 +84,28 @@ def output_names(sources: list[str], names: list[str] | None = None) -> list[str
     return result
 
 
+def check_distinct_models(models: list[str], revisions: list) -> None:
+    """Each checkpoint is given once (local folders compared after resolving links)."""
+    from ..outputs import resolved
+
+    seen: dict[tuple, int] = {}
+    for j, (model, revision) in enumerate(zip(models, revisions)):
+        key = (str(resolved(model)), None) if Path(model).expanduser().exists() else (model, revision)
+        if key in seen:
+            raise MergeError(
+                f"--models gives the same checkpoint twice: {models[seen[key]]!r} (model "
+                f"{seen[key] + 1}) and {model!r} (model {j + 1}); a merge combines different "
+                "checkpoints: give each once")
+        seen[key] = j
+
+
 def check_sources(sources: MergeSources, settings) -> list[str]:
     """Everything checkable before a model loads: the request (:func:`.checks.check_request`),
     the output names, and each artifact's header (exists, kind, task).  Returns the output
     names."""
     check_request(settings, len(sources.models), len(sources.artifacts or []) or None,
                   bool(sources.base), sources.given_flag)
+    check_distinct_models(sources.models, sources.per_model("revisions"))
     names = output_names(sources.models, sources.names)
     kind = registry.method(settings.method).artifact
     tasks = sources.per_model("tasks")
@@ -101,6 +117,8 @@ def check_sources(sources: MergeSources, settings) -> list[str]:
         check_kind(path, header.get("method"), settings.method, repr(sources.models[j]))
         check_task(path, header.get("task"), tasks[j], repr(sources.models[j]),
                    sources.allow_fisher_mismatch)
+        check_objective(path, header, settings.objective, repr(sources.models[j]),
+                        sources.allow_fisher_mismatch)
     return names
 
 
@@ -121,6 +139,22 @@ def check_task(path, recorded: str | None, expected: str | None, label: str,
     message = (f"Fisher file {path} was computed on task {recorded!r}, but it is used for "
                f"{label} on task {expected!r}")
     _mismatch(message, allow_mismatch, kind=None)
+
+
+def check_objective(path, metadata: dict, objective: str, label: str,
+                    allow_mismatch: bool = False) -> None:
+    """The artifact's recorded objective must be the one the merge was given (``--objective``;
+    files that record none pass): a Fisher or Gram of a classifier weights another body than
+    a causal LM's."""
+    recorded = metadata.get("objective")
+    if recorded is None or recorded == objective:
+        return
+    kind = metadata.get("method")
+    message = (f"{artifact_noun(kind)} file {path} was computed for the {recorded} objective, but "
+               f"it is used for {label} in a {objective} merge (--objective {objective})")
+    command = "gram" if kind == registry.GRAM else "fisher"
+    _mismatch(message, allow_mismatch, kind,
+              f"Compute it for this merge's objective ({command} --objective {objective})")
 
 
 def check_model(path, metadata: dict, info, label: str, allow_mismatch: bool = False) -> None:
@@ -144,14 +178,13 @@ def check_model(path, metadata: dict, info, label: str, allow_mismatch: bool = F
     _mismatch(message, allow_mismatch, kind)
 
 
-def _mismatch(message: str, allow_mismatch: bool, kind: str | None) -> None:
+def _mismatch(message: str, allow_mismatch: bool, kind: str | None, fix: str | None = None) -> None:
     if allow_mismatch:
         log.warning("%s; merging anyway (--allow-fisher-mismatch)", message)
         return
-    raise FisherProvenanceError(
-        f"{message}. Give the {artifact_flag(kind)} in the order of the --models, each "
-        "computed for its own model (and task), or pass --allow-fisher-mismatch to merge anyway"
-    )
+    fix = fix or (f"Give the {artifact_flag(kind)} in the order of the --models, each computed "
+                  "for its own model (and task)")
+    raise FisherProvenanceError(f"{message}. {fix}, or pass --allow-fisher-mismatch to merge anyway")
 
 
 def load_artifact(path, method: str, label: str):

@@ -120,6 +120,7 @@ def check_files(models: list[BodyFiles], facts: list[ModelFacts], base: BodyFile
 
     labels = [m.label for m in models]
     shapes = [m.shapes() for m in models]
+    check_kinds(shapes, labels)
     buffers = [{k: (m.read(k) if not t.floating else t) for k, t in s.items()}
                for m, s in zip(models, shapes)]
     check_bodies(buffers, labels, [f.model_type for f in facts],
@@ -131,6 +132,19 @@ def check_files(models: list[BodyFiles], facts: list[ModelFacts], base: BodyFile
                         labels[0], first, labels[j], other, first)
     if base is not None:
         check_base(base.shapes(), shapes[0], base_label, labels[0])
+
+
+def check_kinds(shapes: list[dict[str, TensorInfo]], labels: list[str]) -> None:
+    """Each body tensor is floating-point in every model or in none (a dtype relabelled in
+    a file's header would otherwise merge integer bits as weights, or keep them)."""
+    for j in range(1, len(shapes)):
+        for name, info in shapes[0].items():
+            other = shapes[j].get(name)
+            if other is not None and other.floating != info.floating:
+                raise ModelLoadError(
+                    f"tensor {name!r} is {info.dtype} in {labels[0]} but {other.dtype} in "
+                    f"{labels[j]}: one of the files was altered, or the checkpoints are of "
+                    "different models; download or save the altered checkpoint again")
 
 
 def _dtype(shapes: dict[str, TensorInfo]) -> str:

@@ -41,7 +41,7 @@ from .. import artifacts, replicates
 from ..errors import MissingFileError, UserError
 from ..fisher.kinds import METHODS as FISHER_KINDS
 from ..merging.registry import ALL_VARIANTS, is_known, variant
-from ..metrics import ACCURACY, F1, KNOWN, LOSS
+from ..metrics import ACCURACY, F1, KNOWN, LOSS, MAY_BE_UNDEFINED, RANGES
 from ..objectives import CAUSAL_LM, CLASSIFICATION
 from .checks import undefined_warnings
 
@@ -116,6 +116,30 @@ def _metric(data: dict, metric: str, path) -> float | None:
     return float(value)
 
 
+def check_metric_values(metrics: dict, path) -> None:
+    """Every metric of :data:`~workflow_scripts.metrics.RANGES` the file records is possible:
+    a finite number in its range (accuracy and F1 in [0, 1], Matthews correlation in
+    [-1, 1], a loss of at least 0, a perplexity of at least 1), and null only where the
+    metric may be undefined."""
+    for name, value in metrics.items():
+        if name not in RANGES:
+            continue
+        if value is None:
+            if name in MAY_BE_UNDEFINED:
+                continue
+            raise UserError(f"evaluation file {path}: {name} is null, but {name} is always "
+                            "defined; the file is damaged or was not written by evaluate: "
+                            "evaluate the model again")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise UserError(f"evaluation file {path}: metric {name!r} is {value!r}, not a finite "
+                            "number")
+        low, high = RANGES[name]
+        if not low <= value <= high:
+            raise UserError(f"evaluation file {path}: {name} is {value}, outside its possible "
+                            f"range [{low:g}, {high:g}]; the file is damaged or was not written "
+                            "by evaluate: evaluate the model again")
+
+
 def _num_labels(data: dict, path) -> int:
     num_labels = _need(data, "num_labels", path)
     if not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 2:
@@ -167,6 +191,7 @@ def read_evals(paths: list[Path], task_metrics: dict[str, str], default_metric: 
         task = str(_need(data, "task", path))
         if not isinstance(_need(data, "metrics", path), dict):
             raise UserError(f"evaluation file {path}: 'metrics' is not an object")
+        check_metric_values(data["metrics"], path)
         causal = data.get("objective") == CAUSAL_LM
         ctx = _need(data, "context", path)
         found = (ctx.get("split") if isinstance(ctx, dict) else None) or VALIDATION

@@ -19,6 +19,7 @@ import polars as pl
 
 from .. import artifacts
 from ..errors import UserError
+from .. import outputs
 from ..io import atomic_path
 from ..merging.registry import ALL_VARIANTS, rank, variant
 from ..paths import PLOT_FILES, plot_file
@@ -70,7 +71,7 @@ def _collect(ax, handles: dict) -> None:
 
 
 def _save(plt, fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, outputs.PNG) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None}, bbox_inches="tight")
     plt.close(fig)
     log.info("wrote %s", path)

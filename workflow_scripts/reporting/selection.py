@@ -27,6 +27,7 @@ from pathlib import Path
 
 import polars as pl
 
+from .. import outputs
 from ..errors import MissingFileError, UserError
 from ..merging.registry import SELECTED, format_value, is_known, variant
 from ..metrics import ACCURACY
@@ -39,6 +40,9 @@ SCHEMA = {"family": pl.String, "replicate": pl.String, "subset": pl.String, "see
           "holdout_score": pl.Float64, "selected": pl.Boolean, "n": pl.Int64,
           "subset_size": pl.Int64, "candidate": pl.String, "tasks": pl.Int64}
 COLUMNS = tuple(SCHEMA)  # selection.csv: one row per candidate, in the order listed
+# what select may replace at its --out: an earlier selection (its header is COLUMNS)
+SELECTION_FILE = outputs.Kind("a selection CSV that select wrote",
+                              lambda path: outputs.first_line(path) == ",".join(COLUMNS))
 
 
 def holdout_scores(paths, task_metrics: dict[str, str] | None = None,
@@ -110,7 +114,7 @@ def select(paths, out, task_metrics: dict[str, str] | None = None,
     from ..io import atomic_path
 
     chosen = choose(holdout_scores(paths, task_metrics, default_metric))
-    with atomic_path(Path(out)) as tmp:
+    with atomic_path(Path(out), SELECTION_FILE) as tmp:
         chosen.write_csv(tmp)
     return chosen
 

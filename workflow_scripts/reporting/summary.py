@@ -10,7 +10,9 @@ from pathlib import Path
 
 import polars as pl
 
-from ..io import atomic_path, write_text
+from .. import outputs
+from ..io import atomic_path
+from ..io import write_text as _write_text
 from ..paths import REPORT_FILES, REPORT_TABLES, SELECTION_TABLES, table_file
 from . import checks, stats
 from .inputs import Inputs, runs_at
@@ -30,8 +32,13 @@ METRIC_NOTE = ("Each task's scores are normalised by this metric (its own: GLUE'
 
 
 def write_csv(path: Path, df: pl.DataFrame) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, outputs.TEXT) as tmp:
         df.write_csv(tmp)
+
+
+def write_text(path: Path, text: str) -> None:
+    """A page or table of the report (replacing only an earlier one)."""
+    _write_text(path, text, outputs.TEXT)
 
 
 def write_report(data: Inputs, out_dir: Path, chance_margin: float = 0.05,

@@ -208,6 +208,9 @@ class MergeSettings(ModelSettings):
     max_shard_mb: int = setting(50_000, "merged checkpoints: the largest safetensors shard in MB "
                                 "(bigger checkpoints are split, save_pretrained's layout)",
                                 minimum=1, config=False)
+    allow_tokenizer_mismatch: bool = setting(
+        False, "merge models whose tokenizers differ (their vocabularies, special or added "
+        "tokens' ids, or BPE merges), with a warning naming both")
 
     def relevant(self) -> tuple[str, ...]:
         """The settings this merge's method reads: what its result (and its job's command

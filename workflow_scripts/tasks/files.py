@@ -59,6 +59,37 @@ def _open(path: Path):
     return opener(path, "rt", encoding="utf-8", errors="replace", newline="")
 
 
+def first_non_utf8(path: str | Path) -> tuple[int, int, int] | None:
+    """``(line, column, byte)`` of the first byte of a text file (plain, .gz or .bz2) that is
+    not UTF-8, or None (all of it is, or it cannot be read here)."""
+    path = Path(path)
+    opener = _OPENERS.get(path.suffix.lower(), open)
+    if path.suffix.lower() in COMPRESSIONS and path.suffix.lower() not in _OPENERS:
+        return None
+    try:
+        with opener(path, "rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    return number, exc.start + 1, raw[exc.start]
+    except OSError:
+        return None
+    return None
+
+
+def check_utf8(path: str | Path) -> None:
+    """A text data file must be UTF-8: the first other byte is an error naming its line."""
+    from ..errors import UserError
+
+    bad = first_non_utf8(path)
+    if bad is not None:
+        line, column, byte = bad
+        raise UserError(f"{path}: line {line} is not UTF-8 text (byte 0x{byte:02x} at column "
+                        f"{column}); save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) "
+                        "and prepare the task again")
+
+
 def csv_header(path: str | Path, delim: str, quoting: str = "double") -> list[str]:
     """The first row of a CSV/TSV file (plain, .gz or .bz2), without a UTF-8 byte-order
     mark; [] if unreadable."""

@@ -14,6 +14,7 @@ from .base import Source
 from .files import (
     FORMATS,
     QUOTINGS,
+    check_utf8,
     column_names,
     count_rows,
     csv_header,
@@ -92,6 +93,8 @@ def read_table(path: str | Path, fmt: str | None, text_columns=(), quoting: str 
     quoting = quoting or default_quoting(fmt)
     if quoting not in QUOTINGS:
         raise UserError(f"unknown quoting {quoting!r}; use {' or '.join(QUOTINGS)}")
+    if fmt != "parquet":
+        check_utf8(path)
     try:
         if fmt == "parquet":
             import pyarrow.parquet as pq
@@ -307,10 +310,14 @@ def local_text_splits(train_file, validation_file, cmap: dict, fmt: str, quoting
         n = len(cols["text_a"])
         if n == 0:
             raise UserError(f"{path} has no rows")
-        empty = [i for i, v in enumerate(cols["text_a"]) if v is None or not str(v).strip()]
-        if empty:
-            raise UserError(f"{path}: column {cmap['text_a']!r} is empty in {len(empty)} row(s) "
-                            f"(first at data row {empty[0] + 1})")
+        for key in ("text_a", "text_b"):  # the text (or prompt), and the response if any
+            empty = ([i for i, v in enumerate(cols[key]) if v is None or not str(v).strip()]
+                     if key in cols else [])
+            if empty:
+                what = "a response to learn" if key == "text_b" else "a text"
+                raise UserError(f"{path}: column {cmap[key]!r} is empty in {len(empty)} of {n} "
+                                f"row(s) (first at data row {empty[0] + 1}); every row needs "
+                                f"{what}: fill or drop those rows")
         idx = [int(v) for v in cols["idx"]] if "idx" in cols else list(range(n))
         text_b = ([None if v is None else str(v) for v in cols["text_b"]] if "text_b" in cols
                   else [None] * n)

@@ -152,6 +152,7 @@ def write_task(train: Samples, valid: Samples, info: dict, out_train, out_valida
                holdout: Samples | None = None, out_holdout=None) -> None:
     """The splits as Parquet (the engine's deterministic writer) and the info JSON; the
     held-out split too when there is one (``out_holdout`` then required)."""
+    from .. import outputs
     from ..data import write_samples
     from ..io import write_json
 
@@ -162,4 +163,4 @@ def write_task(train: Samples, valid: Samples, info: dict, out_train, out_valida
     write_samples(valid, out_validation)
     if holdout is not None:
         write_samples(holdout, out_holdout)
-    write_json(out_info, info)
+    write_json(out_info, info, outputs.TASK_INFO)
