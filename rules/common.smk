@@ -1,3 +1,4 @@
+import os
 import shlex
 import sys
 
@@ -130,7 +131,7 @@ def merge_flags(wildcards, input):
     flags = [PLAN.merge_flags(wildcard_merge(wildcards))]
     for key in ("fishers", "grams"):
         if key in input.keys():
-            flags.append(f"--{key} " + quoted(getattr(input, key)))
+            flags.append(f"--{key} {quoted(getattr(input, key))}")
     if "base" in input.keys():
         flags.append(f"--base {shlex.quote(input.base)}")
     return " ".join(flags)

@@ -78,7 +78,7 @@ rule report:
         ENV
     params:
         flags=PLAN.report_flags(near_chance=True),
-        out_dir=REPORT,
+        out_dir=lambda wc, output: os.path.dirname(output.summary),
     shell:
         "python -m workflow_scripts report --evals-from {input.eval_list:q} "
         "--fishers-from {input.fisher_list:q} {params.flags} "
@@ -137,7 +137,7 @@ rule plots:
         ENV
     params:
         flags=PLAN.report_flags(),
-        out_dir=PLOTS,
+        out_dir=lambda wc, output: os.path.dirname(output.scores),
     shell:
         "python -m workflow_scripts plots --evals-from {input.eval_list:q} "
         "--fishers-from {input.fisher_list:q} {params.flags} "

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from workflow_scripts.errors import ModelLoadError
 from workflow_scripts.merging.files import merge_models
-from workflow_scripts.tensorfiles import INDEX, WEIGHTS, Checkpoint, read_header, write_file
+from workflow_scripts.tensorfiles import INDEX, WEIGHTS, Checkpoint, read_header
 
 
 def st_file(header, data: bytes, raw: bytes | None = None) -> bytes:
@@ -82,6 +83,8 @@ def test_a_dtype_the_library_reads_but_we_do_not_is_unsupported_not_damaged(tmp_
 
 def test_valid_files_read_as_the_library_reads_them(tmp_path):
     """Empty files, empty tensors and our own writer's files are valid to both readers."""
+    from workflow_scripts.tensorfiles import write_file
+
     write_file(tmp_path / "a.safetensors", {"w": torch.arange(6.0).reshape(2, 3),
                                             "e": torch.zeros(0), "i": torch.tensor([1, 2])},
                {"k": "v"})
@@ -99,7 +102,7 @@ def test_valid_files_read_as_the_library_reads_them(tmp_path):
 def sharded(folder: Path, shards: dict[str, dict[str, torch.Tensor]], index=True) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, tensors in shards.items():
-        write_file(folder / name, tensors, {"format": "pt"})
+        save_file(tensors, folder / name, metadata={"format": "pt"})
     if index:
         weight_map = {t: name for name, tensors in shards.items() for t in tensors}
         (folder / INDEX).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
@@ -144,7 +147,7 @@ def test_an_index_naming_a_file_outside_the_folder_is_refused_before_it_is_read(
 
 def test_a_symbolic_link_out_of_the_folder_is_refused(tmp_path):
     outside = tmp_path / "elsewhere.safetensors"
-    write_file(outside, {"a": torch.ones(2)})
+    save_file({"a": torch.ones(2)}, outside)
     single = tmp_path / "single"
     single.mkdir()
     (single / WEIGHTS).symlink_to(outside)
@@ -161,7 +164,7 @@ def test_a_hub_cache_snapshot_links_into_its_blobs(tmp_path):
     cache folder, so they are read."""
     repo = tmp_path / "models--org--name"
     (repo / "blobs").mkdir(parents=True)
-    write_file(repo / "blobs" / "abc123", {"a": torch.ones(2)})
+    save_file({"a": torch.ones(2)}, repo / "blobs" / "abc123")
     snap = repo / "snapshots" / ("0" * 40)
     snap.mkdir(parents=True)
     (snap / WEIGHTS).symlink_to(Path("../../blobs/abc123"))
@@ -193,7 +196,7 @@ def test_index_and_shards_must_agree(tmp_path):
 
 def test_a_folder_with_both_layouts_is_refused(tmp_path):
     folder = sharded(tmp_path / "ck", SHARDS)
-    write_file(folder / WEIGHTS, {"a": torch.full((2,), 5.0), "b": torch.zeros(3)})
+    save_file({"a": torch.full((2,), 5.0), "b": torch.zeros(3)}, folder / WEIGHTS)
     with pytest.raises(ModelLoadError, match=f"holds both {WEIGHTS} and {INDEX}"):
         Checkpoint(folder)
 
