@@ -17,6 +17,7 @@ from tree_bytes import assert_unchanged, snapshot
 
 from workflow_scripts import cli
 from workflow_scripts.artifacts import load_fisher, save_fisher
+from workflow_scripts.data import Samples, write_samples
 from workflow_scripts.errors import FisherProvenanceError, MergeError, UserError
 from workflow_scripts.merging.files import merge_models
 from workflow_scripts.models import load_model, save_checkpoint
@@ -109,6 +110,13 @@ def test_a_fine_tuned_score_out_of_range_is_refused_too(tmp_path, capsys):
     assert f"{tmp_path / 'ft-x.json'}: accuracy is 1.25, outside" in capsys.readouterr().err
 
 
+def lm_eval(path: Path, kind: str, metrics: dict, **context) -> str:
+    path.write_text(json.dumps({"task": "t", "objective": "causal-lm", "metrics": metrics,
+                                "context": {"family": "f", "kind": kind, "task": "t",
+                                            **context}}))
+    return str(path)
+
+
 @pytest.mark.parametrize("metrics, message", [
     ({"loss": -0.1, "perplexity": 0.9}, "loss is -0.1, outside its possible range [0, inf]"),
     ({"loss": 1.0, "perplexity": 0.5}, "perplexity is 0.5, outside its possible range [1, inf]"),
@@ -116,11 +124,14 @@ def test_a_fine_tuned_score_out_of_range_is_refused_too(tmp_path, capsys):
 ])
 def test_a_causal_lm_loss_below_0_or_perplexity_below_1_is_refused(tmp_path, capsys, metrics,
                                                                   message):
-    path = tmp_path / "lm.json"
-    path.write_text(json.dumps({"task": "t", "objective": "causal-lm", "metrics": metrics,
-                                "context": {"family": "f", "kind": "finetuned", "task": "t"}}))
-    assert cli.main(["report", "--evals", str(path), "--out-dir", str(tmp_path / "out")]) == 2
-    assert f"error: evaluation file {path}: {message}" in capsys.readouterr().err
+    merged = dict(method="average", subset="t+u")
+    evals = [lm_eval(tmp_path / "base.json", "base", {"loss": 3.0, "perplexity": 20.1}),
+             lm_eval(tmp_path / "ft.json", "finetuned", {"loss": 2.0, "perplexity": 7.4}),
+             lm_eval(tmp_path / "merged.json", "merged", metrics, **merged)]
+    before = snapshot(tmp_path)
+    assert cli.main(["report", "--evals", *evals, "--out-dir", str(tmp_path / "out")]) == 2
+    assert f"error: evaluation file {evals[-1]}: {message}" in capsys.readouterr().err
+    assert_unchanged(tmp_path, before)
 
 
 def test_select_refuses_an_impossible_metric(tmp_path, capsys):
@@ -141,18 +152,23 @@ def test_select_refuses_an_impossible_metric(tmp_path, capsys):
 
 def test_a_fisher_of_another_objective_is_refused_like_one_of_another_model(tmp_path):
     """A Fisher computed for the classification objective weighted a causal-LM merge
-    unchecked."""
+    unchecked (here the second model's full Fisher, its header saying so)."""
+    write_samples(Samples([0, 1, 2], ["the good movie", "a sad story", "hello there"],
+                          [None] * 3, [0] * 3), tmp_path / "texts.parquet")
     models, fishers = [], []
     for seed in (1, 2):
         model = make_tiny_checkpoint(tmp_path / f"lm{seed}", "llama", objective="causal-lm",
                                      seed=seed, hidden=32, heads=4, intermediate=40)
-        loaded, _, info = load_model(str(model), objective="causal-lm")
-        tensors = {name: torch.rand(p.shape) + 0.1 for name, p in loaded.named_parameters()}
-        meta = {"method": "full", "model": str(model), "fingerprint": info.fingerprint,
-                "objective": "classification" if seed == 2 else "causal-lm"}
-        save_fisher(tensors, meta, tmp_path / f"f{seed}.safetensors")
+        out = tmp_path / f"f{seed}.safetensors"
+        assert cli.main(["fisher", "--method", "full", "--objective", "causal-lm", "--model",
+                         str(model), "--data", str(tmp_path / "texts.parquet"),
+                         "--no-count-flops", "--no-progress", "--out", str(out)]) == 0
         models.append(str(model))
-        fishers.append(str(tmp_path / f"f{seed}.safetensors"))
+        fishers.append(str(out))
+    tensors, meta = load_fisher(fishers[1])
+    out = Path(fishers[1])
+    out.unlink()
+    save_fisher(tensors, dict(meta, objective="classification"), out)
     before = snapshot(tmp_path)
     with pytest.raises(FisherProvenanceError, match=r"Fisher file .*f2\.safetensors was computed "
                        r"for the classification objective, but it is used for .*lm2' in a "

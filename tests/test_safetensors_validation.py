@@ -171,22 +171,23 @@ def test_a_hub_cache_snapshot_links_into_its_blobs(tmp_path):
     assert sorted(Checkpoint(snap).tensors) == ["a"]
 
 
-def test_a_tensor_in_two_shards_is_refused(tmp_path):
-    folder = sharded(tmp_path / "ck", {"model-00001-of-00002.safetensors": {"a": torch.ones(2),
-                                                                            "b": torch.ones(3)},
-                                       "model-00002-of-00002.safetensors": {"b": torch.zeros(3)}})
+def with_extra(folder: Path, extra: str) -> Path:
+    """SHARDS with tensor ``extra`` in the first shard too, the index as SHARDS'."""
+    shards = {k: dict(v) for k, v in SHARDS.items()}
+    shards["model-00001-of-00002.safetensors"][extra] = torch.ones(3)
+    folder = sharded(folder, shards)
     set_index(folder, a="model-00001-of-00002.safetensors", b="model-00002-of-00002.safetensors")
+    return folder
+
+
+def test_a_tensor_in_two_shards_is_refused(tmp_path):
     with pytest.raises(ModelLoadError, match="tensor 'b' is in two shards"):
-        Checkpoint(folder)
+        Checkpoint(with_extra(tmp_path / "ck", "b"))
 
 
 def test_index_and_shards_must_agree(tmp_path):
-    folder = sharded(tmp_path / "ck", {"model-00001-of-00002.safetensors": {"a": torch.ones(2),
-                                                                            "c": torch.ones(1)},
-                                       "model-00002-of-00002.safetensors": {"b": torch.zeros(3)}})
-    set_index(folder, a="model-00001-of-00002.safetensors", b="model-00002-of-00002.safetensors")
     with pytest.raises(ModelLoadError, match="holds tensor\\(s\\) c that .* does not place there"):
-        Checkpoint(folder)
+        Checkpoint(with_extra(tmp_path / "ck", "c"))
     folder = sharded(tmp_path / "ck2", SHARDS)
     set_index(folder, a="model-00001-of-00002.safetensors", b="model-00002-of-00002.safetensors",
               c="model-00002-of-00002.safetensors")

@@ -235,9 +235,12 @@ def inputs_of(**given) -> list[tuple[str, str]]:
 
 def check_not_input(path, inputs: Iterable[tuple[str, str]], flag: str | None = None) -> None:
     """``path`` must not be one of the ``inputs`` (``(flag, path)``) nor a folder holding
-    one: writing it would replace them.  Compared after resolving links."""
+    one: writing it would replace them.  Compared after resolving links; an input that is
+    not a local path (a hub id) is no file to lose."""
     out = resolved(path)
     for name, given in inputs:
+        if not os.path.lexists(Path(given).expanduser()):
+            continue
         src = resolved(given)
         if src == out or out in src.parents:
             relation = "is" if src == out else "holds"
