@@ -83,18 +83,24 @@ if PATTERN:
     pathlib.Path.write_text = lambda self, *a, **k: stall(self, lambda: write_text(self, *a, **k))
 
     class Finder(importlib.abc.MetaPathFinder):
-        """Wraps safetensors.torch.save_file as soon as that module is imported."""
+        """Wraps safetensors.torch.save_file and the package's own safetensors writer
+        (workflow_scripts.tensorfiles.write_file, which writes the artifacts) as soon as
+        their module is imported."""
 
         def find_spec(self, name, path, target=None):
-            if name != "safetensors.torch":
+            if name not in ("safetensors.torch", "workflow_scripts.tensorfiles"):
                 return None
             spec = importlib.machinery.PathFinder.find_spec(name, path)
             exec_module = spec.loader.exec_module
 
             def exec_and_wrap(module):
                 exec_module(module)
-                save = module.save_file
-                module.save_file = lambda t, f, *a, **k: stall(f, lambda: save(t, f, *a, **k))
+                if name == "safetensors.torch":
+                    save = module.save_file
+                    module.save_file = lambda t, f, *a, **k: stall(f, lambda: save(t, f, *a, **k))
+                else:
+                    write = module.write_file
+                    module.write_file = lambda f, t, *a, **k: stall(f, lambda: write(f, t, *a, **k))
 
             spec.loader.exec_module = exec_and_wrap
             return spec

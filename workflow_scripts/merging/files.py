@@ -24,9 +24,9 @@ from .card import add_scores, write_card
 from .engine import MergeContext, merged_tensors
 from .merge import merge_settings
 from .safety import check_merge_outputs, check_merge_space
-from .tokenizers import check_tokenizers
 from .sources import MergeSources, check_kind, check_model, check_sources
 from .stream import BodyFiles, FileSources, ModelFacts, check_files, local_directory, write_merged
+from .tokenizers import check_tokenizers
 
 log = logging.getLogger(__name__)
 
