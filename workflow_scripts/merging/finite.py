@@ -32,8 +32,8 @@ def check_merged(name: str, value: torch.Tensor, saved: torch.Tensor, method: st
     if bad:
         raise MergeError(
             f"the {method} merge of {inputs} gives {bad} NaN or infinite value(s) in tensor "
-            f"{name!r}; nothing was written. Check the inputs' weights (and artifacts) for NaN "
-            "or infinite values, and the merge's settings")
+            f"{name!r}; the merge stops before writing it. Check the inputs' weights (and "
+            "artifacts) for NaN or infinite values, and the merge's settings")
     bad = non_finite(saved) if saved.dtype != value.dtype else 0
     if bad:
         dtype = str(saved.dtype).replace("torch.", "")
@@ -42,6 +42,6 @@ def check_merged(name: str, value: torch.Tensor, saved: torch.Tensor, method: st
         raise MergeError(
             f"the {method} merge of {inputs} gives tensor {name!r} {bad} value(s) beyond the "
             f"range of {dtype} (largest magnitude {largest:.4g}, {dtype} holds at most "
-            f"{torch.finfo(saved.dtype).max:.4g}), the dtype it is saved in (the first model's); "
-            f"nothing was written. Save the merge in {wider}: give a {wider} checkpoint first "
-            f"in --models (or convert the first model to {wider})")
+            f"{torch.finfo(saved.dtype).max:.4g}), the dtype it is saved in (the first "
+            f"model's); the merge stops before writing it. Save the merge in {wider}: give a "
+            f"{wider} checkpoint first in --models (or convert the first model to {wider})")
