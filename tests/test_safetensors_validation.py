@@ -128,8 +128,8 @@ def test_an_index_naming_a_file_outside_the_folder_is_refused_before_it_is_read(
     weights) and read an absolute path (/etc/passwd) before calling it damaged; transformers
     refuses the same index."""
     folder = sharded(tmp_path / "models" / "ck", SHARDS)
-    sharded(tmp_path / "other_model", {"model-00001-of-00002.safetensors": {"a": torch.full((2,), 7.0)}},
-            index=False)
+    sharded(tmp_path / "other_model",
+            {"model-00001-of-00002.safetensors": {"a": torch.full((2,), 7.0)}}, index=False)
     target = ("../../other_model/model-00001-of-00002.safetensors" if where == "relative"
               else "/etc/passwd")
     set_index(folder, a=target, b="model-00002-of-00002.safetensors")

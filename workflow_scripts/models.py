@@ -227,7 +227,8 @@ def _config_of(source: str, revision: str | None, what: str):
     except (OSError, ValueError) as exc:
         if not local and isinstance(exc, OSError):
             raise ModelLoadError(hub_error(source, revision, exc, what)) from None
-        raise ModelLoadError(f"cannot load the {what} config from {source!r}: {one_line(exc)}") from None
+        raise ModelLoadError(
+            f"cannot load the {what} config from {source!r}: {one_line(exc)}") from None
     arch.spec_for(config)  # unsupported architecture -> clear error before weights load
     return path, local, config
 

@@ -12,9 +12,9 @@ A checkpoint directory holds ``model.safetensors`` or shards named by
 ``model.safetensors.index.json``'s ``weight_map`` (:class:`Checkpoint`).  Every file is
 checked before a tensor is read as the safetensors library checks it, and the folder as
 :mod:`.tensorlayout` says (one layout, files only inside the folder, shards agreeing with
-the index); a fault is an error naming the file and the fix.  :class:`CheckpointWriter` writes a checkpoint in the same layout
-(``save_pretrained``'s), tensor by tensor in a planned order, shards of at most
-``max_shard_bytes``.
+the index); a fault is an error naming the file and the fix.  :class:`CheckpointWriter`
+writes a checkpoint in the same layout (``save_pretrained``'s), tensor by tensor in a
+planned order, shards of at most ``max_shard_bytes``; :func:`write_file` one file.
 """
 
 from __future__ import annotations

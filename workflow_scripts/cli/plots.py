@@ -69,7 +69,7 @@ def run(args) -> None:
     from .report import check_out_dir
 
     data = load_from_args(args)
-    check_out_dir(args, [plot_file(key) for key, name in PLOT_FILES.items() if "{family}" not in name]
-                  + [plot_file(key, family) for family in data.families
-                     for key, name in PLOT_FILES.items() if "{family}" in name])
+    per_family = [key for key, name in PLOT_FILES.items() if "{family}" in name]
+    check_out_dir(args, [plot_file(key) for key in PLOT_FILES if key not in per_family]
+                  + [plot_file(key, family) for family in data.families for key in per_family])
     write_plots(data, args.out_dir, args.heatmap_n, args.layers_n)

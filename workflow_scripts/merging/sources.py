@@ -90,7 +90,8 @@ def check_distinct_models(models: list[str], revisions: list) -> None:
 
     seen: dict[tuple, int] = {}
     for j, (model, revision) in enumerate(zip(models, revisions)):
-        key = (str(resolved(model)), None) if Path(model).expanduser().exists() else (model, revision)
+        local = Path(model).expanduser().exists()
+        key = (str(resolved(model)), None) if local else (model, revision)
         if key in seen:
             raise MergeError(
                 f"--models gives the same checkpoint twice: {models[seen[key]]!r} (model "
@@ -184,7 +185,8 @@ def _mismatch(message: str, allow_mismatch: bool, kind: str | None, fix: str | N
         return
     fix = fix or (f"Give the {artifact_flag(kind)} in the order of the --models, each computed "
                   "for its own model (and task)")
-    raise FisherProvenanceError(f"{message}. {fix}, or pass --allow-fisher-mismatch to merge anyway")
+    raise FisherProvenanceError(
+        f"{message}. {fix}, or pass --allow-fisher-mismatch to merge anyway")
 
 
 def load_artifact(path, method: str, label: str):

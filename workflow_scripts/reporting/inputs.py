@@ -130,7 +130,8 @@ def check_metric_values(metrics: dict, path) -> None:
             raise UserError(f"evaluation file {path}: {name} is null, but {name} is always "
                             "defined; the file is damaged or was not written by evaluate: "
                             "evaluate the model again")
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                or not math.isfinite(value)):
             raise UserError(f"evaluation file {path}: metric {name!r} is {value!r}, not a finite "
                             "number")
         low, high = RANGES[name]
