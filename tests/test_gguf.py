@@ -263,3 +263,39 @@ def test_the_real_smollm2_file(tmp_path):
         loss = model(**batch, labels=batch["input_ids"]).loss.item()
     print(f"SmolLM2 loss {loss!r}")
     assert loss == pytest.approx(SMOLLM2_LOSS, abs=1e-4)
+
+
+def test_the_workflow_fetches_a_gguf_base_and_warns_of_mixed_quantisation(source, tmp_path):
+    """snakemake's fetch_base_model job converts the GGUF in compute.dtype; the config check
+    (while Snakemake parses) warns of a checkpoint of another quantisation."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import yaml
+
+    snakemake = shutil.which("snakemake", path=str(Path(sys.executable).parent))
+    if snakemake is None:
+        pytest.skip("snakemake is not installed")
+    files = source[2]
+    config = {
+        "tasks": {"tweets": {"source": "builtin", "name": "sentiment"},
+                  "topics": {"source": "builtin", "name": "topic"}},
+        "families": {"lm": {"objective": "causal-lm", "base": str(files["F32"]),
+                            "checkpoints": {"tweets": {"source": str(files["Q8_0"])},
+                                            "topics": {"finetune": True}}}},
+        "fisher": {"n": [8]}, "merge": {"methods": ["average"]},
+        "compute": {"dtype": "bfloat16", "device": "cpu", "gpu": 0},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [snakemake, "--snakefile", str(repo / "Snakefile"), "--directory", str(tmp_path),
+         "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", "-p",
+         "resources/base_models/lm"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "--dtype bfloat16" in output
+    assert "families.lm.checkpoints.tweets.source: its quantisation (Q8_0) differs" in output
+    record = json.loads((tmp_path / "resources/base_models/lm/source.json").read_text())
+    assert record["kind"] == "gguf" and record["dequantised"]["dtype"] == "bfloat16"
