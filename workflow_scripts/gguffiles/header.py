@@ -17,6 +17,7 @@ the fix.  ``tests/test_gguf.py`` checks this reader and its type table against t
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from collections import Counter
@@ -70,10 +71,7 @@ class GGUFTensor:
 
     @property
     def numel(self) -> int:
-        count = 1
-        for d in self.shape:
-            count *= d
-        return count
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -83,6 +81,9 @@ class GGUFTensor:
 
 @dataclass(frozen=True)
 class GGUFHeader:
+    """A GGUF file's version, metadata (arrays of more than 64 items as their length), tensor
+    table, where its tensor data start and its size."""
+
     path: Path
     version: int
     metadata: dict
@@ -94,15 +95,18 @@ class GGUFHeader:
     def architecture(self) -> str:
         return str(self.metadata.get("general.architecture"))
 
-    @property
-    def name(self) -> str | None:
-        value = self.metadata.get("general.name")
+    def text(self, key: str) -> str | None:
+        """A string metadata value (None when absent or not a string)."""
+        value = self.metadata.get(key)
         return value if isinstance(value, str) else None
 
     @property
+    def name(self) -> str | None:
+        return self.text("general.name")
+
+    @property
     def tokenizer_model(self) -> str | None:
-        value = self.metadata.get("tokenizer.ggml.model")
-        return value if isinstance(value, str) else None
+        return self.text("tokenizer.ggml.model")
 
     def type_counts(self) -> dict[str, int]:
         """Tensors per ggml type, most common first."""
