@@ -10,7 +10,7 @@ tensor keeps its rounding error, so it is not the model its authors released.
 
 Memory: transformers holds every dequantised tensor and then the model built from them,
 about two copies of the model in ``dtype`` at the peak (measured on SmolLM2-135M in
-float32, 538 MB of weights: 1.17 GB peak resident), plus one float32 tensor being
+float32, 538 MB of weights: 1.2 GB peak resident), plus one float32 tensor being
 dequantised; the GGUF file itself is memory-mapped.
 
 Only the file is read: transformers is pointed at a temporary directory holding nothing but
