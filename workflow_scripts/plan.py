@@ -17,13 +17,14 @@ import itertools
 from dataclasses import dataclass
 
 from . import objectives
+from .fetch import is_gguf
 from .jobs import cli_flags
 from .metrics import LOSS
 from .merging import registry
 from .paths import PATHS, path
 from .settings import (
-    EvaluateSettings, FinetuneSettings, FisherSettings, GramSettings, MergeSettings,
-    PrepareSettings,
+    ComputeSettings, EvaluateSettings, FinetuneSettings, FisherSettings, GramSettings,
+    MergeSettings, PrepareSettings,
 )
 from .settings.core import flag
 from . import replicates
@@ -366,11 +367,17 @@ class Plan:
         })
 
     def fetch_flags(self, family: str, task: str | None = None) -> str:
-        """``--revision`` (of a checkpoint) and ``--allow-pickle`` for ``fetch-model``."""
-        return cli_flags({
+        """``--revision`` (of a checkpoint) and ``--allow-pickle`` for ``fetch-model``; a GGUF
+        source's ``--dtype`` (``compute.dtype``, what it is dequantised to)."""
+        source = self.checkpoint(family, task)["source"] if task else self.families[family]["base"]
+        flags = cli_flags({
             "revision": self.checkpoint(family, task).get("revision") if task else None,
             "allow_pickle": self.allow_pickle(family) or None,
         })
+        if is_gguf(source):
+            dtype = ComputeSettings.config_flags(self.config, only=["dtype"])
+            flags = " ".join(f for f in (flags, dtype) if f)
+        return flags
 
     def gram_flags(self, family: str | None = None) -> str:
         values = self.objective_values(self.objective(family)) if family else {}

@@ -230,9 +230,9 @@ def local_directory(source: str, revision: str | None, allow_pickle: bool) -> tu
     from ..fetch import classify, download_hub
 
     kind = classify(source)
-    if kind == "package":
-        raise ModelLoadError(f"model {source!r}: copy a python-package source into a directory "
-                             "with fetch-model first, and merge that directory")
+    if kind in ("package", "gguf"):
+        raise ModelLoadError(f"model {source!r}: copy a python-package or GGUF source into a "
+                             "checkpoint directory with fetch-model first, and merge that directory")
     if kind == "hub":
         return download_hub(source, revision, allow_pickle)
     return resolve_path(source), revision

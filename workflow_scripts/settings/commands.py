@@ -59,8 +59,8 @@ class ComputeSettings(ModelSettings):
     device: str = setting("auto", "auto (CUDA when available), cpu or cuda", choices=DEVICES,
                           shared=True)
     dtype: str = setting("float32", "precision the model is loaded and run in (Fisher and Gram "
-                         "values accumulate in float32 whatever it is)", choices=DTYPES,
-                         shared=True)
+                         "values accumulate in float32 whatever it is; fetch-model: the one a "
+                         "GGUF source is dequantised to)", choices=DTYPES, shared=True)
 
     @property
     def torch_dtype(self):
