@@ -159,6 +159,31 @@ def test_a_bad_gguf_is_refused_by_name_before_any_work(source, tmp_path, monkeyp
     assert not out.exists()
 
 
+def test_a_gguf_fetch_never_replaces_what_it_did_not_write(source, tmp_path, monkeypatch,
+                                                          capsys):
+    """--out holding another folder (or the GGUF itself) is refused before any conversion,
+    and every byte there survives; a rerun over fetch-model's own output replaces it."""
+    from tree_bytes import assert_unchanged, snapshot
+
+    gguf = source[2]["F32"]
+    other = tmp_path / "models"
+    (other / "a").mkdir(parents=True)
+    (other / "a" / "weights.bin").write_bytes(b"user's model")
+    before, sources = snapshot(tmp_path), snapshot(gguf.parent)
+    real_load = convert.load
+    monkeypatch.setattr(convert, "load", lambda *a: pytest.fail("converted"))
+    for out in (other, gguf.parent):
+        assert cli.main(["fetch-model", "--source", str(gguf), "--out", str(out)]) == 2
+        assert "error:" in capsys.readouterr().err
+    assert_unchanged(tmp_path, before)
+    assert_unchanged(gguf.parent, sources)
+    monkeypatch.setattr(convert, "load", real_load)
+    out = tmp_path / "base"
+    for _ in range(2):
+        assert cli.main(["fetch-model", "--source", str(gguf), "--out", str(out)]) == 0
+    assert (out / "source.json").is_file()
+
+
 def test_without_the_gguf_package_the_extra_is_named(source, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "gguf", None)  # import gguf fails
     assert cli.main(["fetch-model", "--source", str(source[2]["F32"]), "--out",

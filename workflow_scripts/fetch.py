@@ -311,15 +311,14 @@ def fetch_gguf(source: str, out, dtype: str, record: dict) -> dict:
     if package is not None:
         record.update(package=package, package_version=version)
     out = Path(out)
-    if out.resolve() == path.resolve() or out.resolve() in path.resolve().parents:
-        raise UserError(f"--out {out} is (or holds) the GGUF source {path}")
+    outputs.check_output(out, outputs.FETCHED, "--out", [("--source", str(path))])
     header = convert.prepare(path)
     record["gguf"] = convert.gguf_record(header)
     log.info("dequantising %s (%s; tensors %s) in %s", path.name, header.architecture,
              ", ".join(f"{k} x{v}" for k, v in header.type_counts().items()), dtype)
     model, tokenizer = convert.load(header, dtype)
     record["dequantised"] = convert.describe_model(model, tokenizer, header, dtype)
-    with atomic_path(out) as tmp:
+    with atomic_path(out, outputs.FETCHED, "--out") as tmp:
         tmp.mkdir()
         convert.write(model, tokenizer, record, tmp)
         write_record(tmp, record)
