@@ -18,6 +18,7 @@ from workflow_scripts.jobs import (
 )
 from workflow_scripts.merging.registry import GRAM, MERGE_ID_PATTERN
 from workflow_scripts.fisher.kinds import METHODS as FISHER_METHODS
+from workflow_scripts.jobmemory import GPU_RULES
 from workflow_scripts.jobmemory import resources as job_resources
 from workflow_scripts.paths import (
     LOGS,
@@ -176,9 +177,11 @@ def gpus_per_job():
     return int(visible_gpu_count() > 0)
 
 
-def gpu_resources(rule, runtime_key):
-    """GPUs, runtime and memory (estimated per job from its model: jobmemory.py)."""
-    return job_resources(PLAN, rule, COMPUTE[runtime_key], gpus_per_job())
+def gpu_resources(rule):
+    """GPUs, runtime and memory (estimated per job from its model) of a rule of
+    jobmemory.GPU_RULES, the one list of the rules that use a GPU."""
+    runtime = COMPUTE[GPU_RULES[rule].runtime_key]
+    return job_resources(PLAN, rule, runtime, gpus_per_job())
 
 
 REPORT = PATHS["report_dir"]

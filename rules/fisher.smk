@@ -10,7 +10,7 @@ rule fisher:
         ENV
     threads: heavy_threads()
     resources:
-        **gpu_resources("fisher", "fisher_runtime"),
+        **gpu_resources("fisher"),
     params:
         model=model_flags,
         flags=lambda wc: PLAN.fisher_flags(wc.n, wc.method, wc.family),
@@ -34,7 +34,7 @@ rule gram:
         ENV
     threads: 1
     resources:
-        **gpu_resources("gram", "fisher_runtime"),
+        **gpu_resources("gram"),
     params:
         model=model_flags,
         flags=lambda wc: PLAN.gram_flags(wc.family),

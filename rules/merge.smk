@@ -16,7 +16,7 @@ rule merge:
         ENV
     threads: 1
     resources:
-        **gpu_resources("merge", "evaluate_runtime"),
+        **gpu_resources("merge"),
     params:
         flags=merge_flags,
         evaluation=merged_eval_flags,

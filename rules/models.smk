@@ -40,7 +40,7 @@ rule finetune:
         ENV
     threads: heavy_threads()
     resources:
-        **gpu_resources("finetune", "finetune_runtime"),
+        **gpu_resources("finetune"),
     params:
         flags=lambda wc: PLAN.finetune_flags(wc.family, wc.rep),
     shell:
@@ -61,7 +61,7 @@ rule evaluate_finetuned:
         ENV
     threads: 1
     resources:
-        **gpu_resources("evaluate_finetuned", "evaluate_runtime"),
+        **gpu_resources("evaluate_finetuned"),
     params:
         model=model_flags,
         flags=lambda wc: PLAN.evaluate_flags(wc.family),
@@ -88,7 +88,7 @@ rule evaluate_finetuned_holdout:
         ENV
     threads: 1
     resources:
-        **gpu_resources("evaluate_finetuned_holdout", "evaluate_runtime"),
+        **gpu_resources("evaluate_finetuned_holdout"),
     params:
         model=model_flags,
         flags=lambda wc: PLAN.evaluate_flags(wc.family),
@@ -114,7 +114,7 @@ rule evaluate_base:
         ENV
     threads: 1
     resources:
-        **gpu_resources("evaluate_base", "evaluate_runtime"),
+        **gpu_resources("evaluate_base"),
     params:
         flags=lambda wc: PLAN.evaluate_flags(wc.family),
         meta=lambda wc: [f"family={wc.family}", "kind=base", f"task={wc.task}"],

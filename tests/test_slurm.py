@@ -29,12 +29,12 @@ import yaml
 
 from test_workflow_e2e import REPO, SNAKEMAKE, planned_jobs, snakemake, tiny_config
 from workflow_scripts.artifacts import load_fisher
+from workflow_scripts.jobmemory import GPU_RULES
 
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
 MARKER = "# written by fisher-mask-merging tests/test_slurm.py"
 DAEMONS = ("munged", "munge", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo")
 LOCAL_RULES = {"all", "fetch_base_model", "fetch_model", "prepare_task"}
-GPU_RULES = ("fisher", "gram", "finetune", "evaluate_finetuned", "merge")
 
 
 def why_not() -> str | None:

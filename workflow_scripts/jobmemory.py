@@ -10,6 +10,7 @@ before it exists the family's base model; a model of unknown size asks for
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import memory
@@ -19,10 +20,28 @@ from .settings import EvaluateSettings, FinetuneSettings, FisherSettings
 
 UNKNOWN_MB = 16000  # a model not on disk yet, without a local base to size it by
 
-# rule -> (the input holding its model, the estimate of memory.RULES)
-RULE_MODELS = {"fisher": "model", "gram": "model", "evaluate_finetuned": "model",
-               "evaluate_finetuned_holdout": "model", "evaluate_base": "base", "finetune": "base",
-               "merge": "models"}
+
+
+@dataclass(frozen=True)
+class GpuRule:
+    """A rule whose jobs run a model, on a GPU where there is one."""
+
+    model_input: str  # the input holding its model (sizes its memory estimate)
+    runtime_key: str  # compute.<key>: its runtime in minutes
+
+
+# The one list of the rules that use a GPU: each calls ``gpu_resources("NAME")``
+# (rules/common.smk), and profiles/slurm/config.yaml gives each a GPU
+# (tests/test_gpu_rules.py checks both, without a cluster).
+GPU_RULES: dict[str, GpuRule] = {
+    "finetune": GpuRule("base", "finetune_runtime"),
+    "fisher": GpuRule("model", "fisher_runtime"),
+    "gram": GpuRule("model", "fisher_runtime"),
+    "evaluate_finetuned": GpuRule("model", "evaluate_runtime"),
+    "evaluate_finetuned_holdout": GpuRule("model", "evaluate_runtime"),
+    "evaluate_base": GpuRule("base", "evaluate_runtime"),
+    "merge": GpuRule("models", "evaluate_runtime"),
+}
 
 
 def estimate_kind(rule: str, wildcards) -> str:
@@ -47,7 +66,7 @@ def settings_for(kind: str, config: dict, gpus: int) -> dict:
 
 def model_size(plan, rule: str, wildcards, input) -> memory.ModelSize | None:
     """The size of the job's model: its input checkpoint, else the family's base."""
-    paths = getattr(input, RULE_MODELS[rule], None) if input is not None else None
+    paths = getattr(input, GPU_RULES[rule].model_input, None) if input is not None else None
     if isinstance(paths, (list, tuple)) and not isinstance(paths, str):
         paths = paths[0] if paths else None
     candidates = [paths] if paths else []
@@ -86,7 +105,11 @@ def vram_mb(plan, rule: str, wildcards, input=None, gpus: int = 0) -> int:
 
 
 def resources(plan, rule: str, runtime: int, gpus: int) -> dict:
-    """A rule's ``resources:``: its GPUs, runtime, and memory functions of the job."""
+    """A rule's ``resources:``: its GPUs, runtime, and memory functions of the job; ``rule``
+    must be one of :data:`GPU_RULES`."""
+    if rule not in GPU_RULES:
+        raise KeyError(f"rule {rule!r} is not in jobmemory.GPU_RULES: add it there (and give it "
+                       "a GPU in profiles/slurm/config.yaml)")
     out = {
         "gpu": gpus,
         "runtime": runtime,
