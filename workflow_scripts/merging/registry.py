@@ -21,10 +21,11 @@ The report's key ``<variant>-selected`` (``task-arithmetic-selected``) is the
 candidate that held-out selection chose for each merge; it is no merge of its
 own.
 
-Adding a method: one module under ``merging/`` with ``weights(inputs)`` (per-model
-weights of a weighted average, see :mod:`.average`) or ``merged(inputs)`` (the
-merged body directly, see :mod:`.task_arithmetic`), one entry in ``METHODS``
-below, and its test.  This module is pure data (no torch).
+Adding a method: one module under ``merging/`` with ``tensor(ctx, name)`` (the merged
+value of one body parameter; optionally ``check(ctx)`` and ``prepare(ctx)``, see
+:mod:`.engine`), one entry in ``METHODS`` below, and its test (docs/development.md,
+"Adding a merge method", has an example that a test runs).  This module is pure data
+(no torch).
 """
 
 from __future__ import annotations
