@@ -16,7 +16,9 @@ from workflow_scripts.jobs import (
     visible_gpu_count,
     write_if_changed,
 )
-from workflow_scripts.merging.registry import GRAM, MERGE_ID_PATTERN
+from workflow_scripts.artifactkinds import KINDS as ARTIFACT_KINDS
+from workflow_scripts.artifactkinds import of_method as artifact_kind
+from workflow_scripts.merging.registry import MERGE_ID_PATTERN
 from workflow_scripts.fisher.kinds import METHODS as FISHER_METHODS
 from workflow_scripts.jobmemory import GPU_RULES
 from workflow_scripts.jobmemory import resources as job_resources
@@ -113,9 +115,8 @@ def merge_inputs(wildcards):
             PLAN.checkpoint_dir(merge.family, t, merge.replicate) for t in merge.subset
         ]
     }
-    if merge.artifact:
-        key = "grams" if merge.artifact == GRAM else "fishers"
-        inputs[key] = PLAN.artifact_paths(merge)
+    if merge.artifact:  # keyed by its kind's option, the merge command's flag
+        inputs[artifact_kind(merge.artifact).option] = PLAN.artifact_paths(merge)
     if merge.variant.method.needs_base:
         inputs["base"] = PLAN.base_dir(merge.family)
     inputs["validation"] = [
@@ -128,11 +129,12 @@ def merge_inputs(wildcards):
 
 
 def merge_flags(wildcards, input):
-    """The merge's settings, its artifacts (--fishers or --grams) and --base."""
+    """The merge's settings, its artifacts (their kind's flag: --fishers, --grams) and
+    --base."""
     flags = [PLAN.merge_flags(wildcard_merge(wildcards))]
-    for key in ("fishers", "grams"):
-        if key in input.keys():
-            flags.append(f"--{key} {quoted(getattr(input, key))}")
+    for kind in ARTIFACT_KINDS.values():
+        if kind.option in input.keys():
+            flags.append(f"{kind.flag} {quoted(getattr(input, kind.option))}")
     if "base" in input.keys():
         flags.append(f"--base {shlex.quote(input.base)}")
     return " ".join(flags)

@@ -21,6 +21,7 @@ import torch
 from safetensors import safe_open
 
 from . import outputs
+from .artifactkinds import FINITE, KINDS, NON_NEGATIVE, ArtifactKind
 from .errors import CorruptArtifactError, FisherValueError, MissingFileError
 from .io import atomic_path
 
@@ -118,7 +119,8 @@ def load_fisher(path, verify: bool = True, what: str = "Fisher artifact",
     """(tensors, metadata); with ``verify`` the checksum must match."""
     path = Path(path)
     if not path.exists():
-        command = "gram" if what.lower().startswith("gram") else "fisher"
+        command = next((k.command for k in KINDS.values()
+                        if what.lower().startswith(k.noun.lower())), "fisher")
         raise MissingFileError(f"{what} {path} does not exist; compute it with "
                                f"`python -m workflow_scripts {command}` (or rerun the workflow)")
     try:
@@ -134,46 +136,87 @@ def load_fisher(path, verify: bool = True, what: str = "Fisher artifact",
     return tensors, json.loads(header[META_KEY])
 
 
-def verify_artifact(path, what: str = "Fisher artifact", values: str = "fisher") -> dict:
-    """Check an artifact file as :func:`load_fisher` and the value checks do (the checksum;
-    Fisher values finite, non-negative and not all zero, or Gram values finite), reading
-    one tensor at a time; returns its metadata."""
-    from .errors import ModelLoadError
-    from .tensorfiles import read_header, read_tensor
+VALUE_CHECKS = {NON_NEGATIVE: check_values, FINITE: check_finite}  # by ArtifactKind.values
 
-    path = Path(path)
+
+def verify_artifact(path, kind: ArtifactKind | str = "fisher") -> tuple[dict, str]:
+    """Check an artifact file of ``kind`` (an :class:`~.artifactkinds.ArtifactKind` or its
+    name) as :func:`load_fisher` and the kind's value check do (the checksum; Fisher values
+    finite, non-negative and not all zero, or Gram values finite), reading the file once,
+    front to back, one tensor at a time; returns its metadata and the sha256 of the file's
+    bytes (its provenance in ``merge.json``), taken in the same pass."""
+    from .errors import ModelLoadError
+    from .tensorfiles import read_header
+
+    kind = KINDS[kind] if isinstance(kind, str) else kind
+    path, what = Path(path), f"{kind.noun} artifact"
     if not path.exists():
-        command = "gram" if values == "gram" else "fisher"
         raise MissingFileError(f"{what} {path} does not exist; compute it with "
-                               f"`python -m workflow_scripts {command}` (or rerun the workflow)")
+                               f"`python -m workflow_scripts {kind.command}` (or rerun the workflow)")
     try:
         infos, header = read_header(path)
     except ModelLoadError as exc:
         raise _corrupt(path, f"unreadable: {exc}", what) from exc
     if META_KEY not in header or SUM_KEY not in header:
         raise _corrupt(path, "header lacks its metadata or checksum", what)
-    digest, total, label = hashlib.sha256(), 0.0, f"{'Gram' if values == 'gram' else 'Fisher'} file {path}"
-    bad_value = None  # reported after the checksum: an edited file is corrupt first of all
-    for name in sorted(infos):
-        t = read_tensor(infos[name]).contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        try:
-            if values == "gram":
-                check_finite({name: t}, what=label)
-            else:
-                total += tensor_total(name, t, label)
-        except FisherValueError as exc:
-            bad_value = bad_value or exc
-    if digest.hexdigest() != header[SUM_KEY]:
+    content, file_digest = _ContentDigest(infos, kind, f"{kind.file} {path}"), hashlib.sha256()
+    with open(path, "rb") as handle:  # the layout is contiguous (read_header checked it)
+        file_digest.update(handle.read(min((i.start for i in infos.values()),
+                                           default=path.stat().st_size)))
+        for info in sorted(infos.values(), key=lambda i: i.start):
+            raw = handle.read(info.nbytes)
+            if len(raw) != info.nbytes:
+                raise _corrupt(path, f"tensor {info.name!r} is cut short", what)
+            file_digest.update(raw)
+            content.add(info, raw)
+        while block := handle.read(1 << 20):
+            file_digest.update(block)
+    if content.hexdigest() != header[SUM_KEY]:
         raise _corrupt(path, "checksum mismatch: its values were changed after it was written", what)
-    if bad_value is not None:
-        raise bad_value
-    if values == "gram" and not infos:
-        raise FisherValueError(f"{label} holds no tensors")
-    if values != "gram":
-        check_total(total, label)
-    return json.loads(header[META_KEY])
+    content.raise_bad_values()
+    return json.loads(header[META_KEY]), file_digest.hexdigest()
+
+
+class _ContentDigest:
+    """:func:`tensors_digest` and the kind's value check over tensors given in file order;
+    the digest takes them in name order (the same order for the files this package
+    writes, so one tensor is held at a time)."""
+
+    def __init__(self, infos: dict, kind: ArtifactKind, label: str):
+        self.names, self.next, self.pending = sorted(infos), 0, {}
+        self.digest, self.kind, self.label = hashlib.sha256(), kind, label
+        self.total, self.bad_value = 0.0, None  # a bad value is reported after the checksum
+
+    def add(self, info, raw: bytes) -> None:
+        self.pending[info.name] = (info, raw)
+        while self.next < len(self.names) and self.names[self.next] in self.pending:
+            self._take(*self.pending.pop(self.names[self.next]))
+            self.next += 1
+
+    def _take(self, info, raw: bytes) -> None:
+        dtype = getattr(torch, info.dtype)
+        t = (torch.frombuffer(bytearray(raw), dtype=dtype) if raw else
+             torch.empty(0, dtype=dtype)).reshape(info.shape)
+        self.digest.update(f"{info.name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        self.digest.update(raw)
+        try:
+            if self.kind.values == NON_NEGATIVE:
+                self.total += tensor_total(info.name, t, self.label)
+            else:
+                check_finite({info.name: t}, what=self.label)
+        except FisherValueError as exc:
+            self.bad_value = self.bad_value or exc
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
+
+    def raise_bad_values(self) -> None:
+        if self.bad_value is not None:
+            raise self.bad_value
+        if self.kind.values == NON_NEGATIVE:
+            check_total(self.total, self.label)
+        elif not self.names:
+            raise FisherValueError(f"{self.label} holds no tensors")
 
 
 # ---------------------------------------------------------------- shared header fields

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from . import objectives
+from . import artifactkinds, objectives
 from .fetch import is_gguf
 from .jobs import cli_flags
 from .metrics import LOSS
@@ -240,20 +240,14 @@ class Plan:
         return path("fisher", family=family, rep=replicate, task=task, n=n, seed=seed,
                     method=method)
 
-    @staticmethod
-    def gram_path(family: str, replicate: str, task: str, n: int, seed: int) -> str:
-        return path("gram", family=family, rep=replicate, task=task, n=n, seed=seed)
-
     def artifact_paths(self, merge: Merge) -> list[str]:
         """One artifact per task of the merge's subset (Fisher or Gram), in subset order;
         none for merges without one."""
-        if merge.artifact is None:
+        kind = artifactkinds.of_method(merge.artifact)
+        if kind is None:
             return []
-        if merge.artifact == registry.GRAM:
-            return [self.gram_path(merge.family, merge.replicate, t, merge.n, merge.seed)
-                    for t in merge.subset]
-        return [self.fisher_path(merge.family, merge.replicate, t, merge.n, merge.seed,
-                                 merge.artifact) for t in merge.subset]
+        return [path(kind.path_key, family=merge.family, rep=merge.replicate, task=t,
+                     n=merge.n, seed=merge.seed, method=merge.artifact) for t in merge.subset]
 
     def base_dir(self, family: str) -> str:
         """The local copy of the family's pre-trained model (``fetch_base_model``)."""

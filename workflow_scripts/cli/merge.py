@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import logging
 
+from ..artifactkinds import KINDS, of_method
 from ..merging.registry import METHODS
 from . import options
 
@@ -79,11 +80,11 @@ def register(subparsers) -> None:
     p.add_argument("--models", nargs="+", required=True, metavar="MODEL",
                    help="two or more checkpoints (directories or hub ids) sharing a body")
     add_arguments(p, MergeSettings)
-    p.add_argument("--fishers", nargs="+", metavar="FISHER",
-                   help="one Fisher file per model, same order (" + ", ".join(
-                       f"{m.name}: {m.fisher}" for m in METHODS.values() if m.fisher) + ")")
-    p.add_argument("--grams", nargs="+", metavar="GRAM",
-                   help="regmean: one Gram file per model, same order (the gram command)")
+    for kind in KINDS.values():  # one flag per artifact kind: the methods that take it
+        users = ", ".join(f"{m.name} ({m.artifact})" for m in METHODS.values()
+                          if of_method(m.artifact) is kind)
+        p.add_argument(kind.flag, nargs="+", metavar=kind.noun.upper(),
+                       help=f"{kind.help}; for {users}")
     p.add_argument("--base", default=None,
                    help="task-vector methods: the pre-trained model the checkpoints come from")
     p.add_argument("--names", nargs="+", metavar="NAME",
@@ -122,7 +123,8 @@ def register(subparsers) -> None:
 def run(args) -> None:
     from ..allocator import return_freed_memory
     from ..errors import UserError
-    from ..merging.files import EvalSplit, MergeEvaluation, merge_models
+    from ..merging.evaluation import EvalSplit, MergeEvaluation
+    from ..merging.files import merge_models
     from ..merging.sources import MergeSources
     from ..models import parse_label_map
     from ..settings import EvaluateSettings, MergeSettings
@@ -155,7 +157,8 @@ def run(args) -> None:
             context=options.meta_context(args.meta), progress=args.progress,
         )
     sources = MergeSources(
-        args.models, fishers=args.fishers, grams=args.grams, base=args.base, names=args.names,
+        args.models, **{k.option: getattr(args, k.option) for k in KINDS.values()},
+        base=args.base, names=args.names,
         tasks=args.tasks, label_maps=label_maps, allow_pickle=args.allow_pickle,
         allow_fisher_mismatch=args.allow_fisher_mismatch,
     )

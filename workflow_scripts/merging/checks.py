@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+from ..artifactkinds import KINDS, of_method
 from ..errors import MergeError
 from . import registry
 from .core import check_compatible
@@ -19,37 +20,29 @@ from .core import check_compatible
 log = logging.getLogger(__name__)
 
 
-def artifact_flag(kind: str | None) -> str:
-    """The command-line flag of a method's per-model artifact."""
-    return "--grams" if kind == registry.GRAM else "--fishers"
-
-
-def artifact_noun(kind: str | None) -> str:
-    return "Gram" if kind == registry.GRAM else "Fisher"
-
-
 def check_request(settings, models: int, artifacts: int | None, has_base: bool,
                   given_flag: str | None = None) -> None:
     """Two or more models; one artifact per model for a method that takes one (and none
     otherwise); the base for task-vector methods.  ``given_flag``: the flag the artifacts
-    came with (``--fishers`` or ``--grams``), when known."""
+    came with (an artifact kind's flag: ``--fishers``, ``--grams``), when known."""
     method = settings.method
     spec = registry.method(method)
     if models < 2:
         raise MergeError(f"a merge needs two or more models, got {models}")
-    kind, want = spec.artifact, artifact_flag(spec.artifact)
+    kind = of_method(spec.artifact)
     if kind is None:
         if artifacts:
-            raise MergeError(f"--method {method} takes no {given_flag or '--fishers'}")
+            given = given_flag or " or ".join(k.flag for k in KINDS.values())
+            raise MergeError(f"--method {method} takes no {given}")
         if settings.floor and spec.fisher is None:
             log.warning("--floor %g has no effect with --method %s", settings.floor, method)
     else:
-        if artifacts and given_flag is not None and given_flag != want:
-            raise MergeError(f"--method {method} takes {want}, not {given_flag}")
+        if artifacts and given_flag is not None and given_flag != kind.flag:
+            raise MergeError(f"--method {method} takes {kind.flag}, not {given_flag}")
         if artifacts != models:
             raise MergeError(
-                f"--method {method} needs one {artifact_noun(kind)} file per model, in the same "
-                f"order: {models} models but {artifacts or 0} {want}"
+                f"--method {method} needs one {kind.file} per model, in the same order: "
+                f"{models} models but {artifacts or 0} {kind.flag} (the {kind.command} command)"
             )
     if spec.needs_base and not has_base:
         raise MergeError(f"--method {method} works on task vectors: give the pre-trained model "

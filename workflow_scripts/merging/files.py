@@ -1,27 +1,32 @@
 """Merging checkpoints on disk: check the request, open the models, the base and the
-artifacts as files, stream the merge (:mod:`.stream`) into one ``save_pretrained``
-checkpoint per model (its own head, config and tokenizer) written atomically, and
-evaluate the merged models, one at a time, in the same process if asked.
+artifacts as files (each artifact read once to verify it, once to merge), stream the merge
+(:mod:`.stream`) into one ``save_pretrained`` checkpoint per model (its own head, config
+and tokenizer) written atomically, and evaluate the merged models, one at a time, in the
+same process if asked (:mod:`.evaluation`): from the written checkpoints, or, when none is
+kept, in memory without writing any.
 
 Memory does not grow with the number of models: every tensor is read when the merge
-needs it and written as soon as it is merged.
+needs it and written as soon as it is merged (kept in memory, once, when evaluated without
+a checkpoint).
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__, objectives, outputs
+from ..artifactkinds import of_method
 from ..artifacts import verify_artifact
 from ..errors import MergeError, ModelLoadError
-from ..io import atomic_path, make_folder, sha256_file
-from ..settings import EvaluateSettings, MergeSettings
+from ..io import atomic_path
+from ..settings import MergeSettings
 from . import registry
-from .card import add_scores, write_card
+from .card import write_card
 from .engine import MergeContext, merged_tensors
+from .evaluation import MergedModels, MergeEvaluation, checkpoint_loader, evaluate_each
 from .merge import merge_settings
 from .safety import check_merge_outputs, check_merge_space
 from .sources import MergeSources, check_kind, check_model, check_sources
@@ -35,39 +40,6 @@ def _common(values: list):
     """The value all entries share, else the list (n or seed of the Fisher files)."""
     values = list(values)
     return values[0] if len(set(map(str, values))) == 1 else values
-
-
-@dataclass
-class EvalSplit:
-    """One split the merged models are evaluated on: one samples file per model (same
-    order) and the directory of one evaluate-style JSON per model (``NAME.json``, written
-    atomically as a whole)."""
-
-    data: list[str]
-    out_dir: str
-    name: str = "validation"
-
-
-@dataclass
-class MergeEvaluation:
-    """Evaluate each merged model on its own task's samples of every split (``merge
-    --eval-out``, and ``--holdout-out`` for the held-out selection split), in the merge's
-    process: one JSON per model and split, like the ``evaluate`` command's."""
-
-    splits: list[EvalSplit]
-    task_infos: list[str] | None = None  # the tasks' info files: label counts must match
-    settings: EvaluateSettings = field(default_factory=EvaluateSettings)
-    context: dict = field(default_factory=dict)  # each JSON's context, plus task and split
-    progress: bool = True
-
-    def check(self, models: int) -> None:
-        for split in self.splits:
-            if len(split.data) != models:
-                raise MergeError(f"{split.name} data: {len(split.data)} files for {models} "
-                                 "models (one per model, same order)")
-        if self.task_infos is not None and len(self.task_infos) != models:
-            raise MergeError(f"--eval-task-infos gives {len(self.task_infos)} files for "
-                             f"{models} models")
 
 
 @dataclass
@@ -187,26 +159,26 @@ def open_inputs(sources: MergeSources, settings: MergeSettings) -> Opened:
                      [m.label for m in models] + ([base.label] if base else []),
                      settings.allow_tokenizer_mismatch)
     records = []
-    kind = registry.method(settings.method).artifact
+    kind = of_method(registry.method(settings.method).artifact)
     for j, path in enumerate(sources.artifacts or [] if kind is not None else []):
         label = repr(sources.models[j])
-        what = "Gram" if kind == registry.GRAM else "Fisher"
-        metadata = verify_artifact(path, f"{what} artifact", "gram" if what == "Gram" else "fisher")
+        metadata, sha256 = verify_artifact(path, kind)  # one read: checksum, values, sha256
         check_kind(path, metadata.get("method"), settings.method, label)
         check_model(path, metadata, facts[j], label, sources.allow_fisher_mismatch)
-        records.append({"path": str(path), "sha256": sha256_file(path), "metadata": metadata})
+        records.append({"path": str(path), "sha256": sha256, "metadata": metadata})
     return Opened(facts, models, base, base_facts, records, workdir)
 
 
 def merge_context(opened: Opened, sources: MergeSources, settings: MergeSettings) -> MergeContext:
     from .. import architectures as arch
 
-    kind = registry.method(settings.method).artifact
+    artifact = registry.method(settings.method).artifact
+    kind = of_method(artifact)
     labels = [repr(m) for m in sources.models]
     artifact_labels = []
     if kind is not None:
-        noun = "file" if kind == registry.GRAM else "Fisher file"
-        artifact_labels = [f"{kind} {noun} {path} (for {labels[j]})"
+        noun = kind.file if artifact == kind.name else f"{artifact} {kind.file}"
+        artifact_labels = [f"{noun} {path} (for {labels[j]})"
                            for j, path in enumerate(sources.artifacts)]
     config = opened.facts[0].config
     files = FileSources(opened.models, opened.base, sources.artifacts if kind is not None else None)
@@ -252,78 +224,41 @@ def merge_recipe(opened: Opened, sources: MergeSources, settings: MergeSettings,
 def write_outputs(opened: Opened, sources: MergeSources, settings: MergeSettings,
                   names: list[str], recipe: dict, out_dir,
                   evaluation: MergeEvaluation | None) -> list[Path]:
-    """Stream the merge into the checkpoints (under ``out_dir``, or a temporary folder when
-    only evaluated) and evaluate them; returns the checkpoints, else the evaluation files."""
+    """Stream the merge into the checkpoints under ``out_dir`` and evaluate them from there;
+    without ``out_dir``, evaluate the merged models in memory (no checkpoint written).
+    Returns the checkpoints, else the evaluation files."""
+    from ..evaluate import EvalRecord
+    from ..models import fingerprint
+
     kind = registry.method(settings.method)
     log.info("merging %d models (%s%s), one tensor at a time", len(sources.models),
              settings.method, f", {settings.scheme} scheme" if kind.takes_scheme else "")
-    scratch = None
-    if out_dir is None:
-        parent = Path(evaluation.splits[0].out_dir).parent
-        make_folder(parent, "--eval-out")
-        scratch = tempfile.TemporaryDirectory(prefix=".merged-", dir=parent)
-    target = Path(out_dir) if out_dir is not None else Path(scratch.name) / "merged"
-    try:
-        ctx = merge_context(opened, sources, settings)
-        check_merge_space(target, opened.models, ctx.sources.dtypes,
-                          "--out" if out_dir is not None else "--eval-out")
-        with atomic_path(target, outputs.MERGED, "--out") as tmp:
-            tmp.mkdir()
-            dirs = [tmp / name for name in names]
-            write_merged(merged_tensors(ctx), opened.models, opened.facts, dirs,
-                         ctx.sources.dtypes, settings.max_shard_mb << 20)
-            for j, (name, fact) in enumerate(zip(names, opened.facts)):
-                write_card(tmp / name, dict(recipe, model_index=j, name=name, head_of=fact.source))
-            evals = []
-            if evaluation is not None:  # before the rename, while the written files are at hand
-                final = [str(target / n) if out_dir is not None else None for n in names]
-                evals = evaluate_merged(dirs, final, names, evaluation, out_dir is not None)
-        if out_dir is not None:
-            log.info("wrote %s", ", ".join(str(target / n) for n in names))
-        if evals:
-            log.info("wrote %s", ", ".join(str(p) for p in evals))
-        return [target / n for n in names] if out_dir is not None else evals
-    finally:
-        if scratch is not None:
-            scratch.cleanup()
-
-
-def evaluate_merged(dirs: list[Path], final: list[str | None], names: list[str],
-                    evaluation: MergeEvaluation, keep: bool) -> list[Path]:
-    """One evaluation JSON per merged model and split (``NAME.json`` in the split's folder,
-    each written atomically; nothing else in the folder is touched), loading one merged
-    model at a time; with ``keep`` (the checkpoints are kept) the validation scores go into
-    their model cards."""
-    from ..data import read_samples
-    from ..devices import resolve_device
-    from ..evaluate import EvalRecord, evaluate_loaded
-    from ..models import fingerprint as checkpoint_fingerprint
-    from ..models import load_model
-
-    infos = evaluation.task_infos or [None] * len(dirs)
-    device = resolve_device(evaluation.settings.device)
-    written = []
-    folders = [Path(split.out_dir) for split in evaluation.splits]
-    for split, folder in zip(evaluation.splits, folders):  # only NAME.json files are written
-        make_folder(folder, "--eval-out" if split.name == "validation" else f"--{split.name}-out")
-    for j, name in enumerate(names):
-        model, tokenizer, _ = load_model(str(dirs[j]), device=device,
-                                         dtype=evaluation.settings.torch_dtype,
-                                         objective=evaluation.settings.objective)
-        for split, folder in zip(evaluation.splits, folders):
-            samples = read_samples(split.data[j], nonempty=True)
-            record = EvalRecord(final[j] if keep else f"merge of {name}", str(split.data[j]),
-                                checkpoint_fingerprint(str(dirs[j])) if keep else None)
-            context = dict(evaluation.context, task=name)
-            if split.name != "validation":
-                context["split"] = split.name
-            result = evaluate_loaded(
-                model, tokenizer, samples, name, evaluation.settings, record=record,
-                task_info=infos[j], context=context, out=folder / f"{name}.json",
-                progress=evaluation.progress,
-            )
-            written.append(Path(split.out_dir) / f"{name}.json")
-            if keep and split.name == "validation":  # the model card's scores
-                add_scores(dirs[j], name, result["metrics"])
-        del model
-    return written
+    ctx = merge_context(opened, sources, settings)
+    if out_dir is None:  # the merged tensors in their output dtype, kept in memory
+        merged = dict(merged_tensors(ctx))
+        log.info("merged; evaluating in memory (no checkpoint written)")
+        models = MergedModels(merged, opened.models, opened.facts, evaluation)
+        evals = evaluate_each(names, evaluation, models,
+                              lambda j, split: EvalRecord(f"merge of {names[j]}", str(split.data[j])))
+        log.info("wrote %s", ", ".join(str(p) for p in evals))
+        return evals
+    target = Path(out_dir)
+    check_merge_space(target, opened.models, ctx.sources.dtypes, "--out")
+    with atomic_path(target, outputs.MERGED, "--out") as tmp:
+        tmp.mkdir()
+        dirs = [tmp / name for name in names]
+        write_merged(merged_tensors(ctx), opened.models, opened.facts, dirs,
+                     ctx.sources.dtypes, settings.max_shard_mb << 20)
+        for j, (name, fact) in enumerate(zip(names, opened.facts)):
+            write_card(tmp / name, dict(recipe, model_index=j, name=name, head_of=fact.source))
+        evals = []
+        if evaluation is not None:  # before the rename, while the written files are at hand
+            evals = evaluate_each(names, evaluation, checkpoint_loader(dirs, evaluation),
+                                  lambda j, split: EvalRecord(str(target / names[j]),
+                                                              str(split.data[j]),
+                                                              fingerprint(str(dirs[j]))),
+                                  card_dirs=dirs)
+    log.info("wrote %s", ", ".join(str(target / n) for n in names))
+    if evals:
+        log.info("wrote %s", ", ".join(str(p) for p in evals))
+    return [target / n for n in names]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from .. import architectures as arch
+from .. import artifactkinds
 from ..settings import MergeSettings
 from . import registry
 from .checks import check_bodies, check_request
@@ -58,11 +59,12 @@ def merge_loaded(
         base_body = base if isinstance(base, dict) else arch.merged_state(base)
         check_base(base_body, bodies[0], base_label, labels[0])
     kind = registry.method(settings.method).artifact
+    noun = artifactkinds.noun(kind)
     ctx = MergeContext(
         spec=arch.spec_for(models[0]), dims=arch.dims(models[0]), settings=settings,
         sources=MemorySources(bodies, base_body, artifacts if kind is not None else None),
         labels=labels,
-        artifact_labels=artifact_labels or [f"{kind} Fisher of {label}" for label in labels],
+        artifact_labels=artifact_labels or [f"{kind} {noun} of {label}" for label in labels],
     )
     with torch.no_grad():  # a parameter's merge reads only that parameter: copy as they come
         for name, value in merged_tensors(ctx):

@@ -33,9 +33,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from ..artifactkinds import GRAM  # the artifact of RegMean (workflow_scripts.artifactkinds)
 from .schemes import DEFAULT_SCHEME, SCHEMES, Scheme
 
-GRAM = "gram"  # the artifact of RegMean: Gram matrices of every linear layer's inputs
 TIES_SCOPES = ("global", "tensor")  # TIES trimming: one threshold per task vector or per tensor
 DARE_COMBINES = ("task-arithmetic", "ties")  # how DARE combines its rescaled task vectors
 # The methods' hyper-parameters (names, defaults, ranges, help) are fields of
@@ -67,7 +67,9 @@ class MergeMethod:
     label: str  # report label; "{scheme}" is replaced by ", <scheme label>" for non-default schemes
     color: str  # matplotlib colour of its plots
     module: str  # workflow_scripts.merging.<module> computes it
-    artifact: str | None = None  # per-model artifact: a Fisher kind ("mask", "full"), GRAM, None
+    # per-model artifact, as its files' metadata records it (artifactkinds.of_method: its
+    # kind): a Fisher kind ("mask", "full"), GRAM, or None
+    artifact: str | None = None
     takes_scheme: bool = False  # weights depend on a mask scheme
     vs_average: bool = False  # Table 1 shows its difference from averaging
     needs_base: bool = False  # works on task vectors: needs the pre-trained model (--base)

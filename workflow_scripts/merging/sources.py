@@ -9,10 +9,11 @@ import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..artifacts import check_finite, check_values, load_fisher, read_metadata
+from ..artifactkinds import KINDS, of_method
+from ..artifacts import read_metadata
 from ..errors import FisherProvenanceError, MergeError
 from . import registry
-from .checks import artifact_flag, artifact_noun, check_request
+from .checks import check_request
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,8 @@ _NAME_OK = re.compile(r"^[A-Za-z0-9._+=@-]+$")
 @dataclass
 class MergeSources:
     """The inputs of a merge: ``models`` (two or more checkpoint directories or hub ids), one
-    artifact per model (``fishers`` for Fisher methods, ``grams`` for RegMean), the
+    artifact per model (a field per :data:`~workflow_scripts.artifactkinds.KINDS` entry, by
+    its ``option``: ``fishers`` for Fisher methods, ``grams`` for RegMean), the
     pre-trained ``base`` of task-vector methods, the output ``names``, the ``tasks`` each
     model is merged for (each Fisher file must have been computed on it), one label map per
     model (or None), hub revisions, and whether pickle weights and artifacts of another
@@ -49,15 +51,24 @@ class MergeSources:
             if values is not None and len(values) != count:
                 flag = "--" + name.replace("_", "-")
                 raise MergeError(f"{flag} gives {len(values)} for {count} models")
+        given = [k.flag for k in KINDS.values() if getattr(self, k.option)]
+        if len(given) > 1:
+            raise MergeError(f"{' and '.join(given)} given together: a merge method takes one "
+                             "kind of artifact; give the one of --method")
+
+    @property
+    def kind(self):
+        """The :class:`~workflow_scripts.artifactkinds.ArtifactKind` given (None: none)."""
+        return next((k for k in KINDS.values() if getattr(self, k.option)), None)
 
     @property
     def artifacts(self) -> list[str] | None:
-        return self.grams if self.grams else self.fishers
+        return getattr(self, self.kind.option) if self.kind is not None else None
 
     @property
     def given_flag(self) -> str | None:
         """The flag the artifacts came with."""
-        return "--grams" if self.grams else ("--fishers" if self.fishers else None)
+        return self.kind.flag if self.kind is not None else None
 
     def per_model(self, name: str) -> list:
         values = getattr(self, name)
@@ -108,15 +119,15 @@ def check_sources(sources: MergeSources, settings) -> list[str]:
                   bool(sources.base), sources.given_flag)
     check_distinct_models(sources.models, sources.per_model("revisions"))
     names = output_names(sources.models, sources.names)
-    kind = registry.method(settings.method).artifact
+    kind = of_method(registry.method(settings.method).artifact)
     tasks = sources.per_model("tasks")
     for j, path in enumerate(sources.artifacts or []):
-        what = artifact_noun(kind)
         if not Path(path).is_file():
-            raise MergeError(f"{what} file {path} (for {sources.models[j]!r}) does not exist")
-        header = read_metadata(path, f"{what} artifact")
+            raise MergeError(f"{kind.file} {path} (for {sources.models[j]!r}) does not exist; "
+                             f"compute it with the {kind.command} command")
+        header = read_metadata(path, f"{kind.noun} artifact")
         check_kind(path, header.get("method"), settings.method, repr(sources.models[j]))
-        check_task(path, header.get("task"), tasks[j], repr(sources.models[j]),
+        check_task(path, header, tasks[j], repr(sources.models[j]),
                    sources.allow_fisher_mismatch)
         check_objective(path, header, settings.objective, repr(sources.models[j]),
                         sources.allow_fisher_mismatch)
@@ -126,20 +137,23 @@ def check_sources(sources: MergeSources, settings) -> list[str]:
 def check_kind(path, kind: str | None, method: str, label: str) -> None:
     want = registry.method(method).artifact
     if kind != want:
+        need = of_method(want)
         raise MergeError(
-            f"{artifact_noun(want)} file {path} (for {label}) has method {kind!r} but --method "
-            f"{method} needs a {want!r} {'file' if want == registry.GRAM else 'Fisher'}"
+            f"{need.file} {path} (for {label}) has method {kind!r} but --method {method} needs "
+            f"a {want!r} {need.noun} (the {need.command} command)"
         )
 
 
-def check_task(path, recorded: str | None, expected: str | None, label: str,
+def check_task(path, metadata: dict, expected: str | None, label: str,
                allow_mismatch: bool = False) -> None:
-    """The Fisher file's recorded task must be the task its model is merged for."""
+    """The artifact's recorded task must be the task its model is merged for."""
+    recorded = metadata.get("task")
     if expected is None or recorded is None or recorded == expected:
         return
-    message = (f"Fisher file {path} was computed on task {recorded!r}, but it is used for "
+    kind = metadata.get("method")
+    message = (f"{_file(kind)} {path} was computed on task {recorded!r}, but it is used for "
                f"{label} on task {expected!r}")
-    _mismatch(message, allow_mismatch, kind=None)
+    _mismatch(message, allow_mismatch, kind)
 
 
 def check_objective(path, metadata: dict, objective: str, label: str,
@@ -151,9 +165,9 @@ def check_objective(path, metadata: dict, objective: str, label: str,
     if recorded is None or recorded == objective:
         return
     kind = metadata.get("method")
-    message = (f"{artifact_noun(kind)} file {path} was computed for the {recorded} objective, but "
-               f"it is used for {label} in a {objective} merge (--objective {objective})")
-    command = "gram" if kind == registry.GRAM else "fisher"
+    message = (f"{_file(kind)} {path} was computed for the {recorded} objective, but it is "
+               f"used for {label} in a {objective} merge (--objective {objective})")
+    command = of_method(kind).command if of_method(kind) else "fisher"
     _mismatch(message, allow_mismatch, kind,
               f"Compute it for this merge's objective ({command} --objective {objective})")
 
@@ -173,29 +187,24 @@ def check_model(path, metadata: dict, info, label: str, allow_mismatch: bool = F
     if same:
         return
     kind = metadata.get("method")
-    message = (f"{artifact_noun(kind)} file {path} was computed for model "
+    message = (f"{_file(kind)} {path} was computed for model "
                f"{metadata.get('model')!r} (fingerprint {recorded}), but it is used for {label} "
                f"(fingerprint {info.fingerprint})")
     _mismatch(message, allow_mismatch, kind)
+
+
+def _file(method: str | None) -> str:
+    """``Fisher file``, ``Gram file``: the kind whose files record ``method``."""
+    kind = of_method(method)
+    return kind.file if kind is not None else "artifact file"
 
 
 def _mismatch(message: str, allow_mismatch: bool, kind: str | None, fix: str | None = None) -> None:
     if allow_mismatch:
         log.warning("%s; merging anyway (--allow-fisher-mismatch)", message)
         return
-    fix = fix or (f"Give the {artifact_flag(kind)} in the order of the --models, each computed "
-                  "for its own model (and task)")
+    flag = of_method(kind).flag if of_method(kind) else "artifacts"
+    fix = fix or (f"Give the {flag} in the order of the --models, each computed for its own "
+                  "model (and task)")
     raise FisherProvenanceError(
         f"{message}. {fix}, or pass --allow-fisher-mismatch to merge anyway")
-
-
-def load_artifact(path, method: str, label: str):
-    """Load a Fisher (or Gram) file and check its kind and values."""
-    what = artifact_noun(registry.method(method).artifact)
-    tensors, metadata = load_fisher(path, what=f"{what} artifact")
-    check_kind(path, metadata.get("method"), method, label)
-    if what == "Gram":
-        check_finite(tensors, what=f"Gram file {path}")
-    else:
-        check_values(tensors, what=f"Fisher file {path}")
-    return tensors, metadata
