@@ -324,7 +324,8 @@ def test_a_base_without_a_weight_of_the_fine_tunes_is_refused_by_name(tmp_path, 
     del tensors["bert.encoder.layer.0.output.dense.weight"]
     save_file(tensors, partial / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(MergeError, match=r"partial-base' lacks body weights "
-                       r"encoder\.layer\.0\.output\.dense\.weight .*set the family's base"):
+                       r"encoder\.layer\.0\.output\.dense\.weight .*"
+                       r"--base \(config: families\.NAME\.base\)"):
         merge_models(tuned[:2], tmp_path / "out", method="ties", base=str(partial))
     assert not (tmp_path / "out").exists()
 

@@ -9,6 +9,19 @@ CLI only reads it.
 from __future__ import annotations
 
 
+def set_by(flag: str, key: str, value=None) -> str:
+    """How to set one thing, for both audiences of a message that the command line and the
+    workflow share: the flag and the config key (``--objective causal-lm (config:
+    families.NAME.objective: causal-lm)``; ``value`` True: a switch)."""
+    if value is None:
+        return f"{flag} (config: {key})"
+    shown = "true" if value is True else value
+    return f"{flag}{'' if value is True else f' {value}'} (config: {key}: {shown})"
+
+
+ALLOW_PICKLE = ("--allow-pickle", "families.NAME.allow_pickle", True)
+
+
 class UserError(Exception):
     """A problem with the user's input, files or settings (printed without a traceback)."""
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from .configpaths import resolve_path
-from .errors import UserError
+from .errors import ALLOW_PICKLE, UserError, set_by
 from . import outputs
 from .io import atomic_path, sha256_file
 
@@ -193,8 +193,7 @@ def check_weights(files: list[Path], source: str, allow_pickle: bool, available=
     raise UserError(
         f"{source} has no .safetensors weights{' (only pickle .bin ones)' if only_pickle else ''}; "
         "pickle weights can run code when loaded, so they are refused unless you pass "
-        "--allow-pickle (families.<name>.allow_pickle: true), or convert the checkpoint to "
-        "safetensors"
+        f"{set_by(*ALLOW_PICKLE)}, or convert the checkpoint to safetensors"
     )
 
 

@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from . import architectures as arch
 from . import objectives, outputs
-from .errors import ModelLoadError, UserError
+from .errors import ALLOW_PICKLE, ModelLoadError, UserError, set_by
 from .configpaths import resolve_path
 from .fetch import classify, hub_error, one_line
 from .io import atomic_path, sha256_file
@@ -148,7 +148,7 @@ def load_model(
     if local and not allow_pickle and not any(Path(path).glob("*.safetensors")):
         raise ModelLoadError(
             f"{what} {source!r} has no .safetensors weights; pickle weights are refused unless "
-            "you opt in (--allow-pickle / allow_pickle: true), or convert the checkpoint"
+            f"you opt in ({set_by(*ALLOW_PICKLE)}), or convert the checkpoint"
         )
     head = {}
     if label_names is not None:
@@ -242,8 +242,9 @@ def check_objective(config, objective: str, source: str) -> None:
     if saved is not None and saved != objective:
         raise ModelLoadError(
             f"{source!r} is a {saved} checkpoint ({', '.join(config.architectures)}) but it is "
-            f"used as a {objective} model; give the family objective: {saved}, or a checkpoint "
-            f"saved for {objective}")
+            f"used as a {objective} model; give "
+            f"{set_by('--objective', 'families.NAME.objective', saved)}, or a checkpoint saved "
+            f"for {objective}")
 
 
 def ensure_pad_token(model, tokenizer, source: str = "model") -> None:

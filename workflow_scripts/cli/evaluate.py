@@ -1,10 +1,13 @@
-"""Evaluate a sequence-classification checkpoint on a task's validation samples.
+"""Evaluate a checkpoint on a task's validation samples, for every objective (``--objective``):
 
-Labels are class ids (int64) from every task source; a checkpoint with fewer
-than two labels (a regression head) is an error.  Metrics (scikit-learn):
-``accuracy``; binary tasks also ``f1`` (positive class 1); tasks with more than
-two labels also ``macro_f1``; ``cola`` also ``matthews`` (Matthews
-correlation).
+{objectives}
+
+A classifier's labels are class ids (int64) from every task source; a checkpoint
+with fewer than two labels (a regression head) is an error.  Metrics
+(scikit-learn): ``accuracy``; binary tasks also ``f1`` (positive class 1); tasks
+with more than two labels also ``macro_f1``; ``cola`` also ``matthews`` (Matthews
+correlation).  A causal language model's metrics are its mean next-token loss
+over the task's counted tokens and its perplexity.
 
 Inference is batched with length-sorted dynamic padding under
 ``torch.inference_mode``; predictions are put back in file order.
@@ -30,7 +33,8 @@ def register(subparsers) -> None:
     from ..settings import EvaluateSettings, add_arguments
 
     p = options.add_command(subparsers, "evaluate",
-                            "evaluate a checkpoint on a task's validation samples", __doc__)
+                            "evaluate a checkpoint ({objective_names}) on a task's validation "
+                            "samples", __doc__)
     p.add_argument("--model", nargs="+", required=True,
                    help="checkpoint directory (or hub id); several: one per evaluation")
     p.add_argument("--data", nargs="+", required=True, help="validation samples (Parquet)")

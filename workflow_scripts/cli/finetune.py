@@ -1,10 +1,12 @@
-"""Fine-tune a pre-trained encoder on one task (sequence classification).
+"""Fine-tune a pre-trained model on one task, for every objective (``--objective``):
+
+{objectives}
 
 ``finetune --base DIR_OR_ID --train TRAIN.parquet --info INFO.json
 [--validation VALID.parquet] --out DIR [options]``
 
-The base may be a bare encoder (e.g. a ``BertModel`` checkpoint without a
-classification head): the head is then freshly initialised, which is
+A classifier's base may be a bare encoder (e.g. a ``BertModel`` checkpoint
+without a classification head): the head is then freshly initialised, which is
 expected.  A base that already has a head of another size gets a new one.
 
 Training: AdamW (no weight decay on biases and LayerNorm weights), linear
@@ -29,7 +31,8 @@ from . import options
 def register(subparsers) -> None:
     from ..settings import FinetuneSettings, add_arguments
 
-    p = options.add_command(subparsers, "finetune", "fine-tune a base model on a task", __doc__)
+    p = options.add_command(subparsers, "finetune", "fine-tune a base model ({objective_names}) on a task",
+                            __doc__)
     p.add_argument("--base", required=True, help="base checkpoint directory (or hub id)")
     p.add_argument("--train", required=True, help="train split (Parquet)")
     p.add_argument("--info", required=True, help="task info JSON from prepare-task")

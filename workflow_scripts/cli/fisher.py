@@ -1,4 +1,9 @@
-"""Fisher information of a fine-tuned classifier: mask nodes or the full diagonal.
+"""Fisher information of a fine-tuned model: mask nodes or the full diagonal.
+
+For every objective (``--objective``); the loss is the task's (a classifier's
+cross-entropy over labels, a causal LM's next-token loss):
+
+{objectives}
 
 Two methods, one command (``python -m workflow_scripts fisher``):
 
@@ -20,8 +25,8 @@ Two methods, one command (``python -m workflow_scripts fisher``):
     squared gradient of the batch-mean loss.
 
 ``--method full`` (Matena & Raffel's baseline)
-    The diagonal Fisher of every parameter of the shared body (the task head
-    excluded): the mean over samples of the squared per-example gradient, with
+    The diagonal Fisher of every parameter of the shared body (a classifier's
+    task head excluded; a causal LM's whole model): the mean over samples of the squared per-example gradient, with
     the dataset labels (``empirical``) or the exact expectation over the
     model's predicted classes (``expected``: sum_c p(c|x) (d log p(c|x)/dθ)^2).
     Per-example gradients are vectorised with ``torch.func`` (``functional_call``

@@ -1,5 +1,9 @@
 """Gram matrices of every linear layer's inputs of a checkpoint: RegMean's artifact.
 
+For every objective (``--objective``):
+
+{objectives}
+
 For each ``nn.Linear`` of the shared body (attention query, key, value and
 output projections, FFN input and output projections, the pooler), the Gram
 G = X^T X / T of its inputs over the samples: forward passes only (no

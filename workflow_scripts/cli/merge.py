@@ -2,8 +2,13 @@
 
     theta* = sum_j F_j theta_j / sum_j F_j        (lambda_j = 1),
 
-task-vector methods and RegMean, over the shared body (``model.base_model``)
-only; every model keeps its own task head.  The methods (``--method``):
+task-vector methods and RegMean, for every objective (``--objective``):
+
+{objectives}
+
+A classifier merge covers the shared body (``model.base_model``) only and every
+model keeps its own task head; a causal-LM merge covers the whole model
+(embeddings and ``lm_head`` included).  The methods (``--method``):
 
 {methods}
 
@@ -65,7 +70,7 @@ def _doc() -> str:
     from ..settings import MergeSettings
 
     defaults = {e.name: e.default for e in MergeSettings.entries()}
-    return __doc__.replace("{methods}", "\n".join(
+    return options.served(__doc__).replace("{methods}", "\n".join(
         f"``{m.name}``\n    {m.description}" for m in METHODS.values())).format(
         lambdas=", ".join(f"{m.name} {m.default_lambda:g}" for m in METHODS.values()
                           if m.default_lambda is not None) + ", dare: that of --dare-combine",

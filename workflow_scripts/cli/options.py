@@ -9,13 +9,26 @@ from ..errors import UserError
 
 
 def add_command(subparsers, name: str, help: str, doc: str | None, short: bool = False):
-    """A command's parser with its module docstring as the description.
+    """A command's parser with its module docstring as the description (``{objectives}`` in
+    it: what the command serves, :func:`served`).
 
     ``short`` keeps only the docstring's first paragraph.
     """
-    description = (doc or "").split("\n\n")[0] if short else doc
-    return subparsers.add_parser(name, help=help, description=description,
+    doc = served(doc or "")
+    description = doc.split("\n\n")[0] if short else doc
+    return subparsers.add_parser(name, help=served(help), description=description,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def served(doc: str) -> str:
+    """``doc`` with ``{objectives}`` replaced by the models a command serves: every objective
+    of :mod:`workflow_scripts.objectives` (``--objective``), one line each, and
+    ``{objective_names}`` by their names."""
+    from .. import objectives
+
+    lines = "\n".join(f"``{o.name}``\n    {o.description}" for o in objectives.OBJECTIVES.values())
+    names = " or ".join(objectives.OBJECTIVES)
+    return doc.replace("{objectives}", lines).replace("{objective_names}", names)
 
 
 def positive_int(text: str) -> int:

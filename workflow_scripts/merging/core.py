@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import MergeError
+from ..errors import MergeError, set_by
 
 
 def check_compatible(
@@ -62,7 +62,8 @@ def check_base(base: dict, body: dict, base_label: str, label: str) -> None:
         raise MergeError(
             f"{base_label} lacks body weights {', '.join(missing[:3])}"
             f"{' ...' if len(missing) > 3 else ''} of {label}; it is not the pre-trained model "
-            "of these checkpoints (set the family's base to the model they were fine-tuned from)")
+            "of these checkpoints: give the model they were fine-tuned from, "
+            f"{set_by('--base', 'families.NAME.base')}")
     check_compatible([{k: base[k] for k in needed}, {k: body[k] for k in needed}],
                      [base_label, label])
 

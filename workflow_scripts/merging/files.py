@@ -20,7 +20,7 @@ from pathlib import Path
 from .. import __version__, objectives, outputs
 from ..artifactkinds import of_method
 from ..artifacts import verify_artifact
-from ..errors import MergeError, ModelLoadError
+from ..errors import ALLOW_PICKLE, MergeError, ModelLoadError, set_by
 from ..io import atomic_path
 from ..settings import MergeSettings
 from . import registry
@@ -103,7 +103,7 @@ def model_facts(source: str, revision: str | None, allow_pickle: bool, label_map
         if not allow_pickle:
             raise ModelLoadError(
                 f"model {source!r} has no .safetensors weights; pickle weights are refused unless "
-                "you opt in (--allow-pickle / allow_pickle: true), or convert the checkpoint")
+                f"you opt in ({set_by(*ALLOW_PICKLE)}), or convert the checkpoint")
         directory = convert_pickle(source, directory, workdir, objective)
     try:
         config = AutoConfig.from_pretrained(directory, trust_remote_code=False)

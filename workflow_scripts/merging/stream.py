@@ -114,7 +114,7 @@ def check_files(models: list[BodyFiles], facts: list[ModelFacts], base: BodyFile
                 base_label: str) -> None:
     """The bodies share an architecture, parameter names and shapes, dimensions and integer
     buffers (checked from the headers; the buffers read); the base has exactly the body's
-    parameters.  Models of different dtypes merge in float32 arithmetic and are saved in
+    parameters.  Models of different dtypes merge in float64 arithmetic and are saved in
     the first model's dtype (a warning naming both)."""
     from .checks import check_bodies
 

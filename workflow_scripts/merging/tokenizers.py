@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from ..errors import MergeError
+from ..errors import MergeError, set_by
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,6 @@ def check_tokenizers(directories: list[Path], labels: list[str], allow: bool = F
         if allow:
             log.warning("%s; merging anyway (--allow-tokenizer-mismatch)", message)
             continue
+        allow_it = set_by("--allow-tokenizer-mismatch", "merge.allow_tokenizer_mismatch", True)
         raise MergeError(f"{message}. Merge models that share one tokenizer, or pass "
-                         "--allow-tokenizer-mismatch (merge.allow_tokenizer_mismatch: true) to "
-                         "merge anyway")
+                         f"{allow_it} to merge anyway")
