@@ -26,16 +26,21 @@ from workflow_scripts.testing import make_tiny_checkpoint, write_toy_samples
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def add_noise(state: dict, ref: dict, seed: int) -> None:
+    """Each floating tensor of ``state`` set to ``ref``'s plus seeded noise (a fine-tune)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for k, v in state.items():
+            if v.is_floating_point():
+                v.copy_(ref[k] + 0.02 * torch.randn(v.shape, generator=g))
+
+
 def fine_tune(root: Path, base: Path, name: str, labels: int, seed: int, dtype):
     """``base``'s body plus seeded noise, with its own head of ``labels``."""
     path = make_tiny_checkpoint(root / name, "bert", labels, seed=seed)
     model, tok, _ = load_model(str(path))
-    ref = load_model(str(base))[0].base_model.state_dict()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for k, v in model.base_model.state_dict().items():
-            if v.is_floating_point():
-                v.copy_(ref[k] + 0.02 * torch.randn(v.shape, generator=g))
+    add_noise(model.base_model.state_dict(), load_model(str(base))[0].base_model.state_dict(),
+              seed)
     model.to(dtype)
     save_checkpoint(model, tok, path)
     return path
@@ -70,10 +75,7 @@ def make_causal_family(root: Path):
              ["why is the market so bad today", "the team win the game", "yes"]]
     for j in (1, 2):
         model, tok, _ = load_model(str(base), objective="causal-lm")
-        g = torch.Generator().manual_seed(j)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.02 * torch.randn(p.shape, generator=g))
+        add_noise(model.state_dict(), {k: v.clone() for k, v in model.state_dict().items()}, j)
         save_checkpoint(model, tok, root / f"t{j}")
         tuned.append(root / f"t{j}")
         rows = texts[j - 1]
@@ -185,7 +187,8 @@ class ReadCounter:
 
         class CountedSafeOpen:
             def __init__(self, file, *args, **kwargs):
-                self.inner, self.key = real_safe_open(file, *args, **kwargs), str(Path(file).resolve())
+                self.inner = real_safe_open(file, *args, **kwargs)
+                self.key = str(Path(file).resolve())
 
             def __enter__(self):
                 self.handle = self.inner.__enter__()

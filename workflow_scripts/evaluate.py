@@ -147,32 +147,27 @@ class EvalRecord:
     label_map: list[int] | None = None
 
 
-def evaluate_checkpoint(
-    model_source: str,
-    data_path: str,
-    task: str,
-    settings: EvaluateSettings | None = None,
-    *,
-    source: ModelSource | None = None,
-    num_labels: int | None = None,
-    task_info: str | None = None,
-    context: dict | None = None,
-    out: str | None = None,
-    progress: bool = True,
-    **overrides,
-) -> dict:
+# evaluate_loaded's keywords that evaluate_checkpoint passes on
+LOADED_KEYWORDS = ("num_labels", "task_info", "context", "out", "progress")
+
+
+def evaluate_checkpoint(model_source: str, data_path: str, task: str,
+                        settings: EvaluateSettings | None = None, *,
+                        source: ModelSource | None = None, **given) -> dict:
     """Evaluate a checkpoint on a samples file; returns (and writes to ``out``) the result.
 
-    ``settings`` (:class:`EvaluateSettings`, or ``overrides`` by name: ``batch_size=8``);
-    ``source``: the checkpoint's revision, pickle permission and label map.
-    ``num_labels`` (or, when not given, the ``num_labels`` of the ``task_info``
-    file) must equal the checkpoint's label count.
+    ``settings`` (:class:`EvaluateSettings`); ``source``: the checkpoint's revision, pickle
+    permission and label map; ``given``: :func:`evaluate_loaded`'s keywords
+    (:data:`LOADED_KEYWORDS`: ``num_labels``, which, or else the ``num_labels`` of the
+    ``task_info`` file, must equal the checkpoint's label count; ``context``, ``out``,
+    ``progress``), any other a setting by name (``batch_size=8``).
     """
-    settings = EvaluateSettings.of(settings, **overrides)
+    passed = {k: given.pop(k) for k in LOADED_KEYWORDS if k in given}
+    settings = EvaluateSettings.of(settings, **given)
     source = source or ModelSource()
-    if out is not None:
-        outputs.check_output(out, outputs.EVALUATION, "--out", outputs.inputs_of(
-            model=model_source, data=data_path, task_info=task_info))
+    if passed.get("out") is not None:
+        outputs.check_output(passed["out"], outputs.EVALUATION, "--out", outputs.inputs_of(
+            model=model_source, data=data_path, task_info=passed.get("task_info")))
     device = resolve_device(settings.device)
     samples = read_samples(data_path, nonempty=True)
     model, tokenizer, info = load_model(model_source, revision=source.revision,
@@ -180,9 +175,7 @@ def evaluate_checkpoint(
                                         label_map=source.label_map, device=device,
                                         dtype=settings.torch_dtype, objective=settings.objective)
     record = EvalRecord(str(model_source), str(data_path), info.fingerprint, source.label_map)
-    return evaluate_loaded(model, tokenizer, samples, task, settings, record=record,
-                           num_labels=num_labels, task_info=task_info, context=context, out=out,
-                           progress=progress)
+    return evaluate_loaded(model, tokenizer, samples, task, settings, record=record, **passed)
 
 
 def expected_label_count(num_labels: int | None, task_info: str | None) -> int | None:

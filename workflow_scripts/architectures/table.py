@@ -11,20 +11,36 @@ from .layout import (
 # The table
 # --------------------------------------------------------------------------- #
 
+
+def hooks(layer_list: str, head_out_proj: str, ffn_in: str, ffn_out: str) -> dict:
+    """Where the mask hooks go: the layers' list, and in each layer the attention output
+    projection (its input: the heads) and the FFN's input and output projections."""
+    return dict(layer_list=layer_list, head_out_proj=head_out_proj, ffn_in=ffn_in,
+                ffn_out=ffn_out)
+
+
+def layer_modules(attention: tuple, ffn: tuple, kv_unit: str = HEAD) -> tuple[Module, ...]:
+    """A layer's modules in the common form, from their patterns: ``attention`` (query, key
+    (None: the query pattern covers both), value, output projection, its norm) and ``ffn``
+    (input projection, output projection, its norm).  Query and key rows are QK by head,
+    value rows VALUE (``kv_unit``: HEAD, or KV_HEAD with grouped-query attention), the
+    output projection's columns by head; FFN-in rows by neuron, FFN-out columns by neuron;
+    each norm goes with its block's output."""
+    query, key, value, out, norm = attention
+    ffn_in, ffn_out, ffn_norm = ffn
+    keys = (lin(key, QK, kv_unit),) if key is not None else ()
+    return ((lin(query, QK, HEAD),) + keys
+            + (lin(value, VALUE, kv_unit), lin(out, ATTN_OUT, in_unit=HEAD), other(norm, ATTN_OUT),
+               lin(ffn_in, FFN_IN, NEURON), lin(ffn_out, FFN_OUT, in_unit=NEURON),
+               other(ffn_norm, FFN_OUT)))
+
+
 _BERT_LIKE = dict(
-    layer_list="encoder.layer",
-    head_out_proj="attention.output.dense",
-    ffn_in="intermediate.dense",
-    ffn_out="output.dense",
-    modules=(
-        lin(r"attention\.self\.(query|key)", QK, HEAD),
-        lin(r"attention\.self\.value", VALUE, HEAD),
-        lin(r"attention\.output\.dense", ATTN_OUT, in_unit=HEAD),
-        other(r"attention\.output\.LayerNorm", ATTN_OUT),
-        lin(r"intermediate\.dense", FFN_IN, NEURON),
-        lin(r"output\.dense", FFN_OUT, in_unit=NEURON),
-        other(r"output\.LayerNorm", FFN_OUT),
-    ),
+    **hooks("encoder.layer", "attention.output.dense", "intermediate.dense", "output.dense"),
+    modules=layer_modules(
+        (r"attention\.self\.(query|key)", None, r"attention\.self\.value",
+         r"attention\.output\.dense", r"attention\.output\.LayerNorm"),
+        (r"intermediate\.dense", r"output\.dense", r"output\.LayerNorm")),
     global_patterns=(r"embeddings\..+", r"pooler\..+", r"embeddings_project\..+"),
 )
 
@@ -32,21 +48,12 @@ _BERT_LIKE = dict(
 # grouped-query attention (k_proj, v_proj rows are key/value heads), a gated
 # SiLU FFN: down_proj(silu(gate_proj x) * up_proj x).
 _LLAMA_LIKE = dict(
-    layer_list="layers",
-    head_out_proj="self_attn.o_proj",
-    ffn_in="mlp.gate_proj",
-    ffn_out="mlp.down_proj",
+    **hooks("layers", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj"),
     label_rows="score",
-    modules=(
-        lin(r"self_attn\.q_proj", QK, HEAD),
-        lin(r"self_attn\.k_proj", QK, KV_HEAD),
-        lin(r"self_attn\.v_proj", VALUE, KV_HEAD),
-        lin(r"self_attn\.o_proj", ATTN_OUT, in_unit=HEAD),
-        other(r"input_layernorm", ATTN_OUT),
-        lin(r"mlp\.(gate_proj|up_proj)", FFN_IN, NEURON),
-        lin(r"mlp\.down_proj", FFN_OUT, in_unit=NEURON),
-        other(r"post_attention_layernorm", FFN_OUT),
-    ),
+    modules=layer_modules(
+        (r"self_attn\.q_proj", r"self_attn\.k_proj", r"self_attn\.v_proj", r"self_attn\.o_proj",
+         r"input_layernorm"),
+        (r"mlp\.(gate_proj|up_proj)", r"mlp\.down_proj", r"post_attention_layernorm"), KV_HEAD),
     global_patterns=(r"embed_tokens\..+", r"norm\..+"),
     full_fisher_mask="causal",
     position_ids_from_mask=True,
@@ -64,20 +71,12 @@ SPECS: dict[str, ArchSpec] = {
     ),
     "distilbert": ArchSpec(
         model_type="distilbert",
-        layer_list="transformer.layer",
-        head_out_proj="attention.out_lin",
-        ffn_in="ffn.lin1",
-        ffn_out="ffn.lin2",
+        **hooks("transformer.layer", "attention.out_lin", "ffn.lin1", "ffn.lin2"),
         label_rows="classifier",
-        modules=(
-            lin(r"attention\.(q_lin|k_lin)", QK, HEAD),
-            lin(r"attention\.v_lin", VALUE, HEAD),
-            lin(r"attention\.out_lin", ATTN_OUT, in_unit=HEAD),
-            other(r"sa_layer_norm", ATTN_OUT),
-            lin(r"ffn\.lin1", FFN_IN, NEURON),
-            lin(r"ffn\.lin2", FFN_OUT, in_unit=NEURON),
-            other(r"output_layer_norm", FFN_OUT),
-        ),
+        modules=layer_modules(
+            (r"attention\.(q_lin|k_lin)", None, r"attention\.v_lin", r"attention\.out_lin",
+             r"sa_layer_norm"),
+            (r"ffn\.lin1", r"ffn\.lin2", r"output_layer_norm")),
         global_patterns=(r"embeddings\..+",),
         config_layers="n_layers",
         config_heads="n_heads",
@@ -89,21 +88,13 @@ SPECS: dict[str, ArchSpec] = {
     # of the task head (outside base_model).
     "deberta-v2": ArchSpec(
         model_type="deberta-v2",
-        layer_list="encoder.layer",
-        head_out_proj="attention.output.dense",
-        ffn_in="intermediate.dense",
-        ffn_out="output.dense",
+        **hooks("encoder.layer", "attention.output.dense", "intermediate.dense", "output.dense"),
         label_rows="classifier",
-        modules=(
-            lin(r"attention\.self\.(query_proj|key_proj)", QK, HEAD),
-            lin(r"attention\.self\.value_proj", VALUE, HEAD),
-            lin(r"attention\.self\.(pos_key_proj|pos_query_proj)", GLOBAL),
-            lin(r"attention\.output\.dense", ATTN_OUT, in_unit=HEAD),
-            other(r"attention\.output\.LayerNorm", ATTN_OUT),
-            lin(r"intermediate\.dense", FFN_IN, NEURON),
-            lin(r"output\.dense", FFN_OUT, in_unit=NEURON),
-            other(r"output\.LayerNorm", FFN_OUT),
-        ),
+        modules=layer_modules(
+            (r"attention\.self\.(query_proj|key_proj)", None, r"attention\.self\.value_proj",
+             r"attention\.output\.dense", r"attention\.output\.LayerNorm"),
+            (r"intermediate\.dense", r"output\.dense", r"output\.LayerNorm"))
+        + (lin(r"attention\.self\.(pos_key_proj|pos_query_proj)", GLOBAL),),
         global_patterns=(r"embeddings\..+", r"encoder\.rel_embeddings\..+",
                          r"encoder\.LayerNorm\..+", r"encoder\.conv\..+"),
         full_fisher_mask="binary",
@@ -112,10 +103,7 @@ SPECS: dict[str, ArchSpec] = {
     # with Wo(act(input) * gate): neuron r owns row r of each half.
     "modernbert": ArchSpec(
         model_type="modernbert",
-        layer_list="layers",
-        head_out_proj="attn.Wo",
-        ffn_in="mlp.Wi",
-        ffn_out="mlp.Wo",
+        **hooks("layers", "attn.Wo", "mlp.Wi", "mlp.Wo"),
         label_rows="classifier",
         modules=(
             Module(r"attn\.Wqkv", (Block(QK, HEAD), Block(QK, HEAD), Block(VALUE, HEAD))),
@@ -133,10 +121,7 @@ SPECS: dict[str, ArchSpec] = {
     # GPT-2: Conv1D (weights [in, out]), fused c_attn = [q | k | v] columns.
     "gpt2": ArchSpec(
         model_type="gpt2",
-        layer_list="h",
-        head_out_proj="attn.c_proj",
-        ffn_in="mlp.c_fc",
-        ffn_out="mlp.c_proj",
+        **hooks("h", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"),
         label_rows="score",
         modules=(
             other(r"ln_1", ATTN_OUT),

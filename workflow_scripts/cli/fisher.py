@@ -56,31 +56,18 @@ ENVIRONMENT = {"THP_MEM_ALLOC_ENABLE": "1"}
 
 
 def register(subparsers) -> None:
-    from ..settings import FisherSettings, add_arguments
+    from ..settings import FisherSettings
 
-    p = options.add_command(subparsers, "fisher",
-                            "compute a mask-node or full diagonal Fisher artifact", __doc__)
-    p.add_argument("--model", required=True, help="checkpoint directory or hub id")
-    options.add_model_source(p)
-    options.add_label_map(p)
-    p.add_argument("--data", required=True, help="samples Parquet file (idx, text_a, text_b, label)")
-    add_arguments(p, FisherSettings)
-    options.add_artifact_context(p)
-    options.add_progress(p)
-    p.add_argument("--out", required=True, help="output .safetensors file")
-    p.set_defaults(func=run)
+    options.add_artifact_command(subparsers, "fisher", "compute a mask-node or full diagonal "
+                                 "Fisher artifact", __doc__, FisherSettings, run)
 
 
 def run(args) -> None:
     from ..artifacts import save_fisher
-    from ..devices import resolve_device
     from ..fisher import compute_fisher, tune_cpu_allocator
     from ..settings import FisherSettings
 
-    settings = FisherSettings.from_args(args)
-    context = options.artifact_context(args)
-    options.check_artifact_out(args)
-    device = resolve_device(settings.device)
+    settings, context, device = options.start_artifact_job(args, FisherSettings)
     if device == "cpu":
         tune_cpu_allocator()
     samples, model, tokenizer, info = options.load_samples_and_model(args, device, settings)

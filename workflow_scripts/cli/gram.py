@@ -25,36 +25,22 @@ from . import options
 log = logging.getLogger(__name__)
 
 
-def register(subparsers) -> None:
-    from ..settings import GramSettings, add_arguments
-
-    p = options.add_command(subparsers, "gram",
-                            "compute the Gram matrices of every body linear layer's inputs",
-                            __doc__)
-    p.add_argument("--model", required=True, help="checkpoint directory or hub id")
-    options.add_model_source(p)
-    options.add_label_map(p)
-    p.add_argument("--data", required=True, help="samples Parquet file (idx, text_a, text_b, label)")
-    add_arguments(p, GramSettings)
-    options.add_artifact_context(p)
-    options.add_progress(p)
-    p.add_argument("--out", required=True, help="output .safetensors file")
-    p.set_defaults(func=run)
-
-
 def run(args) -> None:
     from ..artifacts import check_finite, save_fisher
-    from ..devices import resolve_device
     from ..gram import compute_gram
     from ..settings import GramSettings
 
-    settings = GramSettings.from_args(args)
-    context = options.artifact_context(args)
-    options.check_artifact_out(args)
-    device = resolve_device(settings.device)
+    settings, context, device = options.start_artifact_job(args, GramSettings)
     samples, model, tokenizer, info = options.load_samples_and_model(args, device, settings)
     log.info("Grams of %s on %d samples (%s)", args.model, len(samples), device)
     grams, metadata = compute_gram(model, tokenizer, samples, settings, info=info,
                                    context=context, progress=args.progress)
     save_fisher(grams, metadata, args.out, check=check_finite)
     log.info("wrote %s (%d Grams, %.2f s)", args.out, len(grams), metadata["seconds"])
+
+
+def register(subparsers) -> None:
+    from ..settings import GramSettings
+
+    options.add_artifact_command(subparsers, "gram", "compute the Gram matrices of every body "
+                                 "linear layer's inputs", __doc__, GramSettings, run)

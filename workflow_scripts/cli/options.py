@@ -100,6 +100,35 @@ def load_samples_and_model(args, device, settings):
     return samples, model, tokenizer, info
 
 
+def add_artifact_command(subparsers, name: str, help: str, doc: str, settings, run) -> None:
+    """The parser of a command that computes one model's artifact (``fisher``, ``gram``):
+    ``--model`` and how to load it, ``--data``, the command's ``settings`` class, the
+    artifact's context, ``--no-progress`` and ``--out``; ``run(args)`` runs it."""
+    from ..settings import add_arguments
+
+    p = add_command(subparsers, name, help, doc)
+    p.add_argument("--model", required=True, help="checkpoint directory or hub id")
+    add_model_source(p)
+    add_label_map(p)
+    p.add_argument("--data", required=True, help="samples Parquet file (idx, text_a, text_b, label)")
+    add_arguments(p, settings)
+    add_artifact_context(p)
+    add_progress(p)
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.set_defaults(func=run)
+
+
+def start_artifact_job(args, settings_class):
+    """(settings, context, device) of an artifact command, its ``--out`` checked before any
+    compute."""
+    from ..devices import resolve_device
+
+    settings = settings_class.from_args(args)
+    context = artifact_context(args)
+    check_artifact_out(args)
+    return settings, context, resolve_device(settings.device)
+
+
 def check_artifact_out(args) -> None:
     """Before any compute: ``--out`` (an artifact) is not ``--model`` or ``--data`` (nor a
     folder holding them), holds nothing but an earlier artifact, and can be written."""

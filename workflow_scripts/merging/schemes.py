@@ -67,6 +67,8 @@ class Scheme:
 
 # The paper's text: query/key rows by head, FFN-in rows by neuron, everything else 1.
 _PAPER = {role: "one" for role in arch.ROLES} | {arch.QK: "head_rows", arch.FFN_IN: "neuron_rows"}
+# The paper's variant: value rows by head too.
+_QKV = _PAPER | {arch.VALUE: "head_rows"}
 
 SCHEMES: dict[str, Scheme] = {
     s.name: s
@@ -80,20 +82,16 @@ SCHEMES: dict[str, Scheme] = {
         Scheme(
             name="released",
             description="the authors' released code: as paper, and layer / global means elsewhere",
-            table=_PAPER | {
-                arch.VALUE: "layer_head_mean",
-                arch.ATTN_OUT: "layer_head_mean",
-                arch.FFN_OUT: "layer_neuron_mean",
-                arch.GLOBAL: "global_mean",
-                arch.LM_HEAD: "global_mean",
-            },
+            table=_PAPER | dict.fromkeys((arch.VALUE, arch.ATTN_OUT), "layer_head_mean")
+            | dict.fromkeys((arch.GLOBAL, arch.LM_HEAD), "global_mean")
+            | {arch.FFN_OUT: "layer_neuron_mean"},
             label="released scheme",
             color="tab:orange",
         ),
         Scheme(
             name="qkv",
             description="as paper, and value rows by head (the paper's variant, reported worse)",
-            table=_PAPER | {arch.VALUE: "head_rows"},
+            table=_QKV,
             label="q/k/v scheme",
             color="tab:purple",
         ),
@@ -101,15 +99,7 @@ SCHEMES: dict[str, Scheme] = {
             name="touching",
             description="every parameter touching a masked unit: q/k/v rows and output-projection "
                         "columns by head, FFN-in rows and FFN-out columns by neuron, all else 1",
-            table={
-                arch.QK: "head_rows",
-                arch.VALUE: "head_rows",
-                arch.ATTN_OUT: "head_columns",
-                arch.FFN_IN: "neuron_rows",
-                arch.FFN_OUT: "neuron_columns",
-                arch.GLOBAL: "one",
-                arch.LM_HEAD: "one",
-            },
+            table=_QKV | {arch.ATTN_OUT: "head_columns", arch.FFN_OUT: "neuron_columns"},
             label="touching scheme",
             color="tab:green",
         ),
