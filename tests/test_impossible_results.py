@@ -198,7 +198,8 @@ def test_tokenizers_that_differ_are_refused_unless_allowed(pair, caplog):
     before = snapshot(root)
     with pytest.raises(MergeError, match=rf"the tokenizers of '{a}' and '{b}' differ \(token "
                        r"'(good|bad)' is id \d+ in one and id \d+ in the other\).* pass "
-                       r"--allow-tokenizer-mismatch \(merge.allow_tokenizer_mismatch: true\)"):
+                       r"--allow-tokenizer-mismatch "
+                       r"\(config: merge.allow_tokenizer_mismatch: true\)"):
         merge_models([str(a), str(b)], root / "out", method="average")
     assert_unchanged(root, before)
     with caplog.at_level(logging.WARNING):
