@@ -52,7 +52,9 @@ files with their sha256, the merge's parameters) and ``README.md``, a Hugging
 Face model card rendered from the same recipe.  With ``--eval-data`` and
 ``--eval-out`` it also evaluates each merged model on its task's samples, in
 the same process, writing the ``evaluate`` command's JSON (the workflow's one
-job per merge) and adding the scores to the model card.
+job per merge) and adding the scores to the model card.  Without ``--out`` no
+checkpoint is written at all: the merged models are evaluated in memory, in the
+dtype their checkpoints would be written in, with the same scores.
 """
 
 from __future__ import annotations
