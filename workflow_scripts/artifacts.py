@@ -151,8 +151,8 @@ def verify_artifact(path, kind: ArtifactKind | str = "fisher") -> tuple[dict, st
     kind = KINDS[kind] if isinstance(kind, str) else kind
     path, what = Path(path), f"{kind.noun} artifact"
     if not path.exists():
-        raise MissingFileError(f"{what} {path} does not exist; compute it with "
-                               f"`python -m workflow_scripts {kind.command}` (or rerun the workflow)")
+        raise MissingFileError(f"{what} {path} does not exist; compute it with `python -m "
+                               f"workflow_scripts {kind.command}` (or rerun the workflow)")
     try:
         infos, header = read_header(path)
     except ModelLoadError as exc:

@@ -31,8 +31,8 @@ from . import options
 def register(subparsers) -> None:
     from ..settings import FinetuneSettings, add_arguments
 
-    p = options.add_command(subparsers, "finetune", "fine-tune a base model ({objective_names}) on a task",
-                            __doc__)
+    p = options.add_command(subparsers, "finetune",
+                            "fine-tune a base model ({objective_names}) on a task", __doc__)
     p.add_argument("--base", required=True, help="base checkpoint directory (or hub id)")
     p.add_argument("--train", required=True, help="train split (Parquet)")
     p.add_argument("--info", required=True, help="task info JSON from prepare-task")

@@ -26,8 +26,8 @@ Two methods, one command (``python -m workflow_scripts fisher``):
 
 ``--method full`` (Matena & Raffel's baseline)
     The diagonal Fisher of every parameter of the shared body (a classifier's
-    task head excluded; a causal LM's whole model): the mean over samples of the squared per-example gradient, with
-    the dataset labels (``empirical``) or the exact expectation over the
+    task head excluded; a causal LM's whole model): the mean over samples of the
+    squared per-example gradient, with the dataset labels (``empirical``) or the exact expectation over the
     model's predicted classes (``expected``: sum_c p(c|x) (d log p(c|x)/dθ)^2).
     Per-example gradients are vectorised with ``torch.func`` (``functional_call``
     + ``vmap(grad)``), ``chunk_size`` examples at a time, each example carrying

@@ -238,8 +238,8 @@ def write_outputs(opened: Opened, sources: MergeSources, settings: MergeSettings
         merged = dict(merged_tensors(ctx))
         log.info("merged; evaluating in memory (no checkpoint written)")
         models = MergedModels(merged, opened.models, opened.facts, evaluation)
-        evals = evaluate_each(names, evaluation, models,
-                              lambda j, split: EvalRecord(f"merge of {names[j]}", str(split.data[j])))
+        evals = evaluate_each(names, evaluation, models, lambda j, split: EvalRecord(
+            f"merge of {names[j]}", str(split.data[j])))
         log.info("wrote %s", ", ".join(str(p) for p in evals))
         return evals
     target = Path(out_dir)
