@@ -26,6 +26,7 @@ from .io import atomic_path
 
 META_KEY = "fisher_metadata"
 SUM_KEY = "tensors_sha256"
+VERIFY_BLOCK_BYTES = 64 << 20  # an artifact is verified this many bytes of a tensor at a time
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -54,7 +55,7 @@ def tensor_total(name: str, t: torch.Tensor, what: str = "Fisher") -> float:
         )
     if (t < 0).any():
         raise FisherValueError(f"{what} tensor {name!r} has negative values")
-    return float(t.double().sum())
+    return float(t.sum(dtype=torch.float64))
 
 
 def check_total(total: float, what: str = "Fisher") -> None:
@@ -137,9 +138,9 @@ def load_fisher(path, verify: bool = True, what: str = "Fisher artifact",
 def verify_artifact(path, what: str = "Fisher artifact", values: str = "fisher") -> dict:
     """Check an artifact file as :func:`load_fisher` and the value checks do (the checksum;
     Fisher values finite, non-negative and not all zero, or Gram values finite), reading
-    one tensor at a time; returns its metadata."""
+    a block of a tensor's rows at a time (no copy of a whole tensor); returns its metadata."""
     from .errors import ModelLoadError
-    from .tensorfiles import read_header, read_tensor
+    from .tensorfiles import read_blocks, read_header
 
     path = Path(path)
     if not path.exists():
@@ -155,16 +156,18 @@ def verify_artifact(path, what: str = "Fisher artifact", values: str = "fisher")
     digest, total, label = hashlib.sha256(), 0.0, f"{'Gram' if values == 'gram' else 'Fisher'} file {path}"
     bad_value = None  # reported after the checksum: an edited file is corrupt first of all
     for name in sorted(infos):
-        t = read_tensor(infos[name]).contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        try:
-            if values == "gram":
-                check_finite({name: t}, what=label)
-            else:
-                total += tensor_total(name, t, label)
-        except FisherValueError as exc:
-            bad_value = bad_value or exc
+        info = infos[name]
+        digest.update(f"{name}|torch.{info.dtype}|{tuple(info.shape)}|".encode())
+        for t in read_blocks(info, VERIFY_BLOCK_BYTES):  # no copy of a whole tensor
+            if t.numel():
+                digest.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+            try:
+                if values == "gram":
+                    check_finite({name: t}, what=label)
+                else:
+                    total += tensor_total(name, t, label)
+            except FisherValueError as exc:
+                bad_value = bad_value or exc
     if digest.hexdigest() != header[SUM_KEY]:
         raise _corrupt(path, "checksum mismatch: its values were changed after it was written", what)
     if bad_value is not None:

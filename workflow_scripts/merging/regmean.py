@@ -50,21 +50,32 @@ def check_grams(grams: dict[str, tuple], shapes: dict[str, tuple], label: str,
 
 
 def regularise(gram: torch.Tensor, alpha: float) -> torch.Tensor:
-    """alpha G + (1 - alpha) diag(G): off-diagonal entries scaled by alpha."""
-    g = f64(gram)
-    return alpha * g + (1.0 - alpha) * torch.diag(torch.diagonal(g))
+    """alpha G + (1 - alpha) diag(G): off-diagonal entries scaled by alpha (float64, a new
+    tensor; computed in place: one float64 copy of the Gram)."""
+    g = gram.detach().cpu().to(torch.float64, copy=True)
+    diagonal = torch.diagonal(g).clone()
+    g.mul_(alpha)
+    torch.diagonal(g).copy_(alpha * diagonal + (1.0 - alpha) * diagonal)
+    return g
 
 
 def solve(weights, grams, alpha: float, name: str = "", kind: str = arch.LINEAR) -> torch.Tensor:
     """The RegMean weight (float64) from the models' weights and Grams [in, in] (iterables,
     read one model at a time): weights [out, in] (``kind`` arch.LINEAR) or [in, out]
-    (arch.CONV1D, solved as they are)."""
+    (arch.CONV1D, solved as they are).  Memory: :func:`workflow_scripts.memory.regmean_bytes`."""
     conv1d = kind == arch.CONV1D
-    lhs = rhs = 0
+    lhs = rhs = None
     for w, g in zip(weights, grams):
         reg = regularise(g, alpha)
-        lhs = lhs + reg
-        rhs = rhs + reg @ (f64(w) if conv1d else f64(w).T)
+        del g
+        term = reg @ (f64(w) if conv1d else f64(w).T)
+        del w
+        if lhs is None:
+            lhs, rhs = reg, term
+        else:
+            lhs.add_(reg)
+            rhs.add_(term)
+        del reg, term
     try:
         merged_t = torch.linalg.solve(lhs, rhs)
     except RuntimeError:  # singular: least-norm least squares
@@ -84,6 +95,11 @@ def check(ctx) -> None:
             raise MergeError(f"{ctx.artifact_labels[0]} and {ctx.artifact_labels[j]} hold "
                              "Grams of different layers")
     ctx.state["covered"] = covered[0]
+
+
+def whole(ctx, name: str) -> bool:
+    """A weight with Grams is solved whole; every other parameter is averaged in row blocks."""
+    return name in ctx.state["covered"]
 
 
 def tensor(ctx, name: str) -> torch.Tensor:
