@@ -382,3 +382,17 @@ def test_an_artifact_is_verified_block_by_block(tmp_path, family, monkeypatch):
     artifact_files.save_fisher(bad, whole, tmp_path / "bad.safetensors", check=lambda t: None)
     with pytest.raises(artifact_files.FisherValueError, match=f"{name}.*negative"):
         artifact_files.verify_artifact(tmp_path / "bad.safetensors")
+
+
+def test_the_memory_estimate_knows_the_block_size_and_regmeans_formula():
+    from workflow_scripts import memory
+    from workflow_scripts.architectures import Dims
+    from workflow_scripts.settings import MergeSettings
+
+    assert MergeSettings(method="average").block_mb == memory.MERGE_BLOCK_MB
+    wide = memory.ModelSize(8_000_000_000, 128_256 * 4_096, Dims(32, 32, 14_336, 4_096, 8))
+    n, m = 14_336, 4_096
+    assert memory.regmean_bytes(n, m) == 16 * n * n + 26 * n * m  # the solve's peak here
+    assert memory.merge_bytes(wide) == memory.regmean_bytes(n, m)
+    narrow = memory.ModelSize(wide.params, wide.largest, None)  # blocks, not the tensor
+    assert memory.merge_bytes(narrow) == memory.MERGE_BLOCK_COPIES * 64 * memory.MB
