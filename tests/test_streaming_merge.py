@@ -101,7 +101,9 @@ def test_the_streamed_merge_equals_the_in_memory_merge(tmp_path, family, method,
                        allow_fisher_mismatch=layout == "sharded",
                        **({"block_mb": block_mb} if block_mb else {}),
                        **artifact_args(spec, artifacts))
-    assert bool(parts) == bool(block_mb)  # the tensors were read in parts, or whole
+    # the tensors were read in parts, or whole (RegMean: an FFN's up projection, more
+    # outputs than inputs, is solved in blocks of rows whatever the block size)
+    assert bool(parts) == bool(block_mb) or method == "regmean"
     models = [load_model(str(p))[0] for p in tuned]
     loaded_artifacts = None
     if spec.artifact is not None:
@@ -396,3 +398,31 @@ def test_the_memory_estimate_knows_the_block_size_and_regmeans_formula():
     assert memory.merge_bytes(wide) == memory.regmean_bytes(n, m)
     narrow = memory.ModelSize(wide.params, wide.largest, None)  # blocks, not the tensor
     assert memory.merge_bytes(narrow) == memory.MERGE_BLOCK_COPIES * 64 * memory.MB
+
+
+def test_regmean_solves_a_wide_output_weight_in_blocks_of_rows():
+    """A Linear weight with more outputs than inputs (an untied lm_head) is solved in blocks
+    of ``in`` rows against the factored Gram sum: the solution of the whole system."""
+    from workflow_scripts import memory
+    from workflow_scripts.merging.engine import MemorySources, MergeContext, merge_all
+    from workflow_scripts.merging.regmean import regularise
+    from workflow_scripts.settings import MergeSettings
+
+    g = torch.Generator().manual_seed(0)
+    n, m = 6, 20
+    bodies = [{"w": torch.randn(m, n, generator=g, dtype=torch.float64)} for _ in range(3)]
+    grams = []
+    for _ in bodies:
+        x = torch.randn(30, n, generator=g, dtype=torch.float64)
+        grams.append({"w": x.T @ x})
+    ctx = MergeContext(None, None, MergeSettings(method="regmean"),
+                       MemorySources(bodies, None, grams), ["a", "b", "c"], ["ga", "gb", "gc"])
+    parts = []
+    read = ctx.sources.model
+    ctx.sources.model = lambda j, name, rows=None: parts.append(rows) or read(j, name, rows)
+    got = merge_all(ctx)["w"]
+    assert {rows for rows in parts} == {(0, 6), (6, 12), (12, 18), (18, 20)}
+    regs = [regularise(gr["w"], 0.9) for gr in grams]
+    want = torch.linalg.solve(sum(regs), sum(r @ b["w"].T for r, b in zip(regs, bodies))).T
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert memory.regmean_bytes(n, m, 4, 2) == 42 * n * n  # not growing with m

@@ -23,21 +23,23 @@ merge        the larger of: :data:`MERGE_BLOCK_COPIES` row blocks of ``block_mb`
              (P b)
 ===========  ===================================================================
 
-RegMean solves one covered weight at a time, whole: with ``n`` its input width, ``m`` its
-output width, ``g`` and ``b`` the bytes of a Gram's and a weight's element in their files,
-the float64 sum of the regularised Grams (8 n^2), one model's regularised Gram (8 n^2)
-and the right-hand side (8 n m) are held while the next Gram is read (g n^2) or its
-product with the weight is formed (the weight in float64 and the product, 16 n m, plus
-the weight as read, b n m), and the solve copies the sum (8 n^2) and writes its result
-(8 n m):
+RegMean solves one covered weight at a time.  With ``n`` its input width, ``m`` its output
+width, ``g`` and ``b`` the bytes of a Gram's and a weight's element in their files: a weight
+with ``m <= n`` (or GPT-2's Conv1D) is solved whole: the float64 sum of the regularised
+Grams (8 n^2), one model's regularised Gram (8 n^2) and the right-hand side (8 n m) are
+held while the next Gram is read (g n^2) or its product with the weight is formed (the
+weight in float64 and the product, 16 n m, plus the weight as read, b n m), and the solve
+copies the sum (8 n^2) and writes its result (8 n m).  A Linear weight with ``m > n`` (an
+up projection, an untied ``lm_head``) is solved in blocks of ``n`` output rows against the
+factored sum (its LU, 8 n^2): one regularised Gram, a block of the weight as read and in
+float64, its product, the block's right-hand side: (40 + b) n^2 whatever ``m``:
 
-    regmean_bytes = max((16 + g) n^2 + 8 n m, 16 n^2 + (24 + b) n m)
+    regmean_bytes = max((16 + g) n^2 + 8 n m, 16 n^2 + (24 + b) n m)    (m <= n)
+                    (40 + b) n^2                                        (m > n)
 
-At Llama-3.1-8B's FFN (n = 14,336, m = 4,096; float32 Grams, bfloat16 weights) that is
-4.8 GB: about three float64 Grams.
-
-plus :data:`OVERHEAD_MB` for the interpreter, torch, transformers, the tokenizer and the
-data, times :data:`MARGIN`.  ``compute.mem_mb`` in the config overrides them all.
+At Llama-3.1-8B's FFN (down projection: n = 14,336, m = 4,096; float32 Grams, bfloat16
+weights) that is 4.8 GB: about three float64 Grams; its ``lm_head`` (n = 4,096,
+m = 128,256) 0.7 GB.
 """
 
 from __future__ import annotations
@@ -121,6 +123,8 @@ def estimate_bytes(rule: str, size: ModelSize, *, dtype: str = "float32", batch:
 def regmean_bytes(n: int, m: int, gram_itemsize: int = 4, weight_itemsize: int = 2) -> int:
     """RegMean's working memory solving one weight of input width ``n`` and output width
     ``m`` (the formula in the module's docstring)."""
+    if m > n:
+        return (40 + weight_itemsize) * n * n
     return max((16 + gram_itemsize) * n * n + 8 * n * m,
                16 * n * n + (24 + weight_itemsize) * n * m)
 

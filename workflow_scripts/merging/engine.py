@@ -17,8 +17,8 @@ A large tensor is merged in blocks of rows (its first axis) of at most
 ``settings.block_mb`` MB of float64 (:meth:`MergeContext.row_blocks`): the engine sets
 ``ctx.rows`` and the sources serve those rows only, so a method's arithmetic, element-wise
 along the first axis, holds a few blocks whatever the tensor's size, and its results are
-those of the whole tensor bit for bit.  A method whose tensor must be whole (RegMean's
-solve of a covered weight) says so with ``whole(ctx, name)``.
+those of the whole tensor bit for bit.  A method that needs other blocks (RegMean: a
+covered weight whole, or in blocks fixed by its shape) gives them by ``blocks(ctx, name)``.
 """
 
 from __future__ import annotations
@@ -154,10 +154,10 @@ def merged_blocks(ctx: MergeContext) -> Iterator[tuple[str, int, torch.Tensor]]:
         module.check(ctx)
     if hasattr(module, "prepare"):
         module.prepare(ctx)
-    whole = getattr(module, "whole", lambda ctx, name: False)
+    blocks = getattr(module, "blocks", MergeContext.row_blocks)
     for name in ctx.shapes:
         shape = tuple(ctx.shapes[name])
-        for rows in [None] if whole(ctx, name) else ctx.row_blocks(name):
+        for rows in blocks(ctx, name):
             with ctx.at(rows):
                 value = module.tensor(ctx, name)
             want = shape if rows is None else (rows[1] - rows[0], *shape[1:])
