@@ -239,7 +239,7 @@ def print_table(rows: list[dict], counts: list[int]) -> None:
 
 
 def bench_wide(shape: str, work: Path, counts: list[int], methods: list[str],
-               layers: int | None) -> None:
+               layers: int | None, fisher_examples: int = 16) -> None:
     """The merges of ``counts`` bfloat16 causal LMs of ``shape`` (and a base), and the mask
     Fisher of one (:mod:`wide`)."""
     import wide
@@ -253,23 +253,19 @@ def bench_wide(shape: str, work: Path, counts: list[int], methods: list[str],
           "layers, bfloat16) ...", flush=True)
     paths = wide.build(root, shape, layers, list(range(max(counts) + 1)))
     base, models = paths[0], paths[1:]
-    made = [wide.artifacts(m, root, f"task{j}") for j, m in enumerate(models[:2])]
+    kinds = tuple({registry.METHODS[m].artifact for m in methods} - {None})
+    made = [wide.artifacts(m, root, f"task{j}", kinds) for j, m in enumerate(models[:2])]
     made += [made[j % 2] for j in range(2, len(models))]  # more models reuse the first two's
     size = checkpoint_mb(models[0])
     params = sum(t.numel for t in Checkpoint(models[0]).tensors.values())
-    texts = [f"example {i}: the quick brown fox jumps over the lazy dog " * 4 for i in range(16)]
+    n = max(fisher_examples, 1)
+    texts = [f"example {i}: the quick brown fox jumps over the lazy dog " * 4 for i in range(n)]
     samples = root / "texts.parquet"
-    write_samples(Samples(list(range(16)), texts, [None] * 16, [0] * 16), samples)
+    write_samples(Samples(list(range(n)), texts, [None] * n, [0] * n), samples)
     fisher = [sys.executable, "-m", "workflow_scripts", "fisher", "--method", "mask",
               "--objective", "causal-lm", "--model", str(models[0]), "--data", str(samples),
               "--batch-size", "8", "--max-length", "64", "--dtype", "bfloat16",
               "--no-count-flops", "--no-progress", "--out", str(root / "mask-run.safetensors")]
-    print("mask Fisher of one model ...", flush=True)
-    fs, fm = measure(fisher)
-    print(f"\n{shape}: {config['num_hidden_layers']} layers, {size:,.0f} MB a model on disk "
-          f"(bfloat16), {params / 1e9:.2f} B parameters")
-    print(f"| mask Fisher, 16 examples of <= 64 tokens, bfloat16 | {fm:,.0f} MB peak | "
-          f"{fs:.1f} s |", flush=True)
     rows = []
     for count in counts:
         for method in methods:
@@ -279,6 +275,13 @@ def bench_wide(shape: str, work: Path, counts: list[int], methods: list[str],
     for r in rows:
         print(f"| | {r['method']} | {r['count']} | {r['peak']:,.0f} | {r['seconds']:.0f} | "
               f"{r['read'] / 1e9:.1f} | {r['plain']:.0f} | {r['seconds'] / r['plain']:.1f} |")
+    print(f"\n{shape}: {config['num_hidden_layers']} layers, {size:,.0f} MB a model on disk "
+          f"(bfloat16), {params / 1e9:.2f} B parameters", flush=True)
+    if fisher_examples:  # last: on 2 cores the 8 B-wide model's backward passes take long
+        print("mask Fisher of one model ...", flush=True)
+        fs, fm = measure(fisher)
+        print(f"| mask Fisher, {fisher_examples} examples of <= 64 tokens, bfloat16 | "
+              f"{fm:,.0f} MB peak | {fs:.1f} s |", flush=True)
     shutil.rmtree(root)
 
 
@@ -317,6 +320,8 @@ def main(argv=None) -> None:
     ap.add_argument("--llama-8b-wide", action="store_true",
                     help="also Llama-3.1-8B-wide models' figures (--layers of them)")
     ap.add_argument("--layers", type=int, default=4, help="--llama-8b-wide: layers (>= 4)")
+    ap.add_argument("--fisher-examples", type=int, default=16,
+                    help="--llama-1b and --llama-8b-wide: examples of the mask Fisher (0: skip)")
     ap.add_argument("--wide-models", nargs="+", type=int, default=[2, 4],
                     help="--llama-1b and --llama-8b-wide: numbers of models merged")
     ap.add_argument("--shard-mb", type=int, default=40,
@@ -333,10 +338,11 @@ def main(argv=None) -> None:
         if rows:
             print_table(rows, counts)
         if args.llama_1b:
-            bench_wide("llama-1b", Path(work), sorted(set(args.wide_models)), args.methods, None)
+            bench_wide("llama-1b", Path(work), sorted(set(args.wide_models)), args.methods, None,
+                       args.fisher_examples)
         if args.llama_8b_wide:
             bench_wide("llama-8b-wide", Path(work), sorted(set(args.wide_models)), args.methods,
-                       args.layers)
+                       args.layers, args.fisher_examples)
 
 
 if __name__ == "__main__":

@@ -123,9 +123,10 @@ def write_artifact(path: Path, shapes: dict, fill, metadata: dict) -> None:
         handle.write(header_bytes(entries, dict(header, **{SUM_KEY: digest.hexdigest()})))
 
 
-def artifacts(model: Path, root: Path, task: str, grams: bool = True) -> dict[str, str]:
-    """A mask Fisher, a full Fisher and Grams (every linear weight's, lm_head's when untied,
-    as the gram command computes them) of ``model``."""
+def artifacts(model: Path, root: Path, task: str,
+              kinds: tuple[str, ...] = ("mask", "full", "gram")) -> dict[str, str]:
+    """Of ``kinds``: a mask Fisher, a full Fisher and Grams (every linear weight's, lm_head's
+    when untied, as the gram command computes them) of ``model``."""
     from workflow_scripts import architectures as arch
     from workflow_scripts.models import fingerprint
 
@@ -141,13 +142,15 @@ def artifacts(model: Path, root: Path, task: str, grams: bool = True) -> dict[st
     g = torch.Generator().manual_seed(len(task))
     mask = {"head": torch.rand(dims.layers, dims.heads, generator=g) + 0.01,
             "neuron": torch.rand(dims.layers, dims.intermediate, generator=g) + 0.01}
-    made["mask"] = str(root / f"{model.name}-mask.safetensors")
-    save_fisher(mask, dict(meta, method="mask"), made["mask"])
-    made["full"] = str(root / f"{model.name}-full.safetensors")
-    write_artifact(Path(made["full"]), shapes,
-                   lambda name, start, s: pool.take(f"{task}:{name}:{start}", s) + 1e-3,
-                   dict(meta, method="full"))
-    if grams:
+    if "mask" in kinds:
+        made["mask"] = str(root / f"{model.name}-mask.safetensors")
+        save_fisher(mask, dict(meta, method="mask"), made["mask"])
+    if "full" in kinds:
+        made["full"] = str(root / f"{model.name}-full.safetensors")
+        write_artifact(Path(made["full"]), shapes,
+                       lambda name, start, s: pool.take(f"{task}:{name}:{start}", s) + 1e-3,
+                       dict(meta, method="full"))
+    if "gram" in kinds:
         linear = {k: (s[1], s[1]) for k, s in shapes.items()
                   if len(s) == 2 and "embed" not in k}
 
