@@ -15,9 +15,15 @@ wall-clock seconds are printed per method and number of models, with the growth 
 peak from the fewest to the most models in model sizes (the streamed merge's target:
 at most +0.3 model sizes from 2 to 6 models).
 
-``--llama-1b`` adds a Llama-3.2-1B-shaped model (1.2 B parameters, bfloat16): the mask
-Fisher of one checkpoint (``fisher --method mask``) and the streamed merge of two, each
-with its peak memory and seconds.  Not a test: nothing is asserted.
+``--llama-1b`` (Llama-3.2-1B's shape, 1.2 B parameters) and ``--llama-8b-wide``
+(Llama-3.1-8B's widths: vocabulary 128,256, hidden 4,096, FFN 14,336, 32 query / 8
+key/value heads, untied ``lm_head``; ``--layers`` of them, 4 by default: a layer is 218 M
+parameters, so time per layer extrapolates to 32) build bfloat16 causal LMs and their
+artifacts straight to disk (:mod:`wide`), then for each method and ``--wide-models`` count
+(with a base) print the merge command's peak memory (no evaluation), seconds, bytes read
+(``rchar``), and the seconds of plain I/O: reading the same inputs once and writing the
+merged model's bytes, with a warm page cache, just before; and the mask Fisher of one model
+in bfloat16 on 16 examples.  Not a test: nothing is asserted.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
@@ -43,6 +50,7 @@ from workflow_scripts import architectures as arch  # noqa: E402
 from workflow_scripts.artifacts import check_finite, check_values, save_fisher  # noqa: E402
 from workflow_scripts.merging import registry  # noqa: E402
 from workflow_scripts.models import fingerprint  # noqa: E402
+from workflow_scripts.tensorfiles import Checkpoint  # noqa: E402
 from workflow_scripts.testing import make_tiny_checkpoint, write_toy_samples  # noqa: E402
 
 SIZES = {
@@ -114,14 +122,21 @@ PEAK = ("import atexit, runpy, sys\n"
         "    for line in open('/proc/self/status'):\n"
         "        if line.startswith('VmHWM:'):\n"
         "            print('PEAK_KB', line.split()[1], file=sys.stderr, flush=True)\n"
+        "    for line in open('/proc/self/io'):\n"
+        "        if line.startswith('rchar:'):\n"
+        "            print('READ_BYTES', line.split()[1], file=sys.stderr, flush=True)\n"
         "atexit.register(peak)\n"
         "sys.argv = sys.argv[1:]\n"
         "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
 
 
+LAST_READ = [0]  # bytes the last measured process read (its rchar)
+
+
 def measure(command: list[str]) -> tuple[float, float]:
     """(seconds, peak resident MB) of ``python -m MODULE ARGS`` (``command``: [python, "-m",
-    MODULE, ARGS...]) run as its own process, the peak read by the process itself."""
+    MODULE, ARGS...]) run as its own process, the peak read by the process itself (and its
+    bytes read, in :data:`LAST_READ`)."""
     start = time.perf_counter()
     proc = subprocess.run([command[0], "-c", PEAK, *command[2:]], capture_output=True,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
@@ -130,6 +145,8 @@ def measure(command: list[str]) -> tuple[float, float]:
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{err[-2000:]}")
     kb = [int(line.split()[1]) for line in err.splitlines() if line.startswith("PEAK_KB")]
+    LAST_READ[0] = next((int(line.split()[1]) for line in err.splitlines()
+                         if line.startswith("READ_BYTES")), 0)
     return seconds, kb[-1] / 1024
 
 
@@ -221,31 +238,75 @@ def print_table(rows: list[dict], counts: list[int]) -> None:
               f"{growth:+.2f} |")
 
 
-def bench_1b(work: Path) -> None:
-    root = work / "llama-1b"
+def bench_wide(shape: str, work: Path, counts: list[int], methods: list[str],
+               layers: int | None, fisher_examples: int = 16) -> None:
+    """The merges of ``counts`` bfloat16 causal LMs of ``shape`` (and a base), and the mask
+    Fisher of one (:mod:`wide`)."""
+    import wide
+
+    from workflow_scripts.data import Samples, write_samples
+
+    root = work / shape
     root.mkdir()
-    print("building two Llama-3.2-1B-shaped models (bfloat16) ...", flush=True)
-    models = [build(root / f"m{j}", "llama-1b", j + 1, torch.bfloat16) for j in range(2)]
-    params = sum(t.numel() for t in __import__("safetensors.torch", fromlist=["load_file"])
-                 .load_file(models[0] / "model.safetensors").values())
-    samples = write_toy_samples(root / "samples.parquet", n=16)
+    config = wide.config_of(shape, layers)
+    print(f"building {max(counts)} {shape} models and a base ({config['num_hidden_layers']} "
+          "layers, bfloat16) ...", flush=True)
+    paths = wide.build(root, shape, layers, list(range(max(counts) + 1)))
+    base, models = paths[0], paths[1:]
+    kinds = tuple({registry.METHODS[m].artifact for m in methods} - {None})
+    made = [wide.artifacts(m, root, f"task{j}", kinds) for j, m in enumerate(models[:2])]
+    made += [made[j % 2] for j in range(2, len(models))]  # more models reuse the first two's
+    size = checkpoint_mb(models[0])
+    params = sum(t.numel for t in Checkpoint(models[0]).tensors.values())
+    n = max(fisher_examples, 1)
+    texts = [f"example {i}: the quick brown fox jumps over the lazy dog " * 4 for i in range(n)]
+    samples = root / "texts.parquet"
+    write_samples(Samples(list(range(n)), texts, [None] * n, [0] * n), samples)
     fisher = [sys.executable, "-m", "workflow_scripts", "fisher", "--method", "mask",
-              "--model", str(models[0]), "--data", str(samples), "--batch-size", "8",
-              "--max-length", "64", "--dtype", "bfloat16", "--no-count-flops", "--no-progress",
-              "--out", str(root / "mask.safetensors")]
-    fs, fm = measure(fisher)
-    print(f"\n1 B model: {params / 1e9:.2f} B parameters, {checkpoint_mb(models[0]):,.0f} MB "
-          "on disk (bfloat16)")
-    print("| job | peak MB | seconds |\n| --- | ---: | ---: |")
-    print(f"| mask Fisher, 16 examples of <= 64 tokens, bfloat16 | {fm:,.0f} | {fs:.1f} |")
-    for method in ("average", "ties"):
-        command = merge_command(method, models, models[0], [{}, {}], root / f"out-{method}")
-        seconds, peak = measure(command)
-        saved = json.loads((root / f"out-{method}" / models[0].name / "config.json").read_text())
-        print(f"| streamed merge of two, {method} (saved as {saved['dtype']}) | {peak:,.0f} | "
-              f"{seconds:.1f} |")
-        shutil.rmtree(root / f"out-{method}")
+              "--objective", "causal-lm", "--model", str(models[0]), "--data", str(samples),
+              "--batch-size", "8", "--max-length", "64", "--dtype", "bfloat16",
+              "--no-count-flops", "--no-progress", "--out", str(root / "mask-run.safetensors")]
+    rows = []
+    for count in counts:
+        for method in methods:
+            rows.append(wide_merge(root, method, models[:count], base, made[:count], size))
+    print(f"\n| {shape} | method | models | peak MB | seconds | GB read | plain I/O s | "
+          "ratio |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| | {r['method']} | {r['count']} | {r['peak']:,.0f} | {r['seconds']:.0f} | "
+              f"{r['read'] / 1e9:.1f} | {r['plain']:.0f} | {r['seconds'] / r['plain']:.1f} |")
+    print(f"\n{shape}: {config['num_hidden_layers']} layers, {size:,.0f} MB a model on disk "
+          f"(bfloat16), {params / 1e9:.2f} B parameters", flush=True)
+    if fisher_examples:  # last: on 2 cores the 8 B-wide model's backward passes take long
+        print("mask Fisher of one model ...", flush=True)
+        fs, fm = measure(fisher)
+        print(f"| mask Fisher, {fisher_examples} examples of <= 64 tokens, bfloat16 | "
+              f"{fm:,.0f} MB peak | {fs:.1f} s |", flush=True)
     shutil.rmtree(root)
+
+
+def wide_merge(root: Path, method: str, models: list[Path], base: Path, made: list[dict],
+               size_mb: float) -> dict:
+    """One merge of the wide models (causal LM, no evaluation) and its plain-I/O baseline."""
+    import wide
+
+    spec = registry.METHODS[method]
+    out = root / f"out-{method}-{len(models)}"
+    command = merge_command(method, models, base, made, out)
+    command += ["--objective", "causal-lm", "--allow-fisher-mismatch"]
+    inputs = [str(m) for m in models] + ([str(base)] if spec.needs_base else [])
+    if spec.artifact == registry.GRAM:
+        inputs += [m["gram"] for m in made]
+    elif spec.artifact is not None:
+        inputs += [m[spec.artifact] for m in made]
+    plain, _ = wide.plain_io(inputs, int(size_mb * MB), root)
+    seconds, peak = measure(command)
+    read = LAST_READ[0]
+    shutil.rmtree(out)
+    print(f"  {method} x{len(models)}: {peak:,.0f} MB peak, {seconds:.0f} s, "
+          f"{read / 1e9:.1f} GB read; plain read+write {plain:.0f} s", flush=True)
+    return dict(method=method, count=len(models), peak=peak, seconds=seconds, read=read,
+                plain=plain)
 
 
 def main(argv=None) -> None:
@@ -256,6 +317,13 @@ def main(argv=None) -> None:
     ap.add_argument("--methods", nargs="+", choices=list(registry.METHODS),
                     default=list(registry.METHODS))
     ap.add_argument("--llama-1b", action="store_true", help="also the 1 B model's figures")
+    ap.add_argument("--llama-8b-wide", action="store_true",
+                    help="also Llama-3.1-8B-wide models' figures (--layers of them)")
+    ap.add_argument("--layers", type=int, default=4, help="--llama-8b-wide: layers (>= 4)")
+    ap.add_argument("--fisher-examples", type=int, default=16,
+                    help="--llama-1b and --llama-8b-wide: examples of the mask Fisher (0: skip)")
+    ap.add_argument("--wide-models", nargs="+", type=int, default=[2, 4],
+                    help="--llama-1b and --llama-8b-wide: numbers of models merged")
     ap.add_argument("--shard-mb", type=int, default=40,
                     help="check that copies in shards of this size merge to the same tensors "
                          "(0: skip)")
@@ -270,7 +338,11 @@ def main(argv=None) -> None:
         if rows:
             print_table(rows, counts)
         if args.llama_1b:
-            bench_1b(Path(work))
+            bench_wide("llama-1b", Path(work), sorted(set(args.wide_models)), args.methods, None,
+                       args.fisher_examples)
+        if args.llama_8b_wide:
+            bench_wide("llama-8b-wide", Path(work), sorted(set(args.wide_models)), args.methods,
+                       args.layers, args.fisher_examples)
 
 
 if __name__ == "__main__":

@@ -76,18 +76,34 @@ def artifact_args(spec, artifacts) -> dict:
     return {}
 
 
+# 200 bytes of float64: every tensor of more than 25 elements is merged in several blocks
+SPLIT = 200 / (1 << 20)
+
+
+@pytest.mark.parametrize("block_mb", [None, SPLIT], ids=["whole", "blocks"])
 @pytest.mark.parametrize("layout", ["single", "sharded"])
 @pytest.mark.parametrize("method", list(registry.METHODS))
-def test_the_streamed_merge_equals_the_in_memory_merge(tmp_path, family, method, layout):
+def test_the_streamed_merge_equals_the_in_memory_merge(tmp_path, family, method, layout,
+                                                       block_mb, monkeypatch):
+    """Whole tensors or row blocks small enough to split every tensor (even the biases):
+    the written checkpoints equal the in-memory merge of whole tensors, bit for bit."""
     base, tuned, sharded, artifacts = family
     inputs = tuned if layout == "single" else sharded
     spec = registry.METHODS[method]
+    parts = []
+    read_rows = stream.read_rows
+    monkeypatch.setattr(stream, "read_rows", lambda info, *rows: parts.append(info.name)
+                        or read_rows(info, *rows))
     assert (inputs[0] / INDEX).exists() == (layout == "sharded")
     # the sharded copies hold the same weights in other files: their fingerprints differ
     out = merge_models(inputs, tmp_path / "out", method=method, names=["a", "b", "c"],
                        base=str(base) if spec.needs_base else None,
                        allow_fisher_mismatch=layout == "sharded",
+                       **({"block_mb": block_mb} if block_mb else {}),
                        **artifact_args(spec, artifacts))
+    # the tensors were read in parts, or whole (RegMean: an FFN's up projection, more
+    # outputs than inputs, is solved in blocks of rows whatever the block size)
+    assert bool(parts) == bool(block_mb) or method == "regmean"
     models = [load_model(str(p))[0] for p in tuned]
     loaded_artifacts = None
     if spec.artifact is not None:
@@ -180,8 +196,8 @@ def test_memory_holds_a_bounded_number_of_tensors_whatever_the_number_of_models(
             alive = set()
             peak = [0]
 
-            def tracked(self, name, alive=alive, peak=peak):
-                tensor = read(self, name)
+            def tracked(self, name, rows=None, alive=alive, peak=peak):
+                tensor = read(self, name, rows)
                 key = id(tensor)
                 alive.add(key)
                 weakref.finalize(tensor, alive.discard, key)
@@ -238,3 +254,175 @@ def test_a_sharded_merged_checkpoint_loads(tmp_path, family):
             assert torch.equal(v, state[k]), k
     assert Checkpoint(out).parameter_count() == sum(v.numel() for v in state.values())
     assert arch.body_prefix(model) == "bert."
+
+
+@pytest.mark.parametrize("shard", [None, 1], ids=["one-file", "sharded"])
+def test_a_whole_model_merge_writes_the_merged_weights_once(tmp_path, shard):
+    """A causal LM's merged checkpoints all hold the same weights: written once, the other
+    checkpoints' weight files are hard links to them; each folder is its own checkpoint
+    (its config, card and merge.json) and loads."""
+    import os
+
+    root = tmp_path / "in"
+    paths = [make_tiny_checkpoint(root / f"lm{j}", "llama", objective="causal-lm", seed=j,
+                                  hidden=32, heads=4, intermediate=40, vocab_size=5000,
+                                  tie_word_embeddings=False) for j in (1, 2, 3)]
+    out = merge_models(paths, tmp_path / "out", method="average", objective="causal-lm",
+                       names=["a", "b", "c"], block_mb=SPLIT,
+                       **({"max_shard_mb": shard} if shard else {}))
+    weights = sorted(p.name for p in out[0].iterdir() if p.name.endswith(".safetensors")
+                     or p.name == INDEX)
+    assert (len(weights) > 2) == bool(shard)
+    for directory in out[1:]:
+        for name in weights:
+            assert os.path.samefile(directory / name, out[0] / name), (directory, name)
+        assert json.loads((directory / "merge.json").read_text())["name"] == directory.name
+    inputs = [load_file(p / "model.safetensors") for p in paths]
+    for directory in out:
+        got = load_model(str(directory), objective="causal-lm")[0].state_dict()
+        for name, value in inputs[0].items():
+            if value.is_floating_point():
+                want = sum(t[name].double() for t in inputs) / 3
+                assert torch.equal(got[name], want.to(value.dtype)), name
+
+
+def test_rows_read_from_the_file_offsets_equal_the_safetensors_library(tmp_path):
+    from safetensors.torch import save_file
+
+    from workflow_scripts.tensorfiles import read_blocks, read_header, read_rows, row_blocks
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {"a": torch.randn(7, 3, 2, generator=g), "b": torch.randn(5, generator=g).half(),
+               "c": torch.tensor(2.5), "d": torch.zeros(0, 4)}
+    save_file(tensors, tmp_path / "t.safetensors")
+    infos, _ = read_header(tmp_path / "t.safetensors")
+    assert torch.equal(read_rows(infos["a"], 2, 5), tensors["a"][2:5])
+    assert torch.equal(read_rows(infos["b"], 4, 5), tensors["b"][4:5])
+    assert read_rows(infos["a"], 3, 3).shape == (0, 3, 2)
+    with pytest.raises(ValueError):
+        read_rows(infos["a"], 5, 8)
+    assert row_blocks((7, 3, 2), 4, 50) == [(0, 2), (2, 4), (4, 6), (6, 7)]
+    assert row_blocks((7, 3, 2), 4, 1) == [(r, r + 1) for r in range(7)]  # a row at least
+    for name, value in tensors.items():
+        assert torch.equal(torch.cat(list(read_blocks(infos[name], 30)))
+                           if value.dim() else next(read_blocks(infos[name], 30)), value), name
+
+
+def test_the_writer_takes_row_blocks_in_order_and_refuses_others(tmp_path):
+    from workflow_scripts.tensorfiles import CheckpointWriter, Entry
+
+    value = torch.arange(12.0).reshape(6, 2)
+    writer = CheckpointWriter(tmp_path, [Entry("w", "float32", (6, 2)),
+                                         Entry("s", "float32", ())], max_shard_bytes=1 << 20)
+    writer.write_rows("w", 0, value[:4])
+    with pytest.raises(ValueError, match="from row 4"):
+        writer.write_rows("w", 3, value[3:])
+    with pytest.raises(ValueError, match="written in part"):
+        writer.close()
+    writer.write_rows("w", 4, value[4:])
+    writer.write("s", torch.tensor(1.5))
+    writer.close()
+    got = load_file(tmp_path / "model.safetensors")
+    assert torch.equal(got["w"], value) and got["s"].item() == 1.5
+
+
+def test_dare_drops_the_same_entries_whatever_the_block():
+    """The drop mask is a function of (seed, model, parameter, element index): a block's
+    mask is the whole tensor's mask over that block's elements, and the drop rate is p."""
+    from workflow_scripts.merging.dare import drop_and_rescale
+
+    tau = torch.ones(40, 25, dtype=torch.float64)
+    whole = drop_and_rescale(tau, 0.7, 3, 1, "layer.0.weight")
+    for start, stop in ((0, 1), (3, 17), (17, 40)):
+        part = drop_and_rescale(tau[start:stop], 0.7, 3, 1, "layer.0.weight", first=start * 25)
+        assert torch.equal(part, whole[start:stop]), (start, stop)
+    assert 0.25 < float((whole != 0).double().mean()) < 0.35
+    assert not torch.equal(whole, drop_and_rescale(tau, 0.7, 3, 2, "layer.0.weight"))
+    assert not torch.equal(whole, drop_and_rescale(tau, 0.7, 4, 1, "layer.0.weight"))
+
+
+@pytest.mark.parametrize("method,options", [
+    ("ties", {"ties_scope": "tensor"}),
+    ("dare", {"dare_combine": "ties", "ties_scope": "global", "dare_p": 0.5}),
+    ("dare", {"dare_combine": "ties", "ties_scope": "tensor", "dare_p": 0.5}),
+    ("mask", {"scheme": "touching"}),
+])
+def test_row_blocks_change_no_bit_of_a_merge(family, method, options):
+    """In memory too: TIES's per-tensor thresholds (found over the blocks in two passes),
+    DARE combined by TIES, the mask Fisher's row and column weights."""
+    base, tuned, _, artifacts = family
+    spec = registry.METHODS[method]
+    fishers = None
+    if spec.artifact is not None:
+        from workflow_scripts.artifacts import load_fisher
+
+        fishers = [load_fisher(p)[0] for p in artifacts[spec.artifact]]
+    results = []
+    for block_mb in (64.0, SPLIT):
+        models = [load_model(str(p))[0] for p in tuned]
+        merge_loaded(models, method, fishers, block_mb=block_mb, **options,
+                     base=load_model(str(base))[0] if spec.needs_base else None)
+        results.append(models[0].base_model.state_dict())
+    for name, value in results[0].items():
+        assert torch.equal(value, results[1][name]), name
+
+
+def test_an_artifact_is_verified_block_by_block(tmp_path, family, monkeypatch):
+    """Blocks of 64 bytes: the checksum and the values are those of the whole tensors (a
+    valid file passes, a negative value in a tensor's last block is found)."""
+    from workflow_scripts import artifacts as artifact_files
+
+    _, _, _, made = family
+    whole = artifact_files.verify_artifact(made["full"][0])
+    monkeypatch.setattr(artifact_files, "VERIFY_BLOCK_BYTES", 64)
+    assert artifact_files.verify_artifact(made["full"][0]) == whole
+    assert artifact_files.verify_artifact(made["gram"][0], "gram")
+    bad = dict(artifact_files.load_fisher(made["full"][0])[0])
+    name = max(bad, key=lambda k: bad[k].numel())
+    bad[name] = bad[name].clone()
+    bad[name].view(-1)[-1] = -1.0
+    artifact_files.save_fisher(bad, whole, tmp_path / "bad.safetensors", check=lambda t: None)
+    with pytest.raises(artifact_files.FisherValueError, match=f"{name}.*negative"):
+        artifact_files.verify_artifact(tmp_path / "bad.safetensors")
+
+
+def test_the_memory_estimate_knows_the_block_size_and_regmeans_formula():
+    from workflow_scripts import memory
+    from workflow_scripts.architectures import Dims
+    from workflow_scripts.settings import MergeSettings
+
+    assert MergeSettings(method="average").block_mb == memory.MERGE_BLOCK_MB
+    wide = memory.ModelSize(8_000_000_000, 128_256 * 4_096, Dims(32, 32, 14_336, 4_096, 8))
+    n, m = 14_336, 4_096
+    assert memory.regmean_bytes(n, m) == 16 * n * n + 26 * n * m  # the solve's peak here
+    assert memory.merge_bytes(wide) == memory.regmean_bytes(n, m)
+    narrow = memory.ModelSize(wide.params, wide.largest, None)  # blocks, not the tensor
+    assert memory.merge_bytes(narrow) == memory.MERGE_BLOCK_COPIES * 64 * memory.MB
+
+
+def test_regmean_solves_a_wide_output_weight_in_blocks_of_rows():
+    """A Linear weight with more outputs than inputs (an untied lm_head) is solved in blocks
+    of ``in`` rows against the factored Gram sum: the solution of the whole system."""
+    from workflow_scripts import memory
+    from workflow_scripts.merging.engine import MemorySources, MergeContext, merge_all
+    from workflow_scripts.merging.regmean import regularise
+    from workflow_scripts.settings import MergeSettings
+
+    g = torch.Generator().manual_seed(0)
+    n, m = 6, 20
+    bodies = [{"w": torch.randn(m, n, generator=g, dtype=torch.float64)} for _ in range(3)]
+    grams = []
+    for _ in bodies:
+        x = torch.randn(30, n, generator=g, dtype=torch.float64)
+        grams.append({"w": x.T @ x})
+    ctx = MergeContext(None, None, MergeSettings(method="regmean"),
+                       MemorySources(bodies, None, grams), ["a", "b", "c"], ["ga", "gb", "gc"])
+    parts = []
+    read = ctx.sources.model
+    ctx.sources.model = lambda j, name, rows=None: parts.append(rows) or read(j, name, rows)
+    got = merge_all(ctx)["w"]
+    assert {rows for rows in parts} == {(0, 6), (6, 12), (12, 18), (18, 20)}
+    regs = [regularise(gr["w"], 0.9) for gr in grams]
+    want = torch.linalg.solve(sum(regs), sum(r @ b["w"].T for r, b in zip(regs, bodies))).T
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert memory.regmean_bytes(n, m, 4, 2, models=2) == 50 * n * n  # not growing with m

@@ -27,6 +27,7 @@ from .io import atomic_path
 
 META_KEY = "fisher_metadata"
 SUM_KEY = "tensors_sha256"
+VERIFY_BLOCK_BYTES = 64 << 20  # an artifact is verified this many bytes of a tensor at a time
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -55,7 +56,7 @@ def tensor_total(name: str, t: torch.Tensor, what: str = "Fisher") -> float:
         )
     if (t < 0).any():
         raise FisherValueError(f"{what} tensor {name!r} has negative values")
-    return float(t.double().sum())
+    return float(t.sum(dtype=torch.float64))
 
 
 def check_total(total: float, what: str = "Fisher") -> None:
@@ -164,9 +165,10 @@ def verify_artifact(path, kind: ArtifactKind | str = "fisher") -> tuple[dict, st
         file_digest.update(handle.read(min((i.start for i in infos.values()),
                                            default=path.stat().st_size)))
         for info in sorted(infos.values(), key=lambda i: i.start):
-            raw = handle.read(info.nbytes)
-            if len(raw) != info.nbytes:
-                raise _corrupt(path, f"tensor {info.name!r} is cut short", what)
+            if content.wants(info):  # in name order too: checked block by block as read
+                content.stream(info, _blocks(handle, info, path, what), file_digest)
+                continue
+            raw = _read_exactly(handle, info.nbytes, info, path, what)
             file_digest.update(raw)
             content.add(info, raw)
         while block := handle.read(1 << 20):
@@ -175,6 +177,23 @@ def verify_artifact(path, kind: ArtifactKind | str = "fisher") -> tuple[dict, st
         raise _corrupt(path, "checksum mismatch: its values were changed after it was written", what)
     content.raise_bad_values()
     return json.loads(header[META_KEY]), file_digest.hexdigest()
+
+
+def _read_exactly(handle, size: int, info, path, what: str) -> bytearray:
+    raw = bytearray(size)  # read into place: one copy of the bytes
+    if handle.readinto(raw) != size:
+        raise _corrupt(path, f"tensor {info.name!r} is cut short", what)
+    return raw
+
+
+def _blocks(handle, info, path, what: str):
+    """A tensor's bytes in blocks of at most ``VERIFY_BLOCK_BYTES`` (whole elements)."""
+    itemsize = getattr(torch, info.dtype).itemsize
+    step, left = max(itemsize, VERIFY_BLOCK_BYTES // itemsize * itemsize), info.nbytes
+    while left:
+        raw = _read_exactly(handle, min(step, left), info, path, what)
+        left -= len(raw)
+        yield raw
 
 
 class _ContentDigest:
@@ -187,23 +206,40 @@ class _ContentDigest:
         self.digest, self.kind, self.label = hashlib.sha256(), kind, label
         self.total, self.bad_value = 0.0, None  # a bad value is reported after the checksum
 
-    def add(self, info, raw: bytes) -> None:
+    def add(self, info, raw: bytearray) -> None:
         self.pending[info.name] = (info, raw)
         while self.next < len(self.names) and self.names[self.next] in self.pending:
             self._take(*self.pending.pop(self.names[self.next]))
             self.next += 1
 
-    def _take(self, info, raw: bytes) -> None:
+    def wants(self, info) -> bool:
+        """Whether ``info`` is the next tensor in name order (nothing held back)."""
+        return (not self.pending and self.next < len(self.names)
+                and self.names[self.next] == info.name)
+
+    def stream(self, info, blocks, file_digest) -> None:
+        """Take the next tensor in name order from its bytes in blocks (no whole copy)."""
+        self.digest.update(f"{info.name}|torch.{info.dtype}|{tuple(info.shape)}|".encode())
+        for raw in blocks:
+            file_digest.update(raw)
+            self.digest.update(raw)
+            self._check(info.name, torch.frombuffer(raw, dtype=getattr(torch, info.dtype)))
+        self.next += 1
+
+    def _take(self, info, raw: bytearray) -> None:
         dtype = getattr(torch, info.dtype)
-        t = (torch.frombuffer(bytearray(raw), dtype=dtype) if raw else
+        t = (torch.frombuffer(raw, dtype=dtype) if raw else
              torch.empty(0, dtype=dtype)).reshape(info.shape)
         self.digest.update(f"{info.name}|{t.dtype}|{tuple(t.shape)}|".encode())
         self.digest.update(raw)
+        self._check(info.name, t)
+
+    def _check(self, name: str, t: torch.Tensor) -> None:
         try:
             if self.kind.values == NON_NEGATIVE:
-                self.total += tensor_total(info.name, t, self.label)
+                self.total += tensor_total(name, t, self.label)
             else:
-                check_finite({info.name: t}, what=self.label)
+                check_finite({name: t}, what=self.label)
         except FisherValueError as exc:
             self.bad_value = self.bad_value or exc
 

@@ -16,12 +16,31 @@ fisher full  P b + 4 P (float32 accumulators) + C P b (C per-example gradients i
 gram         P b + 12 L (6 h^2 + d_ff^2) (float64 sums and float32 Grams) + forward
 finetune     16 P (float32 weights, gradients, two Adam moments) + activations
 evaluate     P b + one batch's forward activations
-merge        6 copies of the largest tensor in float64 (the streamed merge's
-             accumulators) + one merged model evaluated (P b)
+merge        the larger of: :data:`MERGE_BLOCK_COPIES` row blocks of ``block_mb`` MB
+             (float64; every method but RegMean's solve, whatever the tensor's size),
+             and RegMean's solve of the widest linear layer (:func:`regmean_bytes`,
+             ``in`` = max(h, d_ff), ``out`` the other) + one merged model evaluated
+             (P b)
 ===========  ===================================================================
 
-plus :data:`OVERHEAD_MB` for the interpreter, torch, transformers, the tokenizer and the
-data, times :data:`MARGIN`.  ``compute.mem_mb`` in the config overrides them all.
+RegMean solves one covered weight at a time.  With ``n`` its input width, ``m`` its output
+width, ``g`` and ``b`` the bytes of a Gram's and a weight's element in their files: a weight
+with ``m <= n`` (or GPT-2's Conv1D) is solved whole: the float64 sum of the regularised
+Grams (8 n^2), one model's regularised Gram (8 n^2) and the right-hand side (8 n m) are
+held while the next Gram is read (g n^2) or its product with the weight is formed (the
+weight in float64 and the product, 16 n m, plus the weight as read, b n m), and the solve
+copies the sum (8 n^2) and writes its result (8 n m).  A Linear weight with ``m > n`` (an
+up projection, an untied ``lm_head``) is solved in blocks of ``n`` output rows against the
+factored sum (its LU, 8 n^2): one regularised Gram, a block of the weight as read and in
+float64, its product, the block's right-hand side, and the M models' Grams as read (kept
+so that each Gram file is read once): (40 + b + M g) n^2 whatever ``m``:
+
+    regmean_bytes = max((16 + g) n^2 + 8 n m, 16 n^2 + (24 + b) n m)    (m <= n)
+                    (40 + b + M g) n^2                                  (m > n)
+
+At Llama-3.1-8B's FFN (down projection: n = 14,336, m = 4,096; float32 Grams, bfloat16
+weights) that is 4.8 GB: about three float64 Grams; its ``lm_head`` (n = 4,096,
+m = 128,256) 0.8 GB with two models' Grams.
 """
 
 from __future__ import annotations
@@ -40,6 +59,10 @@ OVERHEAD_MB = 2000
 MARGIN = 1.3
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
 RULES = ("fisher-mask", "fisher-full", "gram", "finetune", "evaluate", "merge")
+# float64 blocks a method holds at once (TIES's disjoint mean: the sum, the sign, the
+# agreeing sum and count, a task vector and its parts); a block is at most block_mb MB
+MERGE_BLOCK_COPIES = 12
+MERGE_BLOCK_MB = 64.0  # MergeSettings.block_mb's default (checked by a test)
 
 
 @dataclass(frozen=True)
@@ -94,8 +117,29 @@ def estimate_bytes(rule: str, size: ModelSize, *, dtype: str = "float32", batch:
     if rule == "evaluate":
         return p * b + activations(d, batch, tokens, b) // 8
     if rule == "merge":
-        return 6 * 8 * size.largest + p * b
+        return merge_bytes(size) + p * b
     raise ValueError(f"unknown rule {rule!r}; known: {', '.join(RULES)}")
+
+
+def regmean_bytes(n: int, m: int, gram_itemsize: int = 4, weight_itemsize: int = 2,
+                  models: int = 2) -> int:
+    """RegMean's working memory solving one weight of input width ``n`` and output width
+    ``m`` (the formula in the module's docstring); a weight solved in row blocks (``m >
+    n``) also keeps the ``models`` Grams it read once."""
+    if m > n:
+        return (40 + weight_itemsize + models * gram_itemsize) * n * n
+    return max((16 + gram_itemsize) * n * n + 8 * n * m,
+               16 * n * n + (24 + weight_itemsize) * n * m)
+
+
+def merge_bytes(size: ModelSize, block_mb: float = MERGE_BLOCK_MB) -> int:
+    """A merge's working memory (without evaluating it): a few row blocks, or RegMean's
+    solve of the widest linear layer when it needs more."""
+    blocks = MERGE_BLOCK_COPIES * min(8 * size.largest, int(block_mb * MB))
+    if size.dims is None:
+        return blocks
+    wide, narrow = sorted((size.dims.hidden, size.dims.intermediate), reverse=True)
+    return max(blocks, regmean_bytes(wide, narrow))
 
 
 def job_mb(rule: str, size: ModelSize | None, fallback_mb: int, **settings) -> int:

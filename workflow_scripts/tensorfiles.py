@@ -6,7 +6,9 @@ end]}, "__metadata__": {...}}``, offsets relative to the data after the header),
 the tensors' bytes.  Reading a header needs only the standard library (the plan reads
 parameter counts and dtypes while Snakemake parses); a tensor is read with plain file
 reads into its own buffer, so reading every tensor of a checkpoint once keeps at most
-one tensor in memory (memory-mapping would leave every touched page resident).
+one tensor in memory (memory-mapping would leave every touched page resident), and a
+large tensor can be read a block of rows at a time from its file offsets
+(:func:`read_rows`, :func:`read_blocks`).
 
 A checkpoint directory holds ``model.safetensors`` or shards named by
 ``model.safetensors.index.json``'s ``weight_map`` (:class:`Checkpoint`).  Every file is
@@ -111,17 +113,60 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict]:
 
 def read_tensor(info: TensorInfo) -> torch.Tensor:
     """One tensor, read into its own memory (no memory map)."""
+    if not info.shape:
+        return _read(info, info.start, info.nbytes, ())
+    return read_rows(info, 0, info.shape[0])
+
+
+def row_bytes(info: TensorInfo) -> int:
+    """The bytes of one row (one index of the first axis) of a tensor of at least one axis."""
+    return info.nbytes // info.shape[0] if info.shape and info.shape[0] else 0
+
+
+def read_rows(info: TensorInfo, start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` (of the first axis) of a tensor, read from the file's offsets into
+    their own memory: only those rows' bytes are read and held."""
+    if not 0 <= start <= stop <= info.shape[0]:
+        raise ValueError(f"rows {start}:{stop} of {info.name!r} of shape {info.shape}")
+    size = row_bytes(info)
+    return _read(info, info.start + start * size, (stop - start) * size,
+                 (stop - start, *info.shape[1:]))
+
+
+def row_blocks(shape: tuple[int, ...], itemsize: int, max_bytes: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` row ranges of the first axis of a tensor of ``shape`` whose blocks
+    hold at most ``max_bytes`` at ``itemsize`` bytes an element (one row at least)."""
+    if not shape or shape[0] == 0:
+        return [(0, shape[0] if shape else 0)]
+    per_row = itemsize
+    for d in shape[1:]:
+        per_row *= d
+    step = max(1, max_bytes // per_row) if per_row else shape[0]
+    return [(r, min(shape[0], r + step)) for r in range(0, shape[0], step)]
+
+
+def read_blocks(info: TensorInfo, max_bytes: int):
+    """A tensor as row blocks of at most ``max_bytes`` (of its own dtype), in order."""
+    if not info.shape:
+        yield read_tensor(info)
+        return
+    itemsize = ITEMSIZES[CODES[info.dtype]]
+    for start, stop in row_blocks(info.shape, itemsize, max_bytes):
+        yield read_rows(info, start, stop)
+
+
+def _read(info: TensorInfo, offset: int, nbytes: int, shape: tuple[int, ...]) -> torch.Tensor:
     import torch
 
     dtype = getattr(torch, info.dtype)
-    if info.numel == 0:
-        return torch.empty(info.shape, dtype=dtype)
-    buffer = bytearray(info.nbytes)
+    if nbytes == 0:
+        return torch.empty(shape, dtype=dtype)
+    buffer = bytearray(nbytes)
     with open(info.file, "rb") as handle:
-        handle.seek(info.start)
-        if handle.readinto(buffer) != info.nbytes:
+        handle.seek(offset)
+        if handle.readinto(buffer) != nbytes:
             raise _damaged(info.file, f"tensor {info.name!r} is cut short")
-    return torch.frombuffer(buffer, dtype=dtype).reshape(info.shape)
+    return torch.frombuffer(buffer, dtype=dtype).reshape(shape)
 
 
 class Checkpoint:
@@ -250,7 +295,8 @@ def write_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
 class CheckpointWriter:
     """Writes the planned tensors of one checkpoint, one at a time, in ``entries`` order:
     ``model.safetensors``, or shards ``model-0000k-of-0000n.safetensors`` with their index
-    when the tensors exceed ``max_shard_bytes``."""
+    when the tensors exceed ``max_shard_bytes``; a tensor may come whole (:meth:`write`) or
+    as consecutive row blocks (:meth:`write_rows`), so it never needs to be in memory whole."""
 
     def __init__(self, directory: str | os.PathLike, entries: list[Entry],
                  max_shard_bytes: int, metadata: dict | None = None):
@@ -262,6 +308,7 @@ class CheckpointWriter:
         self.metadata = {"format": "pt", **(metadata or {})}
         self.order = [e for shard in self.shards for e in shard]
         self.position = 0
+        self.rows = None  # rows of the current tensor written so far (None: not started)
         self.handle = None
         self.shard = -1
 
@@ -275,15 +322,33 @@ class CheckpointWriter:
         self.left = len(entries)
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
-        """The next planned tensor (same name, dtype and shape as planned)."""
-        want = self.order[self.position]
-        if (name != want.name or str(tensor.dtype) != f"torch.{want.dtype}"
-                or tuple(tensor.shape) != want.shape):
-            raise ValueError(f"expected {want} next, got {name!r} {tensor.dtype} "
-                             f"{tuple(tensor.shape)}")
-        if self.handle is None or self.left == 0:
-            self._open_next()
-        write_bytes(self.handle, tensor)
+        """The next planned tensor (same name, dtype and shape as planned), whole."""
+        self.write_rows(name, 0, tensor)
+
+    def write_rows(self, name: str, start: int, rows: torch.Tensor) -> None:
+        """Rows ``start:start + len(rows)`` of the next planned tensor (a scalar: whole), in
+        order: the tensor is complete when its last row is written."""
+        want = self.order[self.position] if self.position < len(self.order) else None
+        if want is None:
+            raise ValueError(f"every planned tensor is written; got {name!r}")
+        expected = self.rows or 0
+        shape = tuple(rows.shape)
+        if (name != want.name or str(rows.dtype) != f"torch.{want.dtype}" or start != expected
+                or (shape[1:] != want.shape[1:] if want.shape else shape != ())
+                or (want.shape and start + shape[0] > want.shape[0])):
+            raise ValueError(f"expected {want} next from row {expected}, got {name!r} "
+                             f"{rows.dtype} {shape} from row {start}")
+        if self.rows is None:
+            if self.handle is None or self.left == 0:
+                self._open_next()
+            self.rows = 0
+        write_bytes(self.handle, rows)
+        self.rows += shape[0] if want.shape else 1
+        if self.rows == (want.shape[0] if want.shape else 1):
+            self._finish()
+
+    def _finish(self) -> None:
+        self.rows = None
         self.left -= 1
         self.position += 1
 
@@ -291,7 +356,9 @@ class CheckpointWriter:
         """Finish the last shard and write the index (sharded checkpoints); every planned
         tensor must have been written."""
         if self.position != len(self.order):
-            raise ValueError(f"{len(self.order) - self.position} planned tensors not written")
+            raise ValueError(f"{len(self.order) - self.position} planned tensors not written"
+                             + (f" ({self.order[self.position].name!r} written in part)"
+                                if self.rows else ""))
         if self.handle is None and self.order == []:
             self._open_next()  # an empty checkpoint is still a file
         if self.handle is not None:

@@ -25,7 +25,7 @@ from ..io import atomic_path
 from ..settings import MergeSettings
 from . import registry
 from .card import write_card
-from .engine import MergeContext, merged_tensors
+from .engine import MergeContext, merged_blocks, merged_tensors
 from .evaluation import MergedModels, MergeEvaluation, checkpoint_loader, evaluate_each
 from .merge import merge_settings
 from .safety import check_merge_outputs, check_merge_space
@@ -247,7 +247,7 @@ def write_outputs(opened: Opened, sources: MergeSources, settings: MergeSettings
     with atomic_path(target, outputs.MERGED, "--out") as tmp:
         tmp.mkdir()
         dirs = [tmp / name for name in names]
-        write_merged(merged_tensors(ctx), opened.models, opened.facts, dirs,
+        write_merged(merged_blocks(ctx), opened.models, opened.facts, dirs,
                      ctx.sources.dtypes, settings.max_shard_mb << 20)
         for j, (name, fact) in enumerate(zip(names, opened.facts)):
             write_card(tmp / name, dict(recipe, model_index=j, name=name, head_of=fact.source))

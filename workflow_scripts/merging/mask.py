@@ -215,5 +215,5 @@ def prepare(ctx) -> None:
 
 def tensor(ctx, name: str):
     weights = ctx.state["weights"]
-    return weighted_mean(lambda: ctx.models(name), lambda j: weights[j][name],
+    return weighted_mean(lambda: ctx.models(name), lambda j: ctx.rows_of(weights[j][name], name),
                          ctx.settings.floor)

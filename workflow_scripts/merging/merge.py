@@ -13,7 +13,7 @@ from ..settings import MergeSettings
 from . import registry
 from .checks import check_bodies, check_request
 from .core import check_base
-from .engine import MemorySources, MergeContext, merged_tensors
+from .engine import MemorySources, MergeContext, merged_blocks
 
 
 def merge_settings(settings, overrides: dict) -> MergeSettings:
@@ -67,6 +67,7 @@ def merge_loaded(
         artifact_labels=artifact_labels or [f"{kind} {noun} of {label}" for label in labels],
     )
     with torch.no_grad():  # a parameter's merge reads only that parameter: copy as they come
-        for name, value in merged_tensors(ctx):
+        for name, start, value in merged_blocks(ctx):
             for body in bodies:
-                body[name].copy_(value)
+                target = body[name] if value.dim() == 0 else body[name][start:start + len(value)]
+                target.copy_(value)

@@ -45,11 +45,14 @@ def check_merge_outputs(sources, out_dir, evaluation, names: list[str]) -> None:
 
 def merged_bytes(models, dtypes: dict) -> int:
     """The bytes of the merged checkpoints: each model's body in the merge's dtypes and its
-    own head, from the headers."""
+    own head, from the headers; models without a head of their own (a whole-model merge)
+    share the first one's weights (:func:`.stream.write_merged`)."""
     import torch
 
     total = 0
-    for model in models:
+    for j, model in enumerate(models):
+        if j and not model.head:
+            continue
         for name, info in model.shapes().items():
             size = torch.tensor([], dtype=dtypes[name]).element_size() if name in dtypes else None
             total += info.numel * size if size is not None else info.nbytes

@@ -1,6 +1,6 @@
-"""The merge read from checkpoint and artifact files one tensor at a time, and written to
-the merged checkpoints one tensor at a time: memory holds a few copies of the largest
-tensor, whatever the number of models.
+"""The merge read from checkpoint and artifact files a tensor (or a block of its rows) at a
+time, and written to the merged checkpoints as the blocks come: memory holds a few blocks,
+whatever the number of models and the size of the largest tensor.
 
 :class:`BodyFiles` is one checkpoint's safetensors weights seen as its body (names as in
 ``model.base_model.state_dict()``, whether the files prefix them with the body's name, as
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,9 @@ import torch
 
 from .. import architectures as arch
 from ..errors import ModelLoadError
-from ..tensorfiles import Checkpoint, CheckpointWriter, Entry, TensorInfo, read_header, read_tensor
+from ..tensorfiles import (
+    INDEX, Checkpoint, CheckpointWriter, Entry, TensorInfo, read_header, read_rows, read_tensor,
+)
 from .core import check_base
 
 log = logging.getLogger(__name__)
@@ -76,8 +79,9 @@ class BodyFiles:
     def info(self, name: str) -> TensorInfo:
         return self.ckpt.tensors[self.body[name]]
 
-    def read(self, name: str) -> torch.Tensor:
-        return read_tensor(self.info(name))
+    def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """Body tensor ``name``, or its rows ``rows`` (start, stop) only."""
+        return _read(self.info(name), rows)
 
     def shapes(self) -> dict[str, TensorInfo]:
         """Body name -> its tensor's facts (``.shape``, ``.dtype``, ``.floating``)."""
@@ -97,17 +101,21 @@ class FileSources:
         self.dtypes = {k: getattr(torch, ref[k].dtype) for k in self.shapes}
         self.artifacts = [read_header(p)[0] for p in artifacts] if artifacts else None
 
-    def model(self, j: int, name: str) -> torch.Tensor:
-        return self.models[j].read(name)
+    def model(self, j: int, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        return self.models[j].read(name, rows)
 
-    def base(self, name: str) -> torch.Tensor:
-        return self._base.read(name)
+    def base(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        return self._base.read(name, rows)
 
-    def artifact(self, j: int, name: str) -> torch.Tensor:
-        return read_tensor(self.artifacts[j][name])
+    def artifact(self, j: int, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        return _read(self.artifacts[j][name], rows)
 
     def artifact_shapes(self, j: int) -> dict[str, tuple[int, ...]]:
         return {k: t.shape for k, t in self.artifacts[j].items()}
+
+
+def _read(info: TensorInfo, rows: tuple[int, int] | None) -> torch.Tensor:
+    return read_tensor(info) if rows is None else read_rows(info, *rows)
 
 
 def check_files(models: list[BodyFiles], facts: list[ModelFacts], base: BodyFiles | None,
@@ -198,25 +206,47 @@ def copy_model_files(facts: ModelFacts, out: Path, dtype: torch.dtype) -> None:
 
 def write_merged(merged, models: list[BodyFiles], facts: list[ModelFacts], out_dirs: list[Path],
                  dtypes: dict, max_shard_bytes: int) -> None:
-    """One checkpoint per model under ``out_dirs`` from ``merged`` (an iterator of the merged
-    floating-point body tensors, in the first model's order), written as they come."""
+    """One checkpoint per model under ``out_dirs`` from ``merged`` (an iterator of ``(name,
+    first row, rows)`` of the merged floating-point body tensors, in the first model's order:
+    :func:`.engine.merged_blocks`), written as the blocks come.  Checkpoints that would
+    hold the same tensors (no heads of their own, the same names) share one written copy
+    of the weights (:func:`link_weights`)."""
     ref = models[0]
     for fact, out in zip(facts, out_dirs):
         copy_model_files(fact, out, _first(dtypes))
-    writers = [CheckpointWriter(out, output_entries(m, ref, dtypes), max_shard_bytes)
-               for m, out in zip(models, out_dirs)]
-    for name, value in merged:
-        for model, writer in zip(models, writers):
-            writer.write(model.body[name], value)
+    plans = [output_entries(m, ref, dtypes) for m in models]
+    written = [j for j, plan in enumerate(plans)
+               if j == 0 or models[j].head or plan != plans[0]]
+    writers = {j: CheckpointWriter(out_dirs[j], plans[j], max_shard_bytes) for j in written}
+    for name, start, value in merged:
+        for j, writer in writers.items():
+            writer.write_rows(models[j].body[name], start, value)
     for name, info in ref.shapes().items():
         if not info.floating:  # integer buffers: equal in every model (checked), kept
             value = ref.read(name)
-            for model, writer in zip(models, writers):
-                writer.write(model.body[name], value)
-    for model, fact, writer in zip(models, facts, writers):
-        for name in model.head:
-            writer.write(name, head_tensor(model, fact, name))
+            for j, writer in writers.items():
+                writer.write(models[j].body[name], value)
+    for j, writer in writers.items():
+        for name in models[j].head:
+            writer.write(name, head_tensor(models[j], facts[j], name))
         writer.close()
+    for j, out in enumerate(out_dirs):
+        if j not in writers:
+            link_weights(out_dirs[0], out)
+
+
+def link_weights(source: Path, out: Path) -> None:
+    """The weight files of checkpoint ``source`` (its ``*.safetensors`` and index) in ``out``
+    as hard links: one copy on disk, each checkpoint a complete folder; a copy where the
+    file system cannot link."""
+    names = [p.name for p in sorted(source.glob("*.safetensors"))]
+    names += [INDEX] if (source / INDEX).is_file() else []
+    for name in names:
+        try:
+            os.link(source / name, out / name)
+        except OSError:
+            log.info("cannot hard-link %s into %s: copying it", source / name, out)
+            shutil.copyfile(source / name, out / name)
 
 
 def _first(dtypes: dict) -> torch.dtype:

@@ -21,7 +21,7 @@ def f64(t: torch.Tensor) -> torch.Tensor:
 
 def task_vector(ctx, j: int, name: str) -> torch.Tensor:
     """tau_j of parameter ``name`` (float64)."""
-    return f64(ctx.sources.model(j, name)) - f64(ctx.base(name))
+    return f64(ctx.model(j, name)) - f64(ctx.base(name))
 
 
 def summed(ctx, name: str, vector: VectorFn = task_vector) -> torch.Tensor:

@@ -11,7 +11,8 @@
 
 Trimming keeps int(d * k / 100) of a task vector's d entries: every entry whose
 magnitude reaches the keep-th largest (ties at the threshold are all kept;
-magnitudes are ranked in float32).  The
+magnitudes are ranked in float32), found exactly whether the task vector is read whole
+or in row blocks (:func:`kth_smallest`: two passes over the blocks).  The
 authors' ``topk_values_mask`` compares with the (d - keep)-th smallest
 magnitude instead, which keeps one entry more.
 """
@@ -54,20 +55,43 @@ def kth_smallest(chunks, rank: int) -> float:
     return float(torch.tensor([(high << 16) | low], dtype=torch.int32).view(torch.float32))
 
 
-def streamed_threshold(ctx, j: int, vector: VectorFn, k: float) -> float:
-    """:func:`threshold` of model j's whole task vector (every parameter), read one
-    parameter at a time."""
-    d = sum(torch.Size(s).numel() for s in ctx.shapes.values())
+def limit_of(d: int, k: float, chunks) -> float:
+    """The smallest magnitude the top-k % of ``d`` magnitudes keeps (inf: none), the
+    magnitudes given by ``chunks()`` (a fresh iterator of float32 1-D tensors each call)."""
     keep = int(d * k / 100.0)
     if keep <= 0:
         return float("inf")
     if keep >= d:
         return 0.0
+    return kth_smallest(chunks, d - keep + 1)
+
+
+def streamed_threshold(ctx, j: int, vector: VectorFn, k: float) -> float:
+    """:func:`threshold` of model j's whole task vector (every parameter), read one
+    parameter, or one block of its rows, at a time."""
+    d = sum(torch.Size(s).numel() for s in ctx.shapes.values())
 
     def magnitudes():
-        return (vector(ctx, j, name).abs().flatten().to(torch.float32) for name in ctx.shapes)
+        for name in ctx.shapes:
+            for block in ctx.blocks(name):
+                yield vector(block, j, name).abs().flatten().to(torch.float32)
 
-    return kth_smallest(magnitudes, d - keep + 1)
+    return limit_of(d, k, magnitudes)
+
+
+def tensor_threshold(ctx, j: int, name: str, vector: VectorFn, k: float) -> float:
+    """:func:`threshold` of model j's task vector of parameter ``name`` merged in row
+    blocks: read block by block (two passes), once per model and parameter."""
+    cached = ctx.state.get("ties_tensor_limits")
+    if cached is None or cached[0] != name:
+        cached = ctx.state["ties_tensor_limits"] = (name, {})
+    if j not in cached[1]:
+        def magnitudes():
+            for block in ctx.blocks(name):
+                yield vector(block, j, name).abs().flatten().to(torch.float32)
+
+        cached[1][j] = limit_of(torch.Size(ctx.shapes[name]).numel(), k, magnitudes)
+    return cached[1][j]
 
 
 def prepare_thresholds(ctx, vector: VectorFn, k: float, scope: str) -> None:
@@ -78,11 +102,17 @@ def prepare_thresholds(ctx, vector: VectorFn, k: float, scope: str) -> None:
 
 
 def trimmed(ctx, j: int, name: str, vector: VectorFn, k: float) -> torch.Tensor:
-    """Model j's task vector of ``name`` with the entries below its threshold set to 0."""
+    """Model j's task vector of ``name`` (its rows ``ctx.rows``) with the entries below its
+    threshold set to 0."""
     tau = vector(ctx, j, name)
     magnitude = tau.abs().to(torch.float32)
     limits = ctx.state.get("ties_limits")
-    limit = limits[j] if limits is not None else threshold(magnitude.flatten(), k)
+    if limits is not None:
+        limit = limits[j]
+    elif ctx.rows is None:
+        limit = threshold(magnitude.flatten(), k)
+    else:
+        limit = tensor_threshold(ctx, j, name, vector, k)
     return torch.where(magnitude >= limit, tau, torch.zeros_like(tau))
 
 

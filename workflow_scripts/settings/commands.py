@@ -208,6 +208,10 @@ class MergeSettings(ModelSettings):
     max_shard_mb: int = setting(50_000, "merged checkpoints: the largest safetensors shard in MB "
                                 "(bigger checkpoints are split, save_pretrained's layout)",
                                 minimum=1, config=False)
+    block_mb: float = setting(64.0, "the rows of a large tensor merged at a time, in MB of "
+                              "float64 (each method but regmean's solve holds a few such "
+                              "blocks; the result does not depend on it)", exclusive_minimum=0,
+                              config=False)
     allow_tokenizer_mismatch: bool = setting(
         False, "merge models whose tokenizers differ (their vocabularies, special or added "
         "tokens' ids, or BPE merges), with a warning naming both")
