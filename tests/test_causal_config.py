@@ -41,7 +41,7 @@ def config(tmp_path):
 def test_a_causal_lm_family_plans_its_jobs_with_the_objective(config, tmp_path):
     check_config(config, base_dir=tmp_path)
     plan = Plan(config)
-    assert plan.causal_families() == ["lm"]
+    assert plan.base_tasks("lm") == plan.family_tasks("lm")
     assert "--objective causal-lm" in plan.prepare_task_flags("notes")
     assert "--objective causal-lm" in plan.fisher_flags(8, "mask", "lm")
     assert "--objective causal-lm" in plan.merge_flags(plan.merges()[0])
@@ -58,7 +58,7 @@ def test_a_causal_lm_family_plans_its_jobs_with_the_objective(config, tmp_path):
     (lambda c, p: c["tasks"].update(tweets={"source": "glue", "name": "sst2"}),
      r"tasks\.tweets", "needs text tasks"),
     (lambda c, p: c["families"]["lm"].update(base=checkpoint(p / "enc", ["BertModel"], "bert")),
-     r"families\.lm\.base", "causal-LM families are decoders"),
+     r"families\.lm\.base", "causal-lm families are decoders"),
     (lambda c, p: c["families"]["lm"]["checkpoints"].update(
         notes={"source": checkpoint(p / "cls", ["LlamaForSequenceClassification"])}),
      r"families\.lm\.checkpoints\.notes\.source", "is a classification checkpoint"),

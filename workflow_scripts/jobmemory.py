@@ -21,7 +21,8 @@ UNKNOWN_MB = 16000  # a model not on disk yet, without a local base to size it b
 
 # rule -> (the input holding its model, the estimate of memory.RULES)
 RULE_MODELS = {"fisher": "model", "gram": "model", "evaluate_finetuned": "model",
-               "evaluate_finetuned_holdout": "model", "evaluate_base": "base", "finetune": "base",
+               "evaluate_finetuned_holdout": "model", "evaluate_base": "base",
+               "evaluate_base_holdout": "base", "finetune": "base",
                "merge": "models"}
 
 
