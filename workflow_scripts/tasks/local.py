@@ -341,12 +341,12 @@ class LocalSource(Source):
         where = f"tasks.{key}"
         from ..objectives import objective as registered
 
-        causal = objective is not None and registered(objective).task_kind == "text"
-        for option in ("train_file", "validation_file") + (() if causal else ("column_map",)):
+        text = objective is not None and registered(objective).task_kind == "text"
+        for option in ("train_file", "validation_file") + (() if text else ("column_map",)):
             if option not in spec:
                 raise ConfigError(f"{where}: a local task needs '{option}'")
         header = spec.get("header", True)
-        if causal:
+        if text:
             self._check_text_columns(where, spec, base_dir, header)
             return
         try:
