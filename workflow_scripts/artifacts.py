@@ -195,8 +195,9 @@ def source_metadata(model, info, samples, context: ArtifactContext | None = None
                     batches=None, objective: str | None = None) -> dict:
     """Header fields naming what an artifact was computed from: the model (``info``: the
     ``ModelInfo`` of :func:`workflow_scripts.models.load_model`), its objective (the one it
-    was loaded and computed for; None: the default) and its samples; ``num_samples`` counts those its ``batches`` hold (a causal LM's examples with
-    no token left to predict after truncation are dropped, and counted apart)."""
+    was loaded and computed for; None: the default) and its samples; ``num_samples`` counts
+    those its ``batches`` hold (a causal LM's examples with no token left to predict after
+    truncation are dropped, and counted apart)."""
     from . import objectives
 
     objective = objectives.objective(objective or objectives.DEFAULT).name

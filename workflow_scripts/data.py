@@ -175,7 +175,8 @@ def warn_unknown_tokens(tokenizer, encoded, limit: float = 0.5) -> float:
                 unknown += t == unk
     share = unknown / total if total else 0.0
     if share > limit:
-        logging.getLogger(__name__).warning("%.0f%% of the training tokens are the unknown token %r: the tokenizer's "
-                    "vocabulary does not fit this text (or failed to load)", 100 * share,
-                    tokenizer.unk_token)
+        logging.getLogger(__name__).warning(
+            "%.0f%% of the training tokens are the unknown token %r: the tokenizer's "
+            "vocabulary does not fit this text (or failed to load)", 100 * share,
+            tokenizer.unk_token)
     return share

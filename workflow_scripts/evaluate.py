@@ -74,6 +74,14 @@ def evaluate_checkpoint(
                            progress=progress)
 
 
+def _read_info(task_info: str | None) -> dict | None:
+    if not task_info:
+        return None
+    from .tasks.info import read_info
+
+    return read_info(task_info)
+
+
 def expected_label_count(num_labels: int | None, task_info: str | None) -> int | None:
     """``num_labels``, else the ``num_labels`` of the task's info file, else None."""
     if num_labels is None and task_info:
@@ -101,7 +109,7 @@ def evaluate_loaded(
     ``record.data``; the result of :func:`evaluate_checkpoint`, for a model in memory
     (``merge --eval-out`` evaluates its merged models without reloading them)."""
     settings = EvaluateSettings.of(settings)
-    kind = taskkinds.of_settings(settings)
+    kind = taskkinds.of_task(settings.objective, _read_info(task_info))
     objectives.check_model(model, kind.objective)
     start = time.perf_counter()
     fields = kind.evaluate(model, tokenizer, samples, task, settings, record=record,

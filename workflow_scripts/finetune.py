@@ -113,13 +113,15 @@ def finetune(
         given = {k: v for k, v in (("base", base), ("train", train), ("info", info),
                                    ("validation", validation)) if isinstance(v, (str, os.PathLike))}
         outputs.check_output(out, outputs.FINETUNED, "--out", outputs.inputs_of(**given))
-    task_info, label_names = _task_labels(info, taskkinds.of_settings(settings))
-    train = _training_samples(train, label_names, settings)
+    task_info = _task_info(info)
+    kind = taskkinds.of_task(settings.objective, task_info)  # the info's, else the objective's
+    label_names = kind.label_names(task_info)
+    train = _training_samples(train, label_names, settings, kind)
     valid = None
     if validation is not None:
         vwhere = str(validation) if not isinstance(validation, Samples) else "validation samples"
         valid = _as_samples(validation, "validation")
-        taskkinds.of_settings(settings).check_samples(valid, len(label_names or ()), where=vwhere)
+        kind.check_samples(valid, len(label_names or ()), where=vwhere)
     device = resolve_device(settings.device)
     # seed: the new head's initialisation draws from torch's RNG
     model, tokenizer, minfo = load_model(base, label_names=label_names, seed=settings.seed,
@@ -127,13 +129,13 @@ def finetune(
                                          revision=source.revision, device=device,
                                          objective=settings.objective)
     max_length = _fitted_max_length(model.config, settings.max_length)
-    run = _train(model, tokenizer, train, settings, max_length, progress)
+    run = _train(model, tokenizer, train, settings, max_length, progress, kind)
     model.to(settings.torch_dtype)  # saved (and validated) in the compute dtype
     result = _record(run, settings, base, minfo, task_info, label_names, len(train), max_length,
                      device, source.allow_pickle)
     if valid is not None and len(valid):
         result["validation"] = _validation(model, tokenizer, valid, task_info, max_length,
-                                           settings)
+                                           settings, kind)
     log.info("fine-tuned %d steps in %.1f s; train loss %.4f -> %.4f", run.steps, run.seconds,
              result["initial_train_loss"], result["final_train_loss"])
     result["seconds"] = round(time.perf_counter() - started, 3)
@@ -145,23 +147,21 @@ def finetune(
     return model, tokenizer, result
 
 
-def _task_labels(info, kind) -> tuple[dict, list[str] | None]:
-    """The task's info (a dict or its JSON file) and its label names, checked by the task
-    kind (a causal LM's task has none)."""
+def _task_info(info) -> dict:
+    """The task's info: a dict, or its JSON file (checked)."""
     if isinstance(info, dict):
-        task_info = info
-    else:
-        from .tasks.info import read_info
+        return info
+    from .tasks.info import read_info
 
-        task_info = read_info(info)
-    return task_info, kind.label_names(task_info)
+    return read_info(info)
 
 
-def _training_samples(train, label_names, settings: FinetuneSettings) -> Samples:
-    """The training samples (read, checked, and subsampled to ``max_train_examples``)."""
+def _training_samples(train, label_names, settings: FinetuneSettings, kind) -> Samples:
+    """The training samples (read, checked by the task kind, and subsampled to
+    ``max_train_examples``)."""
     where = str(train) if not isinstance(train, Samples) else "train samples"
     train = _as_samples(train, "train")
-    taskkinds.of_settings(settings).check_samples(train, len(label_names or ()), where=where)
+    kind.check_samples(train, len(label_names or ()), where=where)
     if len(train) == 0:
         raise UserError(f"{where} has no rows")
     cap = settings.max_train_examples
@@ -172,12 +172,12 @@ def _training_samples(train, label_names, settings: FinetuneSettings) -> Samples
 
 
 def _validation(model, tokenizer, valid: Samples, task_info: dict, max_length: int,
-                settings: FinetuneSettings) -> dict:
+                settings: FinetuneSettings, kind) -> dict:
     """The fine-tune's validation, its task kind's: a classifier's accuracy (evaluate's), a
     causal LM's mean token loss."""
     started = time.perf_counter()
     batch = max(EvaluateSettings().batch_size, settings.batch_size)
-    result = taskkinds.of_settings(settings).validation(model, tokenizer, valid, task_info, max_length, batch)
+    result = kind.validation(model, tokenizer, valid, task_info, max_length, batch)
     if "accuracy" in result:
         log.info("validation accuracy %.4f on %d examples", result["accuracy"], len(valid))
     return {**result, "seconds": round(time.perf_counter() - started, 3)}
@@ -203,10 +203,11 @@ class _Run:
 
 
 def _train(model, tokenizer, train: Samples, settings: FinetuneSettings, max_length: int,
-           progress: bool | None) -> _Run:
-    """The training loop: AdamW, linear warm-up and decay, clipping, seeded batches."""
+           progress: bool | None, kind) -> _Run:
+    """The training loop: AdamW, linear warm-up and decay, clipping, seeded batches of the
+    task kind's encoding; the loss is the model's own from the batch's labels."""
     device = next(model.parameters()).device
-    lengths, make_batch = taskkinds.of_settings(settings).training_batches(tokenizer, train, max_length, device)
+    lengths, make_batch = kind.training_batches(tokenizer, train, max_length, device)
     steps_per_epoch = math.ceil(len(lengths) / settings.batch_size)
     total = (int(settings.max_steps) if settings.max_steps is not None
              else max(1, math.ceil(settings.epochs * steps_per_epoch)))

@@ -100,8 +100,8 @@ class LabelKind(TaskKind):
             raise UserError(f"checkpoint {record.model} has {model_labels} labels but task {task} "
                             f"needs {num_labels} (--num-labels); wrong checkpoint or task?")
         if model_labels < 2:
-            raise UserError(f"checkpoint {record.model} has {model_labels} output label; evaluation "
-                            "needs a classification head with >= 2 labels (regression heads "
+            raise UserError(f"checkpoint {record.model} has {model_labels} output label; "
+                            "evaluation needs a classification head with >= 2 labels (regression heads "
                             "are not supported)")
         check_labels(samples, model_labels, where=f"{record.data} for checkpoint {record.model}")
         device = next(model.parameters()).device.type
