@@ -168,9 +168,10 @@ def run(arch: str, args, allocator) -> None:
         arch, args.num_labels, hidden=hidden, layers=layers, heads=heads,
         intermediate=intermediate, vocab_size=args.vocab_size, max_position_embeddings=512,
     )
-    causal = args.objective == objectives.CAUSAL_LM
-    if causal and arch == "bert":
-        raise SystemExit("--objective causal-lm needs a decoder: --arch llama")
+    objective = objectives.objective(args.objective)
+    whole = objective.whole_model  # the Fisher covers the whole model (a causal LM's)
+    if objective.decoders_only and arch == "bert":
+        raise SystemExit(f"--objective {objective.name} needs a decoder: --arch llama")
     model = objectives.auto_class(args.objective).from_config(config).eval()
     names = None if arch == "bert" else ["input_ids", "attention_mask"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,13 +179,14 @@ def run(arch: str, args, allocator) -> None:
     samples = make_samples(args.n, args.num_labels, words, args.min_tokens, args.max_tokens, args.seed)
     batches, _ = fisher.batches.model_batches(model, tokenizer, samples,
                                               batch_size=args.batch_size, max_length=128,
-                                              sort_by_length=True, device="cpu")
+                                              sort_by_length=True, device="cpu",
+                                              kind=objective.task_kind)
     tokens = sum(int(b.inputs["attention_mask"].sum()) for b in batches)
     padded = sum(b.inputs["attention_mask"].numel() for b in batches)
-    params = sum(p.numel() for p in model.parameters()) if causal else sum(
+    params = sum(p.numel() for p in model.parameters()) if whole else sum(
         p.numel() for p in model.base_model.parameters())
     kv = f" kv_heads={config.num_key_value_heads}" if arch == "llama" else ""
-    what = "parameters (whole causal LM)" if causal else "body params"
+    what = "parameters (whole model)" if whole else "body params"
     print(f"\nmodel: {arch} {args.size} {args.objective} (layers={layers} hidden={hidden} "
           f"heads={heads}{kv} intermediate={intermediate} vocab={args.vocab_size}; "
           f"{params / 1e6:.1f}M {what})")
@@ -207,7 +209,7 @@ def run(arch: str, args, allocator) -> None:
             with Clock() as clock:  # its CPU time includes the (small) tokenisation
                 _, meta = fisher.compute_fisher(
                     model, tokenizer, samples, batch_size=args.batch_size, max_length=128,
-                    device="cpu", count_flops=False, **kw,
+                    device="cpu", count_flops=False, objective=objective.name, **kw,
                 )
             return meta["seconds"], clock.cpu
 
@@ -221,7 +223,7 @@ def run(arch: str, args, allocator) -> None:
     if "full" not in args.skip:
         rows.append((f"full Fisher, vmap (chunk {args.chunk_size})",
                      fisher_times(method="full", chunk_size=args.chunk_size)))
-    if "naive" not in args.skip and not causal:
+    if "naive" not in args.skip and not whole:
         rows.append(("full Fisher, naive loop (1 example/backward)",
                      best(lambda: naive_full_fisher(model, tokenizer, samples, 128))))
 

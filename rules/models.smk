@@ -100,8 +100,8 @@ rule evaluate_finetuned_holdout:
         "--out {output:q} > {log:q} 2>&1"
 
 
-# A causal-LM family's base model on each task: the loss its fine-tunes improve on (a merge's
-# score is the share of that gain it keeps).
+# The base model on each task whose kind's score needs it (a causal LM's text task: the loss
+# its fine-tunes improve on; a merge's score is the share of that gain it keeps).
 rule evaluate_base:
     input:
         unpack(task_files),
@@ -117,8 +117,33 @@ rule evaluate_base:
         **gpu_resources("evaluate_base"),
     params:
         flags=lambda wc: PLAN.evaluate_flags(wc.family),
-        meta=lambda wc: [f"family={wc.family}", "kind=base", f"task={wc.task}"],
+        meta=lambda wc: PLAN.base_eval_meta(wc.family, wc.task),
     shell:
         "python -m workflow_scripts evaluate --model {input.base:q} "
         "--data {input.validation:q} --task-info {input.info:q} --task {wildcards.task:q} "
+        "{params.flags} --meta {params.meta:q} --out {output:q} > {log:q} 2>&1"
+
+
+# With held-out selection on: the base model on the held-out split, which the held-out score
+# of such a task kind is normalised by.
+rule evaluate_base_holdout:
+    input:
+        holdout=PATHS["task_holdout"],
+        info=PATHS["task_info"],
+        base=PATHS["base_model"],
+    output:
+        PATHS["holdout_base"],
+    log:
+        LOGS["evaluate_base_holdout"],
+    conda:
+        ENV
+    threads: 1
+    resources:
+        **gpu_resources("evaluate_base_holdout"),
+    params:
+        flags=lambda wc: PLAN.evaluate_flags(wc.family),
+        meta=lambda wc: PLAN.base_eval_meta(wc.family, wc.task, "holdout"),
+    shell:
+        "python -m workflow_scripts evaluate --model {input.base:q} "
+        "--data {input.holdout:q} --task-info {input.info:q} --task {wildcards.task:q} "
         "{params.flags} --meta {params.meta:q} --out {output:q} > {log:q} 2>&1"

@@ -41,7 +41,7 @@ def config(tmp_path):
 def test_a_causal_lm_family_plans_its_jobs_with_the_objective(config, tmp_path):
     check_config(config, base_dir=tmp_path)
     plan = Plan(config)
-    assert plan.causal_families() == ["lm"]
+    assert plan.base_tasks("lm") == plan.family_tasks("lm")
     assert "--objective causal-lm" in plan.prepare_task_flags("notes")
     assert "--objective causal-lm" in plan.fisher_flags(8, "mask", "lm")
     assert "--objective causal-lm" in plan.merge_flags(plan.merges()[0])
@@ -58,7 +58,7 @@ def test_a_causal_lm_family_plans_its_jobs_with_the_objective(config, tmp_path):
     (lambda c, p: c["tasks"].update(tweets={"source": "glue", "name": "sst2"}),
      r"tasks\.tweets", "needs text tasks"),
     (lambda c, p: c["families"]["lm"].update(base=checkpoint(p / "enc", ["BertModel"], "bert")),
-     r"families\.lm\.base", "causal-LM families are decoders"),
+     r"families\.lm\.base", "causal-lm families are decoders"),
     (lambda c, p: c["families"]["lm"]["checkpoints"].update(
         notes={"source": checkpoint(p / "cls", ["LlamaForSequenceClassification"])}),
      r"families\.lm\.checkpoints\.notes\.source", "is a classification checkpoint"),
@@ -133,3 +133,20 @@ def test_builtin_tasks_as_text():
     assert info["text"] == "each utterance a prompt, its real reply the response"
     classified, _, _ = prepare("builtin", "reply", max_train=50, max_validation=20)
     assert set(classified.label) == {0, 1}  # the classification task keeps its labels
+
+
+def test_held_out_selection_of_a_causal_lm_family_plans_the_base_on_the_held_out_split(
+        config, tmp_path):
+    """select normalises a text task's held-out score by the base model's held-out loss: the
+    plan evaluates the base on each task's held-out split and lists it for select."""
+    (tmp_path / "texts.csv").write_text("text\n" + "".join(f"text {i}\n" for i in range(80)))
+    config["merge"] = {"methods": ["task-arithmetic"], "task_arithmetic_lambda": [0.3, 1.0]}
+    config["selection"] = {"holdout_fraction": 0.25}
+    check_config(config, base_dir=tmp_path)
+    plan = Plan(config)
+    bases = ["results/holdout/lm/base/notes.json", "results/holdout/lm/base/tweets.json"]
+    assert plan.base_eval_paths("holdout") == bases
+    assert set(bases) <= set(plan.holdout_outputs()) and set(bases) <= set(plan.holdout_paths())
+    assert plan.base_eval_meta("lm", "notes", "holdout") == [
+        "family=lm", "kind=base", "task=notes", "split=holdout"]
+    assert not any(p.startswith("results/holdout/") for p in plan.eval_paths())

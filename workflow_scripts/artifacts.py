@@ -271,13 +271,15 @@ class ArtifactContext:
 
 
 def source_metadata(model, info, samples, context: ArtifactContext | None = None,
-                    batches=None) -> dict:
+                    batches=None, objective: str | None = None) -> dict:
     """Header fields naming what an artifact was computed from: the model (``info``: the
-    ``ModelInfo`` of :func:`workflow_scripts.models.load_model`), its objective and its
-    samples; ``num_samples`` counts those its ``batches`` hold (a causal LM's examples with
-    no token left to predict after truncation are dropped, and counted apart)."""
+    ``ModelInfo`` of :func:`workflow_scripts.models.load_model`), its objective (the one it
+    was loaded and computed for; None: the default) and its samples; ``num_samples`` counts
+    those its ``batches`` hold (a causal LM's examples with no token left to predict after
+    truncation are dropped, and counted apart)."""
     from . import objectives
 
+    objective = objectives.objective(objective or objectives.DEFAULT).name
     context = context or ArtifactContext()
     used = len(samples) if batches is None else sum(len(b.rows) for b in batches)
     return {
@@ -287,7 +289,7 @@ def source_metadata(model, info, samples, context: ArtifactContext | None = None
         "model_type": model.config.model_type,
         "num_labels": int(model.config.num_labels),
         "label_map": getattr(info, "label_map", None),
-        "objective": objectives.of_model(model),
+        "objective": objective,
         "task": context.task,
         "n": context.n,
         "num_samples": used,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from . import architectures, objectives
+from . import architectures, objectives, taskkinds
 from .config_objectives import check_objectives, task_objectives
 from .devices import DEVICES
 from .errors import ConfigError, UserError
@@ -264,10 +264,11 @@ def _check_families(config: dict, base_dir: Path) -> None:
 
 def _check_metrics(config: dict, kinds: dict[str, str]) -> None:
     """Each classification task's metric (:func:`task_metric`) is one its evaluations record
-    (a causal-LM task is scored by its token loss)."""
+    (a task kind with a metric of its own, a causal LM's text task's token loss, is scored
+    by that)."""
     default = config["report"].get("default_metric")
     for name, spec in config["tasks"].items():
-        if kinds.get(name) == objectives.CAUSAL_LM:
+        if taskkinds.of_objective(kinds.get(name, objectives.DEFAULT)).metric is not None:
             continue
         metric = task_metric(name, spec, default)
         labels = SOURCES[spec["source"]].label_count(name, spec)

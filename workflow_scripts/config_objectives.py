@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import architectures, objectives
+from . import architectures, objectives, taskkinds
 from .configpaths import resolve_path
 from .errors import ConfigError
 from .fetch import classify
@@ -57,11 +57,11 @@ def _check_local(source: str, base_dir: Path, objective: str, where: str) -> Non
             f"{where}: {source!r} is a {saved} checkpoint ({', '.join(names)}) but the family's "
             f"objective is {objective}; set the family's objective: {saved}, or point it at a "
             f"checkpoint saved for {objective}")
-    if objective == objectives.CAUSAL_LM and model_type in architectures.SPECS:
+    if objectives.objective(objective).decoders_only and model_type in architectures.SPECS:
         if not architectures.SPECS[model_type].lm_head:
             raise ConfigError(
                 f"{where}: {source!r} is a {model_type!r} model, which is merged and evaluated "
-                "as a classifier only; causal-LM families are decoders ("
+                f"as a classifier only; {objective} families are decoders ("
                 + ", ".join(t for t, s in architectures.SPECS.items() if s.lm_head) + ")")
 
 
@@ -73,6 +73,7 @@ def check_objectives(config: dict, base_dir: Path) -> None:
 
     for family, spec in config["families"].items():
         objective, where = family_objective(spec), f"families.{family}"
+        kind = taskkinds.of_objective(objective)
         if "base" in spec:
             _check_local(spec["base"], base_dir, objective, f"{where}.base")
         for task, ckpt in spec["checkpoints"].items():
@@ -80,11 +81,12 @@ def check_objectives(config: dict, base_dir: Path) -> None:
                 _check_local(ckpt["source"], base_dir, objective,
                              f"{where}.checkpoints.{task}.source")
             source = config["tasks"][task]["source"]
-            if objective == objectives.CAUSAL_LM and not SOURCES[source].text:
+            if kind.name not in SOURCES[source].kinds:
                 raise ConfigError(
-                    f"tasks.{task}: a {source} task is a classification task; causal-LM family "
-                    f"{family!r} needs text tasks (builtin, or local files with a text column, "
-                    "or prompt and response columns)")
-            if objective == objectives.CAUSAL_LM and ckpt.get("label_map") is not None:
+                    f"tasks.{task}: a {source} task has no {kind.name} form (it gives "
+                    f"{', '.join(SOURCES[source].kinds)} tasks); {objective} family {family!r} "
+                    f"needs {kind.name} tasks ({kind.description}: builtin, or local files with "
+                    "a text column, or prompt and response columns)")
+            if not kind.labels and ckpt.get("label_map") is not None:
                 raise ConfigError(f"{where}.checkpoints.{task}.label_map: a causal LM has no "
                                   "labels to map; remove it")

@@ -8,6 +8,8 @@ settings, so the same rows give a bit-identical file.
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -157,3 +159,24 @@ def batches(
         inputs = pad_batch(tokenizer, encoded, rows, device)
         labels = torch.tensor([samples.label[i] for i in rows], dtype=torch.long, device=device)
         yield Batch(rows, inputs, labels)
+
+
+def warn_unknown_tokens(tokenizer, encoded, limit: float = 0.5) -> float:
+    """Share of non-special tokens that are unknown; warn above ``limit`` (a broken vocabulary)."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return 0.0
+    special = set(tokenizer.all_special_ids) - {unk}
+    total = unknown = 0
+    for e in encoded:
+        for t in e["input_ids"]:
+            if t not in special:
+                total += 1
+                unknown += t == unk
+    share = unknown / total if total else 0.0
+    if share > limit:
+        logging.getLogger(__name__).warning(
+            "%.0f%% of the training tokens are the unknown token %r: the tokenizer's "
+            "vocabulary does not fit this text (or failed to load)", 100 * share,
+            tokenizer.unk_token)
+    return share

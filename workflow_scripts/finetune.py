@@ -21,11 +21,10 @@ import torch
 from tqdm import tqdm
 
 from . import architectures as arch
-from .data import Samples, check_labels, pad_batch, read_samples, tokenize
+from .data import Samples, read_samples, warn_unknown_tokens  # noqa: F401 (re-exported)
 from .devices import resolve_device
 from .errors import UserError
-from .evaluate import compute_metrics, predict
-from . import outputs
+from . import outputs, taskkinds
 from .io import atomic_path
 from .models import ModelSource, load_model, save_checkpoint
 from .settings import EvaluateSettings, FinetuneSettings
@@ -65,26 +64,6 @@ def _optimizer(model, lr: float, weight_decay: float):
         return torch.optim.AdamW(groups, lr=lr)
 
 
-def warn_unknown_tokens(tokenizer, encoded, limit: float = 0.5) -> float:
-    """Share of non-special tokens that are unknown; warn above ``limit`` (a broken vocabulary)."""
-    unk = tokenizer.unk_token_id
-    if unk is None:
-        return 0.0
-    special = set(tokenizer.all_special_ids) - {unk}
-    total = unknown = 0
-    for e in encoded:
-        for t in e["input_ids"]:
-            if t not in special:
-                total += 1
-                unknown += t == unk
-    share = unknown / total if total else 0.0
-    if share > limit:
-        log.warning("%.0f%% of the training tokens are the unknown token %r: the tokenizer's "
-                    "vocabulary does not fit this text (or failed to load)", 100 * share,
-                    tokenizer.unk_token)
-    return share
-
-
 def epoch_batches(lengths: list[int], batch_size: int, generator: torch.Generator,
                   group_by_length: bool = True, mega: int = 50) -> list[list[int]]:
     """One epoch's batches (row lists), shuffled with ``generator``.
@@ -107,13 +86,6 @@ def epoch_batches(lengths: list[int], batch_size: int, generator: torch.Generato
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     shuffle = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[i] for i in shuffle]
-
-
-def validation_accuracy(model, tokenizer, samples: Samples, task: str | None, max_length: int,
-                        batch_size: int, device) -> float:
-    """Accuracy on ``samples``: evaluate's :func:`predict` and :func:`compute_metrics`."""
-    scores = predict(model, tokenizer, samples, batch_size, max_length, device, progress=False)
-    return compute_metrics(task, samples.label, scores, model.config.num_labels)["accuracy"]
 
 
 def finetune(
@@ -141,14 +113,15 @@ def finetune(
         given = {k: v for k, v in (("base", base), ("train", train), ("info", info),
                                    ("validation", validation)) if isinstance(v, (str, os.PathLike))}
         outputs.check_output(out, outputs.FINETUNED, "--out", outputs.inputs_of(**given))
-    task_info, label_names = _task_labels(info, settings.causal)
-    train = _training_samples(train, label_names, settings)
+    task_info = _task_info(info)
+    kind = taskkinds.of_task(settings.objective, task_info)  # the info's, else the objective's
+    label_names = kind.label_names(task_info)
+    train = _training_samples(train, label_names, settings, kind)
     valid = None
     if validation is not None:
         vwhere = str(validation) if not isinstance(validation, Samples) else "validation samples"
         valid = _as_samples(validation, "validation")
-        if label_names is not None:
-            check_labels(valid, len(label_names), where=vwhere)
+        kind.check_samples(valid, len(label_names or ()), where=vwhere)
     device = resolve_device(settings.device)
     # seed: the new head's initialisation draws from torch's RNG
     model, tokenizer, minfo = load_model(base, label_names=label_names, seed=settings.seed,
@@ -156,13 +129,13 @@ def finetune(
                                          revision=source.revision, device=device,
                                          objective=settings.objective)
     max_length = _fitted_max_length(model.config, settings.max_length)
-    run = _train(model, tokenizer, train, settings, max_length, progress)
+    run = _train(model, tokenizer, train, settings, max_length, progress, kind)
     model.to(settings.torch_dtype)  # saved (and validated) in the compute dtype
     result = _record(run, settings, base, minfo, task_info, label_names, len(train), max_length,
                      device, source.allow_pickle)
     if valid is not None and len(valid):
         result["validation"] = _validation(model, tokenizer, valid, task_info, max_length,
-                                           settings)
+                                           settings, kind)
     log.info("fine-tuned %d steps in %.1f s; train loss %.4f -> %.4f", run.steps, run.seconds,
              result["initial_train_loss"], result["final_train_loss"])
     result["seconds"] = round(time.perf_counter() - started, 3)
@@ -174,32 +147,21 @@ def finetune(
     return model, tokenizer, result
 
 
-def _task_labels(info, causal: bool = False) -> tuple[dict, list[str] | None]:
-    """The task's info (a dict or its JSON file) and its label names, checked (a causal
-    LM's task has none)."""
+def _task_info(info) -> dict:
+    """The task's info: a dict, or its JSON file (checked)."""
     if isinstance(info, dict):
-        task_info = info
-    else:
-        from .tasks.info import read_info
+        return info
+    from .tasks.info import read_info
 
-        task_info = read_info(info)
-    if causal:
-        return task_info, None
-    num_labels = int(task_info["num_labels"])
-    label_names = [str(n) for n in task_info.get("label_names") or range(num_labels)]
-    if len(label_names) != num_labels:
-        raise UserError(f"task info: {num_labels} labels but {len(label_names)} label names")
-    if num_labels < 2:
-        raise UserError(f"fine-tuning needs a classification task with >= 2 labels, got {num_labels}")
-    return task_info, label_names
+    return read_info(info)
 
 
-def _training_samples(train, label_names, settings: FinetuneSettings) -> Samples:
-    """The training samples (read, checked, and subsampled to ``max_train_examples``)."""
+def _training_samples(train, label_names, settings: FinetuneSettings, kind) -> Samples:
+    """The training samples (read, checked by the task kind, and subsampled to
+    ``max_train_examples``)."""
     where = str(train) if not isinstance(train, Samples) else "train samples"
     train = _as_samples(train, "train")
-    if label_names is not None:
-        check_labels(train, len(label_names), where=where)
+    kind.check_samples(train, len(label_names or ()), where=where)
     if len(train) == 0:
         raise UserError(f"{where} has no rows")
     cap = settings.max_train_examples
@@ -210,22 +172,15 @@ def _training_samples(train, label_names, settings: FinetuneSettings) -> Samples
 
 
 def _validation(model, tokenizer, valid: Samples, task_info: dict, max_length: int,
-                settings: FinetuneSettings) -> dict:
-    """The fine-tune's validation: a classifier's accuracy (evaluate's), a causal LM's mean
-    token loss."""
+                settings: FinetuneSettings, kind) -> dict:
+    """The fine-tune's validation, its task kind's: a classifier's accuracy (evaluate's), a
+    causal LM's mean token loss."""
     started = time.perf_counter()
     batch = max(EvaluateSettings().batch_size, settings.batch_size)
-    device = next(model.parameters()).device
-    if settings.causal:
-        from .lmeval import lm_metrics
-
-        metrics, counts = lm_metrics(model, tokenizer, valid, batch, max_length, progress=False)
-        log.info("validation loss %.4f on %d tokens", metrics["loss"], counts["tokens"])
-        return {**metrics, "n": counts["examples"], "seconds": round(time.perf_counter() - started, 3)}
-    acc = validation_accuracy(model, tokenizer, valid, task_info.get("task"), max_length, batch,
-                              device)
-    log.info("validation accuracy %.4f on %d examples", acc, len(valid))
-    return {"accuracy": acc, "n": len(valid), "seconds": round(time.perf_counter() - started, 3)}
+    result = kind.validation(model, tokenizer, valid, task_info, max_length, batch)
+    if "accuracy" in result:
+        log.info("validation accuracy %.4f on %d examples", result["accuracy"], len(valid))
+    return {**result, "seconds": round(time.perf_counter() - started, 3)}
 
 
 def _fitted_max_length(config, max_length: int) -> int:
@@ -248,10 +203,11 @@ class _Run:
 
 
 def _train(model, tokenizer, train: Samples, settings: FinetuneSettings, max_length: int,
-           progress: bool | None) -> _Run:
-    """The training loop: AdamW, linear warm-up and decay, clipping, seeded batches."""
+           progress: bool | None, kind) -> _Run:
+    """The training loop: AdamW, linear warm-up and decay, clipping, seeded batches of the
+    task kind's encoding; the loss is the model's own from the batch's labels."""
     device = next(model.parameters()).device
-    lengths, make_batch = _batch_maker(tokenizer, train, max_length, settings.causal, device)
+    lengths, make_batch = kind.training_batches(tokenizer, train, max_length, device)
     steps_per_epoch = math.ceil(len(lengths) / settings.batch_size)
     total = (int(settings.max_steps) if settings.max_steps is not None
              else max(1, math.ceil(settings.epochs * steps_per_epoch)))
@@ -288,25 +244,6 @@ def _train(model, tokenizer, train: Samples, settings: FinetuneSettings, max_len
     meter.close()
     model.eval()
     return _Run(len(losses), losses, warmup, time.perf_counter() - started)
-
-
-def _batch_maker(tokenizer, train: Samples, max_length: int, causal: bool, device):
-    """(each example's length, rows -> (padded inputs, labels)): a classifier's class ids,
-    or a causal LM's token labels (-100 where a token does not count)."""
-    if causal:
-        from . import lm
-
-        encoded, _ = lm.encode(tokenizer, train, max_length, where="train samples")
-        return ([len(e["input_ids"]) for e in encoded],
-                lambda rows: lm.pad(tokenizer, [encoded[i] for i in rows], device))
-    encoded = tokenize(tokenizer, train, max_length)
-    warn_unknown_tokens(tokenizer, encoded)
-
-    def make(rows):
-        labels = torch.tensor([train.label[i] for i in rows], dtype=torch.long, device=device)
-        return pad_batch(tokenizer, encoded, rows, device), labels
-
-    return [len(e["input_ids"]) for e in encoded], make
 
 
 class _Precision:

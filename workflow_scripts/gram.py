@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from . import architectures as arch
+from . import objectives, taskkinds
 from .artifacts import ArtifactContext, environment_metadata, source_metadata
 from .devices import synchronize
 from .fisher.batches import model_batches, progress_bar
@@ -39,23 +40,23 @@ from .settings import GramSettings
 KIND = "gram"
 
 
-def body_linears(model: nn.Module) -> dict[str, nn.Module]:
+def body_linears(model: nn.Module, objective: str = objectives.DEFAULT) -> dict[str, nn.Module]:
     """Every linear layer of the body (``nn.Linear``, GPT-2's ``Conv1D``), by its weight's body
-    parameter name; for a causal LM also its output projection (``lm_head.weight``) unless it
-    is tied to the embeddings (then it is merged with them, by their average)."""
+    parameter name; where the objective's merges cover the whole model (a causal LM) also its
+    output projection (``lm_head.weight``) unless it is tied to the embeddings (then it is
+    merged with them, by their average)."""
     out = {name: layer.module for name, layer in arch.linear_layers(model).items()}
-    from . import objectives
-
-    if objectives.of_model(model) == objectives.CAUSAL_LM:
+    if objectives.objective(objective).whole_model:
         head = model.get_output_embeddings()
         if head is not None and head.weight is not model.get_input_embeddings().weight:
             out[f"{arch.spec_for(model).lm_head}.weight"] = head
     return out
 
 
-def gram_batches(model: nn.Module, batches, progress: bool = False) -> tuple[dict, dict]:
+def gram_batches(model: nn.Module, batches, progress: bool = False,
+                 objective: str = objectives.DEFAULT) -> tuple[dict, dict]:
     """(Grams, rows per layer) over ``batches``: sum of x x^T over non-padding rows / rows."""
-    linears = body_linears(model)
+    linears = body_linears(model, objective)
     sums: dict[str, torch.Tensor] = {}
     rows: dict[str, int] = {name: 0 for name in linears}
     state: dict = {"mask": None, "last": None}
@@ -102,14 +103,14 @@ def compute_gram(model: nn.Module, tokenizer, samples, settings: GramSettings | 
     settings = GramSettings.of(settings, **overrides)
     batches, device = model_batches(model, tokenizer, samples, batch_size=settings.batch_size,
                                     max_length=settings.max_length, sort_by_length=True,
-                                    device=None)
+                                    device=None, kind=taskkinds.of_settings(settings))
     synchronize(device)
     start = time.perf_counter()
-    grams, rows = gram_batches(model, batches, progress)
+    grams, rows = gram_batches(model, batches, progress, settings.objective)
     synchronize(device)
     seconds = time.perf_counter() - start
     metadata = {
-        **source_metadata(model, info, samples, context, batches),
+        **source_metadata(model, info, samples, context, batches, settings.objective),
         "method": KIND,
         "normalisation": "mean over non-padding tokens (per example for 2-D inputs)",
         "rows": rows,

@@ -40,6 +40,7 @@ GPU_RULES: dict[str, GpuRule] = {
     "evaluate_finetuned": GpuRule("model", "evaluate_runtime"),
     "evaluate_finetuned_holdout": GpuRule("model", "evaluate_runtime"),
     "evaluate_base": GpuRule("base", "evaluate_runtime"),
+    "evaluate_base_holdout": GpuRule("base", "evaluate_runtime"),
     "merge": GpuRule("models", "evaluate_runtime"),
 }
 

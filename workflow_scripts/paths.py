@@ -36,7 +36,8 @@ PATHS = {
     # merge / evaluate ({merge_id} holds n and the Fisher seed where the merge has them)
     "merged": "results/merged/{family}/{rep}/{subset}/{merge_id}",
     "eval_finetuned": "results/eval/{family}/{rep}/finetuned/{task}.json",
-    # a causal-LM family's base model on each task: the loss its fine-tunes improve on
+    # the base model on each task whose kind's score needs it (a causal LM's text task: the
+    # loss its fine-tunes improve on)
     "eval_base": "results/eval/{family}/base/{task}.json",
     "eval_merged": "results/eval/{family}/{rep}/merged/{subset}/{merge_id}/{task}.json",
     # merge evaluates its merged models in the same job: one directory of the above per merge
@@ -44,6 +45,8 @@ PATHS = {
     # held-out selection: the fine-tuned and the merged models on the held-out split, and
     # the select job's choice of each merge's candidate (which the report then reads)
     "holdout_finetuned": "results/holdout/{family}/{rep}/finetuned/{task}.json",
+    # the base model on the held-out split, where the task kind's score needs it
+    "holdout_base": "results/holdout/{family}/base/{task}.json",
     "holdout_merged": "results/holdout/{family}/{rep}/merged/{subset}/{merge_id}/{task}.json",
     "holdout_merged_dir": "results/holdout/{family}/{rep}/merged/{subset}/{merge_id}",
     "selection": "results/report/selection.csv",
@@ -65,6 +68,7 @@ LOGS = {
     "evaluate_finetuned": "logs/evaluate_finetuned/{family}/{rep}/{task}.log",
     "evaluate_finetuned_holdout": "logs/evaluate_finetuned_holdout/{family}/{rep}/{task}.log",
     "evaluate_base": "logs/evaluate_base/{family}/{task}.log",
+    "evaluate_base_holdout": "logs/evaluate_base_holdout/{family}/{task}.log",
     "fisher": "logs/fisher/{family}/{rep}/{task}/n{n}-seed{seed}/{method}.log",
     "gram": "logs/gram/{family}/{rep}/{task}/n{n}-seed{seed}.log",
     "merge": "logs/merge/{family}/{rep}/{subset}/{merge_id}.log",

@@ -16,10 +16,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from . import artifactkinds, objectives
+from . import artifactkinds, objectives, taskkinds
 from .fetch import is_gguf
 from .jobs import cli_flags
-from .metrics import LOSS
 from .merging import registry
 from .paths import PATHS, path
 from .settings import (
@@ -85,13 +84,19 @@ class Plan:
     def objective(self, family: str) -> str:
         return self.families[family].get("objective") or objectives.DEFAULT
 
-    def causal_families(self) -> list[str]:
-        return [f for f in self.families if self.objective(f) == objectives.CAUSAL_LM]
-
     def task_objective(self, task: str) -> str:
         """The objective of the families that use the task (checked: one)."""
         return next((self.objective(f) for f in self.families
                      if task in self.families[f]["checkpoints"]), objectives.DEFAULT)
+
+    def task_kind(self, task: str):
+        """The task's kind (:mod:`workflow_scripts.taskkinds`): its objective's."""
+        return taskkinds.of_objective(self.task_objective(task))
+
+    def base_tasks(self, family: str) -> list[str]:
+        """The family's tasks whose scores need its base model's evaluation (their kind's
+        normalisation: a causal LM's text tasks)."""
+        return [t for t in self.family_tasks(family) if self.task_kind(t).needs_base]
 
     def objective_values(self, objective: str) -> dict:
         """``--objective`` of a job: given for causal LMs only, so classifiers' command lines
@@ -280,7 +285,7 @@ class Plan:
             return []
         return [path("holdout_finetuned", family=family, rep=rep, task=task)
                 for family in self.families for rep in self.replicates(family)
-                for task in self.family_tasks(family)] + [
+                for task in self.family_tasks(family)] + self.base_eval_paths("holdout") + [
             self.holdout_merged_dir(m) for m in merges]
 
     def holdout_paths(self) -> list[str]:
@@ -310,11 +315,13 @@ class Plan:
                  for p in self.artifact_paths(merge)]
         return list(dict.fromkeys(paths))
 
-    def base_eval_paths(self) -> list[str]:
-        """A causal-LM family's base model on each of its tasks (the loss its fine-tunes
-        improve on: the normaliser's other end)."""
-        return [path("eval_base", family=family, task=task) for family in self.causal_families()
-                for task in self.family_tasks(family)]
+    def base_eval_paths(self, split: str = "validation") -> list[str]:
+        """The base model's evaluations on ``split`` (``validation``, or ``holdout``: what
+        held-out selection reads) of each task whose kind needs them (a causal LM's text
+        task: the loss its fine-tunes improve on, the normaliser's other end)."""
+        key = "holdout_base" if split == "holdout" else "eval_base"
+        return [path(key, family=family, task=task) for family in self.families
+                for task in self.base_tasks(family)]
 
     def eval_paths(self) -> list[str]:
         paths = [
@@ -340,8 +347,8 @@ class Plan:
     def task_metrics(self) -> dict[str, str]:
         """Every task's metric (:func:`workflow_scripts.tasks.registry.task_metric`)."""
         default = self.config["report"].get("default_metric")
-        return {name: LOSS if self.task_objective(name) == objectives.CAUSAL_LM
-                else task_metric(name, spec, default) for name, spec in self.tasks.items()}
+        return {name: self.task_kind(name).metric or task_metric(name, spec, default)
+                for name, spec in self.tasks.items()}
 
     # -- command flags -------------------------------------------------------
     # Each from the command's settings object (workflow_scripts.settings): the settings the
@@ -433,6 +440,13 @@ class Plan:
             meta += [f"n={merge.n}", f"seed={merge.seed}"]
         return " ".join([EvaluateSettings.config_flags(self.config, prefix="eval"),
                          flag("--meta", meta)])
+
+    @staticmethod
+    def base_eval_meta(family: str, task: str, split: str | None = None) -> list[str]:
+        """The base model's evaluation context (``--meta`` items); ``split`` for another split
+        than the validation split (``holdout``)."""
+        return ([f"family={family}", "kind=base", f"task={task}"]
+                + ([f"split={split}"] if split else []))
 
     @staticmethod
     def finetuned_eval_meta(family: str, replicate: str, task: str,

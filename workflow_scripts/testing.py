@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, BertTokenizerFast
+from transformers import AutoConfig, AutoModel, BertTokenizerFast
 
 from .data import Samples, write_samples
 
@@ -96,14 +96,14 @@ def make_tiny_checkpoint(
     ``padding_side="left"`` and ``pad_token_id=None`` give a decoder base as released
     (left-padding tokenizer, no pad token id in the model config).
     """
-    from transformers import AutoModelForCausalLM
+    from . import objectives
 
     directory = Path(directory)
     torch.manual_seed(seed)
     config = tiny_config(model_type, num_labels, **config_overrides)
-    model_class = AutoModelForSequenceClassification if with_head else AutoModel
-    if objective == "causal-lm":
-        model_class = AutoModelForCausalLM
+    model_class = objectives.auto_class(objective)
+    if objective == objectives.DEFAULT and not with_head:
+        model_class = AutoModel  # the bare encoder of a classifiers' base
     model = model_class.from_config(config)
     # only BERT and ELECTRA take token type ids
     names = None if model_type in ("bert", "electra") else ["input_ids", "attention_mask"]

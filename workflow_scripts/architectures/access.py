@@ -196,15 +196,17 @@ def body_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return dict(body(model).state_dict())
 
 
-def merged_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The tensors a merge covers, by the merge's names: a classifier's body
-    (:func:`body_state`); a causal LM's whole model, its body by the body's names and its
-    output projection by its own (``lm_head.weight``), unless tied to the embeddings (then
-    merged once, with them)."""
+def merged_state(model: nn.Module, objective: str) -> dict[str, torch.Tensor]:
+    """The tensors a merge of ``objective``'s models covers, by the merge's names: the body
+    (:func:`body_state`), e.g. a classifier's; or the whole model (a causal LM's), its body
+    by the body's names and its output projection by its own (``lm_head.weight``), unless
+    tied to the embeddings (then merged once, with them).  A model of another objective is
+    refused."""
     from .. import objectives
 
+    objectives.check_model(model, objective)
     state = body_state(model)
-    if objectives.of_model(model) != objectives.CAUSAL_LM:
+    if not objectives.objective(objective).whole_model:
         return state
     shared = {t.data_ptr() for t in state.values()}
     for name, value in head_state(model).items():

@@ -86,7 +86,7 @@ def load_samples_and_model(args, device, settings):
     none) and the model of ``--model`` (``--revision``, ``--allow-pickle``,
     ``--label-map``; loaded in ``settings``' dtype, for its objective), a classifier checked
     against the samples' labels."""
-    from .. import data
+    from .. import data, taskkinds
     from ..models import load_model, parse_label_map
 
     samples = data.read_samples(args.data, nonempty=True)
@@ -95,8 +95,7 @@ def load_samples_and_model(args, device, settings):
         label_map=parse_label_map(args.label_map), device=device, dtype=settings.torch_dtype,
         objective=settings.objective,
     )
-    if not settings.causal:
-        data.check_labels(samples, info.num_labels, where=str(args.data))
+    taskkinds.of_settings(settings).check_samples(samples, info.num_labels, where=str(args.data))
     return samples, model, tokenizer, info
 
 

@@ -7,7 +7,6 @@ Tokenisation and padding happen here, up front, so that the Fisher timing of
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import architectures as arch
@@ -54,58 +53,51 @@ def prepare_batches(
     )
 
 
+def task_kind(kind):
+    """The registered task kind ``kind`` (a name, or a kind as is)."""
+    from ..taskkinds import kind as registered
+
+    return registered(kind)
+
+
 def model_batches(
     model: nn.Module, tokenizer, samples: data_mod.Samples, *, batch_size: int, max_length: int,
-    sort_by_length: bool, device,
+    sort_by_length: bool, device, kind="label",
 ) -> tuple[list[data_mod.Batch], torch.device]:
     """The samples' batches for ``model`` and the device they are on.
 
-    A classifier's labels are checked against its label count first; a causal LM's batches
-    carry token labels (:mod:`workflow_scripts.lm`).  ``device`` ``None`` means the
-    model's own device.
+    ``kind`` (a task kind of :mod:`workflow_scripts.taskkinds`, or its name) encodes them:
+    a classifier's labels are checked against its label count first; a causal LM's batches
+    carry token labels (:mod:`workflow_scripts.lm`).  The model must be of the kind's
+    objective.  ``device`` ``None`` means the model's own device.
     """
-    from .. import lm, objectives
+    from .. import objectives
 
+    kind = task_kind(kind)
+    objectives.check_model(model, kind.objective)
     device = model_device(model, device)
-    if objectives.of_model(model) == objectives.CAUSAL_LM:
-        if batch_size < 1:
-            raise ValueError(f"batch size must be positive, not {batch_size}")
-        batches = lm.batches(tokenizer, samples, batch_size, max_length,
-                             sort_by_length=sort_by_length, device=device)
-    else:
-        data_mod.check_labels(samples, int(model.config.num_labels))
-        batches = prepare_batches(
-            tokenizer, samples, batch_size=batch_size, max_length=max_length,
-            sort_by_length=sort_by_length, device=device,
-        )
+    batches = kind.batches(model, tokenizer, samples, batch_size=batch_size,
+                           max_length=max_length, sort_by_length=sort_by_length, device=device)
     for batch in batches:  # decoders: positions from the attention mask (left padding)
         batch.inputs = arch.model_inputs(model, batch.inputs)
     return batches, device
 
 
-def example_losses(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Each example's loss [B], in at least float32: the cross-entropy of its class (a
-    classifier), or its mean next-token cross-entropy over the counted tokens (a causal LM)."""
-    from .. import lm, objectives
-
-    if objectives.of_model(model) == objectives.CAUSAL_LM:
-        return lm.token_losses(logits, labels)[0]
-    acc = torch.promote_types(logits.dtype, torch.float32)
-    return F.cross_entropy(logits.to(acc), labels, reduction="none")
+def example_losses(kind, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each example's loss [B], in at least float32, as the task kind defines it: the
+    cross-entropy of its class (``label``), its mean next-token cross-entropy over the
+    counted tokens (``text``)."""
+    return task_kind(kind).example_losses(logits, labels)
 
 
-def drawn_labels(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor,
+def drawn_labels(kind, logits: torch.Tensor, labels: torch.Tensor,
                  batch_index: int) -> torch.Tensor:
-    """The true Fisher's labels: classes (a classifier), or each counted next token (a
-    causal LM), drawn from the model's predictions with a seeded generator."""
-    from .. import lm, objectives
+    """The true Fisher's labels, drawn by the task kind from the model's predictions with a
+    generator seeded per batch: classes (``label``), each counted next token (``text``)."""
     from .kinds import SAMPLING_SEED
 
     generator = torch.Generator(device=logits.device).manual_seed(SAMPLING_SEED + batch_index)
-    if objectives.of_model(model) == objectives.CAUSAL_LM:
-        return lm.sampled_labels(logits, labels, generator)
-    probs = torch.softmax(logits.detach().float(), dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    return task_kind(kind).drawn_labels(logits, labels, generator)
 
 
 def progress_bar(items, desc: str, progress: bool):

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import architectures as arch
@@ -93,7 +92,7 @@ def _word_embedding_name(model: nn.Module) -> str:
 
 def full_fisher_batches(
     model: nn.Module, batches: Sequence[data_mod.Batch], *, labels: str, chunk_size: int,
-    progress: bool = False,
+    progress: bool = False, kind="label",
 ) -> dict[str, torch.Tensor]:
     """Full diagonal Fisher over prepared batches (see :func:`full_fisher`).
 
@@ -107,12 +106,14 @@ def full_fisher_batches(
     gets none, as ``nn.Embedding(padding_idx=...)`` does).  A causal LM whose output
     projection is tied to its embeddings reads every row, so there the matrix is
     differentiated directly.  The squares go into float accumulators in place, example by
-    example.  A classifier's Fisher covers its body; a causal LM's the whole model.
+    example.  The loss is the task kind's (``kind``, :mod:`workflow_scripts.taskkinds`); the
+    Fisher covers what a merge of the kind's objective covers: a classifier's body, a causal
+    LM's whole model.
     """
     check_choice("labels", labels, LABEL_MODES)
     if chunk_size < 1:
         raise ValueError(f"chunk size must be positive, not {chunk_size}")
-    state = _FullFisher(model, labels=labels, chunk_size=chunk_size)
+    state = _FullFisher(model, labels=labels, chunk_size=chunk_size, kind=kind)
     n = 0
     handle = state.embedding.register_forward_hook(state.add_offset) if state.sparse else None
     try:
@@ -134,27 +135,29 @@ class _FullFisher:
     """The accumulators and the vmapped per-example gradient functions of one full Fisher
     (:func:`full_fisher_batches`)."""
 
-    def __init__(self, model: nn.Module, *, labels: str, chunk_size: int):
+    def __init__(self, model: nn.Module, *, labels: str, chunk_size: int, kind="label"):
         from torch.func import vmap
 
         from .. import objectives
+        from .batches import task_kind
 
-        self.model, self.labels = model, labels
-        self.causal = objectives.of_model(model) == objectives.CAUSAL_LM
-        if labels == "expected" and self.causal:
-            raise ValueError("the expected Fisher sums over a classifier's classes; a causal LM "
-                             "takes labels empirical or true")
+        self.model, self.labels, self.kind = model, labels, task_kind(kind)
+        objectives.check_model(model, self.kind.objective)
+        self.whole = objectives.objective(self.kind.objective).whole_model
+        if labels == "expected" and not self.kind.expected_fisher:
+            raise ValueError(f"the expected Fisher sums over a classifier's classes; a "
+                             f"{self.kind.name} task takes labels empirical or true")
         self.prefix = arch.body_prefix(model)
         self.mask_form = arch.spec_for(model).full_fisher_mask  # unsupported architectures fail here
         self.embedding = model.get_input_embeddings()
         self.emb_name = _word_embedding_name(model)
         if not self.emb_name.startswith(self.prefix):
             raise ValueError(f"word embeddings {self.emb_name!r} lie outside the body {self.prefix!r}")
-        output = model.get_output_embeddings() if self.causal else None
+        output = model.get_output_embeddings() if self.whole else None
         self.sparse = output is None or output.weight is not self.embedding.weight
         named = dict(model.named_parameters())
         self.diff = {k: p.detach() for k, p in named.items()
-                     if (self.causal or k.startswith(self.prefix))
+                     if (self.whole or k.startswith(self.prefix))
                      and (k != self.emb_name or not self.sparse)}
         self.fixed = {k: p.detach() for k, p in named.items() if k not in self.diff}
         self.fixed.update(dict(model.named_buffers()))
@@ -165,7 +168,7 @@ class _FullFisher:
         self.emb_fisher = torch.zeros(named[self.emb_name].shape, dtype=acc, device=self.device)
         self.vocab, self.width = self.emb_fisher.shape
         self.pad_row = self.embedding.padding_idx
-        num_labels = 1 if self.causal else int(model.config.num_labels)
+        num_labels = self.kind.classes(model)
         self.very_negative = torch.finfo(self.dtype).min
         # examples per vmap call: chunk_size per-example gradients in flight
         expected = labels == "expected"
@@ -191,12 +194,9 @@ class _FullFisher:
         return out.to(self.acc)  # the loss in float32 at least (half-precision models)
 
     def loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        """One example's loss: its class's cross-entropy, or its mean next-token loss."""
-        if self.causal:
-            from .. import lm
-
-            return lm.token_losses(logits.unsqueeze(0), label.unsqueeze(0))[0][0]
-        return F.cross_entropy(logits.unsqueeze(0), label.unsqueeze(0))
+        """One example's loss, the task kind's: its class's cross-entropy, or its mean
+        next-token loss."""
+        return self.kind.example_losses(logits.unsqueeze(0), label.unsqueeze(0))[0]
 
     def empirical_grads(self, params, delta, inputs, label):
         from torch.func import grad
@@ -229,7 +229,7 @@ class _FullFisher:
 
         with torch.no_grad():
             logits = self.model(**batch.inputs).logits
-        return drawn_labels(self.model, logits, batch.labels, index)
+        return drawn_labels(self.kind, logits, batch.labels, index)
 
     def add_chunk(self, batch: data_mod.Batch, targets: torch.Tensor, start: int) -> None:
         """Add the squared gradients of the batch's examples ``start:start+examples_per_call``."""
@@ -241,9 +241,7 @@ class _FullFisher:
         ids = inputs["input_ids"]
         delta = torch.zeros(*ids.shape[:1], 1, ids.shape[1], self.width, dtype=self.dtype,
                             device=self.device)
-        chunk_targets = targets[start:stop]
-        if self.causal:  # the labels trimmed as the inputs are (their padding columns)
-            chunk_targets = chunk_targets[:, :ids.shape[1]]
+        chunk_targets = self.kind.chunk_labels(targets[start:stop], ids.shape[1])
         grads, g_delta, weights = self.per_example(self.diff, delta, inputs, chunk_targets)
         valid = attn.bool()
         if self.pad_row is not None:
@@ -296,8 +294,10 @@ def full_fisher(
     max_length: int = DEFAULT_MAX_LENGTH,
     device=None,
     progress: bool = False,
+    kind="label",
 ) -> dict[str, torch.Tensor]:
-    """Diagonal Fisher of every body parameter, keyed as in ``model.base_model.state_dict()``.
+    """Diagonal Fisher of every body parameter, keyed as in ``model.base_model.state_dict()``
+    (a causal LM's, ``kind="text"``: every parameter, :func:`full_fisher_batches`).
 
     Mean over samples of the squared per-example gradient of ``log p(y|x)``:
     ``labels="empirical"`` uses the samples' labels; ``"expected"`` the exact
@@ -308,8 +308,9 @@ def full_fisher(
     """
     batches, device = model_batches(
         model, tokenizer, samples, batch_size=batch_size, max_length=max_length,
-        sort_by_length=True, device=device,
+        sort_by_length=True, device=device, kind=kind,
     )
     if chunk_size is None:
         chunk_size = default_chunk_size(device)
-    return full_fisher_batches(model, batches, labels=labels, chunk_size=chunk_size, progress=progress)
+    return full_fisher_batches(model, batches, labels=labels, chunk_size=chunk_size,
+                               progress=progress, kind=kind)

@@ -24,10 +24,12 @@ from .kinds import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, ESTIMATORS, check_cho
 
 def mask_fisher_batches(
     model: nn.Module, batches: Sequence[data_mod.Batch], *, estimator: str, neuron_mask: str,
-    progress: bool = False, labels: str = "empirical",
+    progress: bool = False, labels: str = "empirical", kind="label",
 ) -> dict[str, torch.Tensor]:
     """Mask-node Fisher over prepared batches (see :func:`mask_fisher`); ``labels``
-    ``empirical`` (the data's) or ``true`` (drawn from the model's predictions)."""
+    ``empirical`` (the data's) or ``true`` (drawn from the model's predictions); ``kind``
+    the task kind (:mod:`workflow_scripts.taskkinds`) whose per-example loss it
+    differentiates."""
     check_choice("estimator", estimator, ESTIMATORS)
     check_choice("labels", labels, ("empirical", "true"))
     d = arch.dims(model)
@@ -49,8 +51,8 @@ def mask_fisher_batches(
                 logits = model(**batch.inputs).logits
             targets = batch.labels
             if labels == "true":
-                targets = drawn_labels(model, logits, batch.labels, index)
-            losses = example_losses(model, logits, targets)  # at least float32
+                targets = drawn_labels(kind, logits, batch.labels, index)
+            losses = example_losses(kind, logits, targets)  # at least float32
             loss = losses.sum() if estimator == "per-example" else losses.mean()
             g_head, g_neuron = torch.autograd.grad(loss, (hm, nm))
             if estimator == "per-example":
@@ -76,6 +78,7 @@ def mask_fisher(
     max_length: int = DEFAULT_MAX_LENGTH,
     device=None,
     progress: bool = False,
+    kind="label",
 ) -> dict[str, torch.Tensor]:
     """Mask-node Fisher: ``{"head": [layers, heads], "neuron": [layers, intermediate]}``.
 
@@ -83,12 +86,14 @@ def mask_fisher(
     gradient (Eq. 4), batched (batches sorted by length: the result does not
     depend on the grouping).  ``"per-batch"``: sum over consecutive batches of
     ``batch_size`` samples in file order of the squared gradient of the
-    batch-mean loss (released code).  The losses use the samples' labels.
+    batch-mean loss (released code).  The losses use the samples' labels; ``kind`` is
+    their task kind (``label``: a classifier's; ``text``: a causal LM's).
     """
     batches, _ = model_batches(
         model, tokenizer, samples, batch_size=batch_size, max_length=max_length,
-        sort_by_length=estimator == "per-example", device=device,
+        sort_by_length=estimator == "per-example", device=device, kind=kind,
     )
     return mask_fisher_batches(
-        model, batches, estimator=estimator, neuron_mask=neuron_mask, progress=progress
+        model, batches, estimator=estimator, neuron_mask=neuron_mask, progress=progress,
+        kind=kind,
     )

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from .. import architectures as arch
-from .. import objectives
 from .. import data as data_mod
+from .. import taskkinds
 from ..artifacts import ArtifactContext, environment_metadata, source_metadata
 from ..devices import synchronize
 from ..settings import FisherSettings
@@ -44,11 +44,12 @@ def compute_fisher(
     (source, fingerprint, revision); ``context`` what the header records of the job.
     """
     settings = FisherSettings.of(settings, **overrides)
-    method = settings.method
+    method, kind = settings.method, taskkinds.of_settings(settings)
     batches, device = model_batches(
         model, tokenizer, samples, batch_size=settings.batch_size,
         max_length=settings.max_length,
         sort_by_length=not (method == "mask" and settings.estimator == "per-batch"), device=None,
+        kind=kind,
     )
     chunk_size = settings.chunk_size
     if method == "full" and chunk_size is None:
@@ -58,14 +59,15 @@ def compute_fisher(
         if method == "mask":
             return mask_fisher_batches(model, batches, estimator=settings.estimator,
                                        neuron_mask=settings.neuron_mask, progress=show,
-                                       labels=settings.effective_labels(method, settings.labels))
+                                       labels=settings.effective_labels(method, settings.labels),
+                                       kind=kind)
         return full_fisher_batches(model, batches, labels=settings.labels,
-                                   chunk_size=chunk_size, progress=show)
+                                   chunk_size=chunk_size, progress=show, kind=kind)
 
     tensors, seconds = timed(compute, device, progress)
     flops = count_flops(compute) if settings.count_flops else None
     metadata = {
-        **source_metadata(model, info, samples, context, batches),
+        **source_metadata(model, info, samples, context, batches, settings.objective),
         **fisher_settings_metadata(model, settings, chunk_size),
         "seconds": seconds,
         "flops": flops,
@@ -133,7 +135,7 @@ def fisher_settings_metadata(model: nn.Module, settings: FisherSettings,
         "method": method,
         "estimator": settings.estimator if method == "mask" else "per-example",
         "labels": settings.effective_labels(method, settings.labels),
-        "objective": objectives.of_model(model),
+        "task_kind": taskkinds.of_settings(settings).name,
         "neuron_mask": settings.neuron_mask if method == "mask" else None,
         "max_length": settings.max_length,
         "batch_size": settings.batch_size,

@@ -51,12 +51,12 @@ def merge_loaded(
     labels = labels or [f"model {j}" for j in range(len(models))]
     check_request(settings, len(models), None if artifacts is None else len(artifacts),
                   base is not None)
-    bodies = [arch.merged_state(m) for m in models]
+    bodies = [arch.merged_state(m, settings.objective) for m in models]
     check_bodies(bodies, labels, [arch.spec_for(m).model_type for m in models],
                  [arch.dims(m) for m in models])
     base_body = None
     if base is not None and registry.method(settings.method).needs_base:
-        base_body = base if isinstance(base, dict) else arch.merged_state(base)
+        base_body = base if isinstance(base, dict) else arch.merged_state(base, settings.objective)
         check_base(base_body, bodies[0], base_label, labels[0])
     kind = registry.method(settings.method).artifact
     noun = artifactkinds.noun(kind)

@@ -31,17 +31,18 @@ NEAR_CHANCE_ERROR = (
 )
 
 
-def near_chance(finetuned: pl.DataFrame, margin: float) -> pl.DataFrame:
-    """Fine-tuned models at or below chance + margin on their own task: a fine-tune that did
-    not learn scores about chance, a label-order mismatch usually under it (both count)."""
-    return finetuned.filter(pl.col("accuracy") <= pl.col("chance") + margin)
+def weak_finetunes(finetuned: pl.DataFrame, margin: float) -> list[tuple[dict, str]]:
+    """Fine-tuned models with nothing for a merge to keep, as each one's task kind judges
+    (a classifier at or below chance + margin on its own task: a fine-tune that did not
+    learn scores about chance, a label-order mismatch usually under it; a causal LM's text
+    task whose loss is not below its base's), each with the sentence that says why."""
+    from .. import taskkinds
 
-
-def no_gain(finetuned: pl.DataFrame) -> pl.DataFrame:
-    """Fine-tuned causal LMs whose validation loss is not below their base model's."""
-    if "base" not in finetuned.columns:
-        return finetuned.clear()
-    return finetuned.filter(pl.col("base").is_not_null() & (pl.col("score") >= pl.col("base")))
+    out = []
+    for name in dict.fromkeys(finetuned["task_kind"]):
+        rows = finetuned.filter(pl.col("task_kind") == name)
+        out += taskkinds.kind(name).weak(rows, margin)
+    return out
 
 
 def parse_accepted(items: list[str]) -> set[tuple[str, str]]:
@@ -63,14 +64,7 @@ def check_near_chance(finetuned: pl.DataFrame, margin: float, accepted_items: li
     """
     accepted = parse_accepted(accepted_items)
     errors, warnings = [], []
-    failed = [(r, f"{r['family']}/{r['task']}: fine-tuned model {r['model']} ({r['file']}) has "
-                  f"accuracy {r['accuracy']:.3f} on its own validation set, within {margin} of "
-                  f"or below chance ({r['chance']:.3f})")
-              for r in near_chance(finetuned, margin).iter_rows(named=True)]
-    failed += [(r, f"{r['family']}/{r['task']}: fine-tuned causal LM {r['model']} ({r['file']}) "
-                   f"has validation loss {r['score']:.4f}, not below its base model's "
-                   f"{r['base']:.4f}: there is no fine-tuning gain for a merge to keep")
-               for r in no_gain(finetuned).iter_rows(named=True)]
+    failed = weak_finetunes(finetuned, margin)
     for r, what in failed:
         if (r["family"].lower(), r["task"].lower()) in accepted:
             warnings.append(f"{what}; accepted with --accept-near-chance, so the normalised "

@@ -16,11 +16,12 @@ replicate and task, on the same split.  The report reads validation evaluations
 only, the ``select`` command held-out ones only (:mod:`.selection`): a file of
 the other split is an error naming it.
 
-Every task is a classification (``num_labels`` >= 2).  A fine-tuned model's
-chance level is its task's majority-class rate on the evaluated validation
-samples, ``max(1/num_labels, max(label_counts) / sum(label_counts))``; a JSON
-without ``label_counts`` (written by an older ``evaluate``) falls back to
-1/num_labels, with a warning.
+Each file's task kind (:mod:`workflow_scripts.taskkinds`, its ``task_kind``) reads its
+fine-tuned row and normalises its merged scores.  A classifier's task (``label``) has
+``num_labels`` >= 2; a fine-tuned model's chance level is its task's majority-class rate on
+the evaluated validation samples, ``max(1/num_labels, max(label_counts) /
+sum(label_counts))``; a JSON without ``label_counts`` (written by an older ``evaluate``)
+falls back to 1/num_labels, with a warning.
 
 Fisher artifacts (safetensors) are read through their header only
 (:func:`workflow_scripts.artifacts.read_metadata`): ``method`` (a Fisher kind of
@@ -41,8 +42,8 @@ from .. import artifacts, replicates
 from ..errors import MissingFileError, UserError
 from ..fisher.kinds import METHODS as FISHER_KINDS
 from ..merging.registry import ALL_VARIANTS, is_known, variant
-from ..metrics import ACCURACY, F1, KNOWN, LOSS, MAY_BE_UNDEFINED, RANGES
-from ..objectives import CAUSAL_LM, CLASSIFICATION
+from ..metrics import ACCURACY, F1, KNOWN, MAY_BE_UNDEFINED, RANGES
+from .. import taskkinds
 from .checks import undefined_warnings
 
 VALIDATION = "validation"  # the split evaluations are of when their context names none
@@ -51,7 +52,7 @@ HOLDOUT = "holdout"  # context.split of evaluations on the held-out selection sp
 FINETUNED_SCHEMA = {"family": pl.String, "replicate": pl.String, "task": pl.String, "model": pl.String,
                     "metric": pl.String, "file": pl.String, "score": pl.Float64,
                     "accuracy": pl.Float64, "num_labels": pl.Int64, "n_examples": pl.Int64,
-                    "chance": pl.Float64, "base": pl.Float64, "objective": pl.String}
+                    "chance": pl.Float64, "base": pl.Float64, "task_kind": pl.String}
 MERGED_SCHEMA = {"family": pl.String, "replicate": pl.String, "task": pl.String,
                  "model": pl.String, "metric": pl.String, "file": pl.String, "subset": pl.String,
                  "method": pl.String, "n": pl.Int64, "seed": pl.Int64, "merged": pl.Float64}
@@ -141,30 +142,6 @@ def check_metric_values(metrics: dict, path) -> None:
                             "by evaluate: evaluate the model again")
 
 
-def _num_labels(data: dict, path) -> int:
-    num_labels = _need(data, "num_labels", path)
-    if not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 2:
-        raise UserError(f"evaluation file {path}: num_labels is {num_labels!r}; every task is a "
-                        "classification with 2 or more labels")
-    return num_labels
-
-
-def _chance(data: dict, num_labels: int, path) -> tuple[float, str | None]:
-    """(chance level, warning or None): the majority-class rate of the evaluated samples,
-    at least 1/num_labels; 1/num_labels with a warning when no label counts are recorded."""
-    counts = data.get("label_counts")
-    if counts is None:
-        return 1.0 / num_labels, (
-            f"evaluation file {path} records no label counts; chance taken as 1/{num_labels}; "
-            "rerun its evaluation to check the model against its task's majority-class rate")
-    if (not isinstance(counts, list) or len(counts) != num_labels
-            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
-            or sum(counts) == 0):
-        raise UserError(f"evaluation file {path}: label_counts is {counts!r}, not {num_labels} "
-                        "non-negative counts (one per label id) with a positive sum")
-    return max(1.0 / num_labels, max(counts) / sum(counts)), None
-
-
 def _load_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
@@ -180,9 +157,11 @@ def _load_json(path: Path) -> dict:
 def read_evals(paths: list[Path], task_metrics: dict[str, str], default_metric: str,
                split: str = VALIDATION):
     """(fine-tuned rows, merged rows, warnings): two DataFrames and a list of strings, from
-    evaluations on ``split`` (``context.split``, absent: validation) only.  A causal LM's
-    evaluations (``objective: causal-lm``) are scored by their token loss; the base model's
-    (``context.kind: base``) give each fine-tuned row its ``base`` loss.
+    evaluations on ``split`` (``context.split``, absent: validation) only.  Each file's task
+    kind (its ``task_kind``, :func:`workflow_scripts.taskkinds.of_record`) says what it is
+    scored by (a ``text`` task: its token loss) and reads its fine-tuned row; the base
+    model's evaluations (``context.kind: base``, of kinds that need them) give each
+    fine-tuned row of that family and task its ``base`` score.
 
     Every structural problem is a UserError naming the file.
     """
@@ -193,7 +172,7 @@ def read_evals(paths: list[Path], task_metrics: dict[str, str], default_metric: 
         if not isinstance(_need(data, "metrics", path), dict):
             raise UserError(f"evaluation file {path}: 'metrics' is not an object")
         check_metric_values(data["metrics"], path)
-        causal = data.get("objective") == CAUSAL_LM
+        task_kind = taskkinds.of_record(data)
         ctx = _need(data, "context", path)
         found = (ctx.get("split") if isinstance(ctx, dict) else None) or VALIDATION
         if found != split:
@@ -202,21 +181,24 @@ def read_evals(paths: list[Path], task_metrics: dict[str, str], default_metric: 
                             "evaluations")
         family = str(_need(ctx, "family", path, "context."))
         kind = _need(ctx, "kind", path, "context.")
-        metric = LOSS if causal else task_metrics.get(task.lower(), default_metric)
+        metric = task_kind.metric or task_metrics.get(task.lower(), default_metric)
         replicate = str(ctx.get("replicate") or replicates.GIVEN)
         row = {"family": family, "replicate": replicate, "task": task,
                "model": str(data.get("model", "")), "metric": metric, "file": str(path)}
         if kind == "finetuned":
-            finetuned.append(_finetuned_row(data, row, causal, path, warnings))
+            finetuned.append(task_kind.finetuned_row(
+                data, row, lambda name, d=data, p=path: _metric(d, name, p), path, warnings)
+                | {"task_kind": task_kind.name})
         elif kind == "merged":
             merged.append(_merged_row(data, ctx, row, path))
-        elif kind == "base" and causal:
-            bases[(family, task)] = _metric(data, LOSS, path)
+        elif kind == "base" and task_kind.needs_base:
+            bases[(family, task)] = _metric(data, metric, path)
         else:
             raise UserError(f"evaluation file {path}: context.kind is {kind!r}, "
-                            "expected 'finetuned' or 'merged' (or 'base', of a causal LM)")
+                            "expected 'finetuned' or 'merged' (or 'base', of a task kind whose "
+                            f"scores need the base model's: {', '.join(_base_kinds())})")
     for r in finetuned:
-        if r["objective"] == CAUSAL_LM:
+        if taskkinds.kind(r["task_kind"]).needs_base:
             r["base"] = _base_loss(bases, r)
     ft = pl.DataFrame(finetuned, schema=FINETUNED_SCHEMA)
     mg = pl.DataFrame(merged, schema=MERGED_SCHEMA)
@@ -224,27 +206,6 @@ def read_evals(paths: list[Path], task_metrics: dict[str, str], default_metric: 
     _no_duplicates(mg, ["family", "replicate", "method", "n", "seed", "subset", "task"],
                    "merged evaluations")
     return ft, mg, warnings
-
-
-def _finetuned_row(data: dict, row: dict, causal: bool, path, warnings: list) -> dict:
-    metric = row["metric"]
-    score = _metric(data, metric, path)
-    if causal:
-        if score is None:
-            raise UserError(f"evaluation file {path}: fine-tuned loss is undefined")
-        return row | {"score": score, "accuracy": None, "num_labels": None,
-                      "n_examples": data.get("n_examples"), "chance": None, "base": None,
-                      "objective": CAUSAL_LM}
-    num_labels = _num_labels(data, path)
-    if score is None or score <= 0:
-        raise UserError(f"evaluation file {path}: fine-tuned {metric} is {score}; "
-                        "scores cannot be normalised by it")
-    chance, warning = _chance(data, num_labels, path)
-    if warning:
-        warnings.append(warning)
-    return row | {"score": score, "accuracy": _metric(data, ACCURACY, path),
-                  "num_labels": num_labels, "n_examples": data.get("n_examples"),
-                  "chance": chance, "base": None, "objective": CLASSIFICATION}
 
 
 def _merged_row(data: dict, ctx: dict, row: dict, path) -> dict:
@@ -266,13 +227,19 @@ def _merged_row(data: dict, ctx: dict, row: dict, path) -> dict:
                   "merged": _metric(data, row["metric"], path)}
 
 
+def _base_kinds() -> list[str]:
+    return [k.name for k in taskkinds.KINDS.values() if k.needs_base]
+
+
 def _base_loss(bases: dict, row: dict) -> float:
-    """The base model's loss on the fine-tuned row's task (a causal LM's normaliser)."""
+    """The base model's score on the fine-tuned row's task (the normaliser's other end, for
+    task kinds that need it: a causal LM's text tasks)."""
     key = (row["family"], row["task"])
     if key not in bases or bases[key] is None:
+        caption = taskkinds.kind(row["task_kind"]).caption
         raise UserError(f"no evaluation of family {row['family']!r}'s base model on task "
-                        f"{row['task']!r} (needed by {row['file']}): a causal LM's scores are "
-                        "the share of the fine-tuning gain kept; pass the base's evaluations")
+                        f"{row['task']!r} (needed by {row['file']}): its scores are {caption}; "
+                        "pass the base's evaluations on the same split")
     return bases[key]
 
 
@@ -295,7 +262,7 @@ def normalise(finetuned: pl.DataFrame, merged: pl.DataFrame) -> pl.DataFrame:
     """
     joined = merged.join(
         finetuned.select("family", "replicate", "task", pl.col("score").alias("finetuned"),
-                         "base", "objective"),
+                         "base", "task_kind"),
         on=["family", "replicate", "task"], how="left",
     )
     lacking = joined.filter(pl.col("finetuned").is_null())
@@ -304,13 +271,15 @@ def normalise(finetuned: pl.DataFrame, merged: pl.DataFrame) -> pl.DataFrame:
         listed = ", ".join(f"{f}/{t} (replicate {r})" for f, r, t in pairs.iter_rows())
         raise UserError(f"no fine-tuned evaluation for {listed} (needed by e.g. "
                         f"{lacking['file'][0]}); pass the fine-tuned models' evaluations too")
-    # a classifier: the merged score over the fine-tuned one; a causal LM: the share of the
-    # fine-tuning gain in loss kept, (L_base - L_merged) / (L_base - L_ft)
-    gain = (pl.col("base") - pl.col("merged")) / (pl.col("base") - pl.col("finetuned"))
+    # each task kind's normalisation (a classifier: the merged score over the fine-tuned
+    # one; a causal LM's text: the share of the fine-tuning gain in loss kept)
+    normalised = None
+    for kind in taskkinds.KINDS.values():
+        normalised = (pl.when(pl.col("task_kind") == kind.name) if normalised is None else
+                      normalised.when(pl.col("task_kind") == kind.name)).then(kind.normalised())
     return joined.with_columns(
         subset_size=(pl.col("subset").str.count_matches("+", literal=True) + 1).cast(pl.Int64),
-        normalised=pl.when(pl.col("objective") == CAUSAL_LM).then(gain * 100).otherwise(
-            pl.col("merged").fill_null(0.0) / pl.col("finetuned") * 100),
+        normalised=normalised.otherwise(None),
     ).select("family", "replicate", "subset", "subset_size", "task", "method", "n", "seed",
              "metric", "merged", "finetuned", "normalised", "model")
 

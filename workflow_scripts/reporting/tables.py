@@ -15,7 +15,7 @@ from tabulate import tabulate
 
 from ..fisher.kinds import METHODS as FISHER_KINDS
 from ..merging.registry import ALL_VARIANTS, is_known, rank, variant
-from ..objectives import CAUSAL_LM, CLASSIFICATION
+from .. import taskkinds
 from ..tasks.glue import GLUE_TASKS
 from . import stats
 
@@ -24,31 +24,26 @@ BASELINE = stats.BASELINE  # the merge whose median Table 1's "(+x.x)" differenc
 PAPER_TASKS = GLUE_TASKS[:6]
 MISSING = "–"
 
-# what a normalised score is, per objective (reporting/inputs.py computes it)
-SCORE_DEFINITIONS = {
-    CLASSIFICATION: "merged / fine-tuned metric x 100",
-    CAUSAL_LM: "the share of the fine-tuning gain in validation token loss that the merge "
-               "keeps, (L_base - L_merged) / (L_base - L_ft) x 100",
-}
-CLASSIFIER_UNIT, CAUSAL_UNIT = "of fine-tuned", "of the fine-tuning gain"
+# what a normalised score is: its task kind's caption (reporting/inputs.py computes it)
+DEFAULT_KIND = "label"  # the report's captions without fine-tuned rows
+CLASSIFIER_UNIT = taskkinds.KINDS[DEFAULT_KIND].unit
 
 
 def score_units(finetuned: pl.DataFrame) -> dict[str, str]:
-    """Family -> what its normalised scores are a percentage of."""
-    return {family: CAUSAL_UNIT if objective == CAUSAL_LM else CLASSIFIER_UNIT
-            for family, objective in finetuned.select("family", "objective").unique().rows()}
+    """Family -> what its normalised scores are a percentage of (its tasks' kind's unit)."""
+    return {family: taskkinds.kind(name).unit
+            for family, name in finetuned.select("family", "task_kind").unique().rows()}
 
 
 def score_definition(finetuned: pl.DataFrame | None) -> str:
-    """What Table 1's scores are ("of ..."), for the objectives of the report's families
-    (the fine-tuned rows; None: classifiers)."""
-    objectives = set() if finetuned is None else set(finetuned["objective"])
-    if CAUSAL_LM not in objectives:
-        return "of " + SCORE_DEFINITIONS[CLASSIFICATION]
-    if objectives == {CAUSAL_LM}:
-        return "of " + SCORE_DEFINITIONS[CAUSAL_LM]
-    return (f"of {SCORE_DEFINITIONS[CLASSIFICATION]} (classifier families) or "
-            f"{SCORE_DEFINITIONS[CAUSAL_LM]} (causal-LM families)")
+    """What Table 1's scores are ("of ..."), for the task kinds of the report's families
+    (the fine-tuned rows; None: classifiers')."""
+    names = [DEFAULT_KIND] if finetuned is None or finetuned.is_empty() else list(
+        dict.fromkeys(finetuned["task_kind"]))
+    kinds = sorted((taskkinds.kind(n) for n in names), key=lambda k: taskkinds.NAMES.index(k.name))
+    if len(kinds) == 1:
+        return "of " + kinds[0].caption
+    return "of " + " or ".join(f"{k.caption} ({k.name} tasks)" for k in kinds)
 
 
 # ---------------------------------------------------------------- order

@@ -46,10 +46,6 @@ class ModelSettings(Settings):
                                          for o in objectives.OBJECTIVES.values()),
                              choices=objectives.NAMES, shared=True, config=False)
 
-    @property
-    def causal(self) -> bool:
-        return self.objective == objectives.CAUSAL_LM
-
 
 @dataclass(frozen=True)
 class ComputeSettings(ModelSettings):
@@ -130,10 +126,10 @@ class FisherSettings(SampleBatchSettings):
         if self.method == "full" and self.estimator != "per-example":
             raise SettingError("--estimator applies to --method mask only (the full Fisher is "
                                "per-example)")
-        if self.labels == "expected" and self.causal:
+        if self.labels == "expected" and not objectives.objective(self.objective).labels:
             raise SettingError("--labels expected (the exact sum over a classifier's classes) "
-                               "applies to classifiers; a causal LM's Fisher takes empirical or "
-                               "true")
+                               f"applies to classifiers; a {self.objective} model's Fisher "
+                               "takes empirical or true")
 
     @staticmethod
     def effective_labels(method: str, labels: str) -> str:

@@ -16,7 +16,9 @@ class Source:
 
     name: str = ""
     tasks: tuple[str, ...] | None = None  # None: any task name goes
-    text: bool = True  # has a text form: serves causal-LM families
+    # the task kinds (workflow_scripts.taskkinds) whose rows it prepares; ``spec["task_kind"]``
+    # says which one :meth:`prepare` is asked for
+    kinds: tuple[str, ...] = ("label", "text")
 
     def label_count(self, key: str, spec: dict) -> int | None:
         """The task's label count when the config alone tells it, else None."""
@@ -34,7 +36,8 @@ class Source:
 
     def check_config(self, key: str, spec: dict, base_dir, objective: str | None = None) -> None:
         """The checks a schema cannot express; raises ConfigError naming ``tasks.<key>``
-        (``objective``: the families' that use the task; None: unused)."""
+        (``objective``: the families' that use the task, whose task kind it has; None:
+        unused)."""
 
     def info_name(self, name: str | None, spec: dict) -> str | None:
         """The task name recorded in the info file (``name`` as given by default)."""

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..fetch import installed_package_dir, package_version
-from ..objectives import CAUSAL_LM
 from .base import NamedSource
 
 if TYPE_CHECKING:
@@ -262,7 +261,7 @@ class BuiltinSource(NamedSource):
             raise UserError("the validation fraction must lie strictly between 0 and 1")
         examples, names, origin = builtin_examples(name, seed)
         train_ex, valid_ex = split_examples(examples, seed, fraction)
-        if spec.get("objective") == CAUSAL_LM:
+        if spec.get("task_kind") == "text":
             return (as_text(train_ex, name), as_text(valid_ex, name), [], origin + " (as text)",
                     {"validation_fraction": fraction, "text": TEXT_FORMS[name]})
         return (_to_samples(train_ex), _to_samples(valid_ex), names, origin,

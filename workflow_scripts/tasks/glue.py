@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..objectives import CAUSAL_LM
 from ..errors import UserError
 from ..metrics import ACCURACY, F1, MATTHEWS
 from .base import NamedSource
@@ -115,7 +114,7 @@ def load_glue(task: str, revision: str | None = None):
 class GlueSource(NamedSource):
     """``loader(task, revision)`` -> DatasetDict; :func:`load_glue` unless a test swaps it."""
 
-    text = False  # classification only
+    kinds = ("label",)  # classification only
 
     name = "glue"
     tasks = GLUE_TASKS
@@ -137,7 +136,7 @@ class GlueSource(NamedSource):
 
     def prepare(self, name, spec: dict, seed: int):
         glue = _check_task(name)
-        if spec.get("objective") == CAUSAL_LM:
+        if spec.get("task_kind", "label") not in self.kinds:
             raise UserError(f"GLUE task {name!r} is a classification task; a causal-LM family "
                             "needs text tasks (builtin, or local files with a text column)")
         revision = spec.get("revision")

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from ..configpaths import resolve_path
 from ..errors import ConfigError, MissingFileError, UserError
-from ..objectives import CAUSAL_LM
 from .base import Source
 from .files import (
     FORMATS,
@@ -340,12 +339,14 @@ class LocalSource(Source):
         A causal-LM task's column map is optional (the files' text, or prompt and response,
         columns) and names no label."""
         where = f"tasks.{key}"
-        causal = objective == CAUSAL_LM
-        for option in ("train_file", "validation_file") + (() if causal else ("column_map",)):
+        from ..objectives import objective as registered
+
+        text = objective is not None and registered(objective).task_kind == "text"
+        for option in ("train_file", "validation_file") + (() if text else ("column_map",)):
             if option not in spec:
                 raise ConfigError(f"{where}: a local task needs '{option}'")
         header = spec.get("header", True)
-        if causal:
+        if text:
             self._check_text_columns(where, spec, base_dir, header)
             return
         try:
@@ -407,7 +408,7 @@ class LocalSource(Source):
     def prepare(self, name, spec: dict, seed: int):
         train_file, validation_file = spec.get("train_file"), spec.get("validation_file")
         column_map, fmt = spec.get("column_map"), spec.get("format")
-        if spec.get("objective") == CAUSAL_LM:
+        if spec.get("task_kind") == "text":
             return self.prepare_text(spec)
         if train_file is None or validation_file is None or column_map is None:
             raise UserError("--source local needs --train-file, --validation-file and --column-map")

@@ -7,12 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .. import taskkinds
 from ..errors import UserError
 from ..settings import PrepareSettings
 from .base import LOCAL_KEYS
 from .glue import GlueSource
 from .holdout import split_holdout
-from .info import INFO_VERSION, label_counts
+from .info import INFO_VERSION
 from .registry import source as source_named
 
 if TYPE_CHECKING:
@@ -113,19 +114,20 @@ def prepare_task(source: str | None = None, task: str | None = None, *,
         if len(samples) == 0:
             raise UserError(f"task {task}: the {split} split is empty")
         bad = sorted({y for y in samples.label if not 0 <= y < num_labels})
-        if bad and not settings.causal:
+        if bad and taskkinds.of_settings(settings).labels:
             raise UserError(f"task {task}: {split} labels {bad[:10]} lie outside 0..{num_labels - 1}")
     info = {
         "format_version": INFO_VERSION,
         "task": task,
         "source": settings.source,
         "objective": settings.objective,
+        "task_kind": taskkinds.of_settings(settings).name,
         "origin": origin,
         "num_labels": num_labels,
         "label_names": list(names),
         "is_pair": train.is_pair or valid.is_pair,
         "sizes": {k: len(v) for k, v in splits.items()},
-        "label_counts": {k: label_counts(v, num_labels) if not settings.causal else []
+        "label_counts": {k: taskkinds.of_settings(settings).label_counts(v, num_labels)
                          for k, v in splits.items()},
         "seed": settings.seed,
         "max_train": settings.max_train,
@@ -145,6 +147,7 @@ def source_spec(settings: PrepareSettings) -> dict:
     spec = {k: getattr(settings, k) for k in keys if getattr(settings, k) is not None}
     spec["validation_fraction"] = settings.validation_fraction
     spec["objective"] = settings.objective
+    spec["task_kind"] = taskkinds.of_settings(settings).name
     return spec
 
 
