@@ -129,3 +129,35 @@ def test_bad_templates_and_label_words(template, words, labels, message):
 
 def test_make_row_keeps_index():
     assert make_row("Q:", ["a", "b"], "b", "w", idx=7) == ChoiceRow("Q:", ("a", "b"), 1, 7)
+
+
+def test_builtin_and_glue_tasks_ship_default_verbalisations():
+    from workflow_scripts.choice.verbalise import check_label_words, template_fields
+    from workflow_scripts.tasks.builtin import BUILTIN_TASKS, SOURCE as BUILTIN, builtin_examples
+    from workflow_scripts.tasks.glue import GLUE, SOURCE as GLUE_SOURCE
+
+    for name in BUILTIN_TASKS:
+        template, words = BUILTIN.verbalisation(name)
+        examples, label_names, _ = builtin_examples(name)
+        template_fields(template, name)
+        assert check_label_words(words, len(label_names), name) == words
+        # in label order: the words are the label names, or no/yes for not_reply/reply
+        assert list(words) == (["no", "yes"] if name == "reply" else label_names)
+        pair = examples[0].text_b is not None
+        assert ("{text_b}" in template) == pair, name
+    for name, spec in GLUE.items():
+        template, words = GLUE_SOURCE.verbalisation(name)
+        fields = template_fields(template, name)
+        check_label_words(words, len(spec.label_names), name)
+        assert ("text_b" in fields) == (spec.text_b is not None), name
+    assert BUILTIN.verbalisation("nope") is None
+
+
+def test_a_builtin_task_verbalised():
+    from workflow_scripts.tasks.builtin import SOURCE
+
+    train, _, names, _, _ = SOURCE.prepare("reply", {}, 0)
+    template, words = SOURCE.verbalisation("reply")
+    rows = verbalise(train, template, words, "tasks.reply", num_labels=len(names))
+    assert len(rows) == len(train) and {r.answer for r in rows} == {0, 1}
+    assert rows[0].prompt.startswith("Message: ") and rows[0].choices == ("no", "yes")
