@@ -159,3 +159,23 @@ def test_acc_acc_norm_and_the_tasks_own_metric():
     assert set(choice_metrics(preds, "mc")) == {"accuracy", "acc_norm"}
     # ties go to the first choice, as np.argmax
     assert predictions(rs[:1], [[-1.0, -1.0]]).pred == [0]
+
+
+def test_labelled_examples_train_on_the_choice_as_transformers_computes_the_loss(lm, one_thread):
+    from workflow_scripts.choice.examples import labelled_example, pad_labelled
+
+    tokenizer, model = lm
+    enc, _ = encode_rows(tokenizer, rows(5), 64)
+    scored = loglikelihoods(model, enc, 64)
+    items = [labelled_example(e, e.row.answer, 64) for e in enc]
+    inputs, labels = pad_labelled(items, pad_id(tokenizer))
+    counted = sum(len(e.continuations[e.row.answer]) for e in enc)
+    assert int((labels != -100).sum()) == counted
+    with torch.no_grad():
+        loss = model(**inputs, labels=labels).loss  # mean over the counted tokens
+    gold = sum(lls[e.row.answer] for lls, e in zip(scored, enc))
+    assert float(loss) * counted == pytest.approx(-gold, abs=1e-3)
+    # within max_length fed tokens, the answer whole
+    short = labelled_example(enc[4], 2, 8)
+    assert len(short["input_ids"]) <= 8
+    assert short["labels"][-len(enc[4].continuations[2]):] == list(enc[4].continuations[2])

@@ -8,6 +8,12 @@ the last context position onwards) and -100 elsewhere, so that :func:`choice_nll
 example is minus the very log-likelihood :func:`.score.loglikelihoods` gives its choice.
 Batches are right-padded (positions from 0 in every row).
 
+For a training loop that minimises ``model(**inputs, labels=labels).loss`` (transformers
+shifts the labels itself), :func:`labelled_example` gives the same example in that
+convention: ``input_ids`` the context and the whole choice, ``labels`` the choice's tokens
+where they stand and -100 elsewhere, in the window of ``max_length - 1`` so that at most
+``max_length`` tokens are fed (the same window as scoring's unless the prompt is cut).
+
 The per-example loss is ``-log p(choice | prompt)``, the sum over the choice's tokens: its
 gradient is the score whose square the Fisher averages.  The true Fisher's choice is drawn
 from ``softmax`` of the row's summed log-likelihoods (its distribution over the choices).
@@ -20,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .encode import EncodedRow
+from .encode import EncodedRow, window
 
 IGNORE = -100
 
@@ -46,6 +52,27 @@ def example(enc: EncodedRow, k: int, max_length: int) -> tuple[list[int], list[i
     context, cont = enc.request(k, max_length)
     sequence = list(context) + list(cont)
     return sequence[:-1], [IGNORE] * (len(context) - 1) + list(cont)
+
+
+def labelled_example(enc: EncodedRow, k: int, max_length: int) -> dict[str, list[int]]:
+    """Choice ``k`` after the row's prompt as ``{"input_ids", "attention_mask", "labels"}``
+    (labels aligned with the inputs; the model shifts them)."""
+    context, cont = window(enc.context, enc.continuations[k], max_length - 1), enc.continuations[k]
+    ids = list(context) + list(cont)
+    return {"input_ids": ids, "attention_mask": [1] * len(ids),
+            "labels": [IGNORE] * len(context) + list(cont)}
+
+
+def pad_labelled(items: list[dict], pad: int, device="cpu") -> tuple[dict, torch.Tensor]:
+    """Right-padded ``({"input_ids", "attention_mask"}, labels)`` of labelled examples."""
+    width = max(len(e["input_ids"]) for e in items)
+    out = {key: torch.full((len(items), width), fill, dtype=torch.long)
+           for key, fill in (("input_ids", pad), ("attention_mask", 0), ("labels", IGNORE))}
+    for j, e in enumerate(items):
+        for key in out:
+            out[key][j, :len(e[key])] = torch.tensor(e[key])
+    labels = out.pop("labels")
+    return {k: v.to(device) for k, v in out.items()}, labels.to(device)
 
 
 def batches(encoded: list[EncodedRow], max_length: int, batch_size: int, pad: int, *,
