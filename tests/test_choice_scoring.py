@@ -179,3 +179,38 @@ def test_labelled_examples_train_on_the_choice_as_transformers_computes_the_loss
     short = labelled_example(enc[4], 2, 8)
     assert len(short["input_ids"]) <= 8
     assert short["labels"][-len(enc[4].continuations[2]):] == list(enc[4].continuations[2])
+
+
+def test_the_api_a_task_kind_calls_on_samples(lm, one_thread):
+    from workflow_scripts.choice import api
+    from workflow_scripts.choice.rows import to_samples
+
+    tokenizer, model = lm
+    long = make_row("Q:", ["yes", "the sad song and the happy song and the movie"], 0, "t", 99)
+    samples = to_samples(rows(5) + [long])
+    enc, _ = encode_rows(tokenizer, rows(5), 12)
+    scored = loglikelihoods(model, enc, 12)
+
+    record = api.evaluate(model, tokenizer, samples, "toy", batch_size=2, max_length=12,
+                          progress=False)
+    assert record["n_examples"] == 5 and record["dropped_examples"] == 1
+    preds = predictions([e.row for e in enc], scored)
+    assert record["metrics"] == choice_metrics(preds, "toy")
+    assert record["chance"] == pytest.approx(preds.chance)
+
+    fisher = api.fisher_batches(model, tokenizer, samples, batch_size=2, max_length=12,
+                                sort_by_length=True, device="cpu")
+    assert sorted(r for b in fisher for r in b.rows) == [0, 1, 2, 3, 4]
+    for b in fisher:
+        losses = api.example_losses(model(**b.inputs).logits, b.labels)
+        for row, loss in zip(b.rows, losses.tolist()):
+            assert -loss == pytest.approx(scored[row][enc[row].row.answer], abs=1e-4)
+    drawn = api.fisher_batches(model, tokenizer, samples, batch_size=5, max_length=12,
+                               sort_by_length=False, device="cpu",
+                               generator=torch.Generator().manual_seed(1))
+    assert [r for b in drawn for r in b.rows] == [0, 1, 2, 3, 4]
+
+    lengths, make = api.training_batches(tokenizer, samples, 12, "cpu")
+    assert len(lengths) == 5 and max(lengths) <= 12
+    inputs, labels = make([0, 3])
+    assert model(**inputs, labels=labels).loss.isfinite()

@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from workflow_scripts.choice.read import read_choice_file
-from workflow_scripts.choice.rows import ChoiceRow, make_row, read_rows, write_rows
+from workflow_scripts.choice.rows import ChoiceRow, from_samples, make_row, to_samples
 from workflow_scripts.choice.verbalise import verbalise
-from workflow_scripts.data import Samples
+from workflow_scripts.data import Samples, read_samples, write_samples
 from workflow_scripts.errors import ConfigError, SampleError, UserError
 
 
@@ -41,8 +41,10 @@ def test_parquet_rows_and_the_prepared_round_trip(tmp_path):
     rows = read_choice_file(tmp_path / "rows.parquet",
                             columns={"prompt": "question", "choices": "options", "answer": "gold"})
     assert rows == [ChoiceRow("Q1:", ("a", "b"), 0, 0), ChoiceRow("Q2:", ("c", "d", "e"), 2, 1)]
-    write_rows(rows, tmp_path / "prepared.parquet")
-    assert read_rows(tmp_path / "prepared.parquet") == rows
+    write_samples(to_samples(rows), tmp_path / "prepared.parquet")
+    assert from_samples(read_samples(tmp_path / "prepared.parquet"), "prepared") == rows
+    with pytest.raises(SampleError, match="text_b holds no JSON list of choices"):
+        from_samples(Samples([0], ["Q:"], [None], [0]), "prepared")
 
 
 @pytest.mark.parametrize("fmt,sep", [("csv", ","), ("tsv", "\t")])

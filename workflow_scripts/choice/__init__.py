@@ -9,10 +9,11 @@ score.py       every choice's summed log-likelihood, one forward per shared prom
 metrics.py     ``accuracy`` (acc), ``acc_norm`` and the task's own metric from predictions
 examples.py    training examples (prompt + gold choice, only its tokens count), their loss,
                and the true Fisher's choice drawn from the model's distribution over choices
+api.py         what a ``choice`` task kind calls, on the engine's samples: training
+               batches, the Fisher's batches (gold or drawn choice) and loss, evaluation
 testing.py     a byte-level BPE tokenizer and tiny causal LMs for tests
 
-A task kind calls: ``read_choice_file`` or ``verbalise`` (rows), ``encode_rows`` (the
-encoded rows kept within ``max_length``), then ``loglikelihoods`` + ``predictions`` +
-``choice_metrics`` (evaluation), or ``training_batches`` + ``choice_nll`` (fine-tuning and
-the empirical Fisher) and ``drawn_examples`` (the true Fisher).
+A task's preparation makes rows (``read_choice_file`` or ``verbalise``) and stores them as
+the engine's samples (``rows.to_samples``: the choices as a JSON list in ``text_b``); the
+kind then calls :mod:`.api`.
 """

@@ -7,8 +7,9 @@ and the fix: an empty prompt, fewer than two choices, an empty or duplicate choi
 choice starting with whitespace (the delimiter would double it), an answer outside the
 choices or equal to none of them (a difference only in case or spaces is named as such).
 
-The rows of a prepared task are written as Parquet (:data:`SCHEMA`: ``idx``, ``prompt``,
-``choices`` list of strings, ``answer`` index) with the engine's fixed writer settings.
+A prepared choice task is the engine's samples Parquet (:mod:`workflow_scripts.data`):
+``text_a`` the prompt, ``text_b`` its choices as a JSON list, ``label`` the answer's index
+(:func:`to_samples`, :func:`from_samples`).
 """
 
 from __future__ import annotations
@@ -92,47 +93,33 @@ def check_rows(rows: list[ChoiceRow], where: str) -> list[ChoiceRow]:
     return rows
 
 
-# --- Parquet: a prepared choice task -------------------------------------------------------
+# --- the engine's samples: a prepared choice task ---------------------------------------
 
 
-def _schema():
-    import pyarrow as pa
+def to_samples(rows: list[ChoiceRow]):
+    """The rows as the engine's :class:`~workflow_scripts.data.Samples` (so that preparing,
+    the held-out split and sampling treat a choice task as any other): ``text_a`` the prompt,
+    ``text_b`` the choices as a JSON list, ``label`` the answer's index."""
+    import json
 
-    return pa.schema([("idx", pa.int64()), ("prompt", pa.string()),
-                      ("choices", pa.list_(pa.string())), ("answer", pa.int64())])
+    from ..data import Samples
 
-
-def write_rows(rows: list[ChoiceRow], path) -> None:
-    """The rows as Parquet in :func:`_schema`, atomically, with fixed writer settings."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from .. import outputs
-    from ..data import PARQUET_SETTINGS
-    from ..io import atomic_path
-
-    table = pa.table({"idx": [r.idx for r in rows], "prompt": [r.prompt for r in rows],
-                      "choices": [list(r.choices) for r in rows],
-                      "answer": [r.answer for r in rows]}, schema=_schema())
-    with atomic_path(path, outputs.SAMPLES) as tmp:
-        pq.write_table(table, tmp, **PARQUET_SETTINGS)
+    return Samples([r.idx for r in rows], [r.prompt for r in rows],
+                   [json.dumps(list(r.choices), ensure_ascii=False) for r in rows],
+                   [r.answer for r in rows])
 
 
-def read_rows(path) -> list[ChoiceRow]:
-    """The rows of a prepared choice task (written by :func:`write_rows`), checked again."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def from_samples(samples, where: str) -> list[ChoiceRow]:
+    """The checked rows of samples written by :func:`to_samples`."""
+    import json
 
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise SampleError(f"cannot read choice rows {path}: {exc}") from exc
-    missing = [c for c in _schema().names if c not in table.column_names]
-    if missing:
-        raise SampleError(f"choice rows {path} lack column(s) {missing}; expected "
-                          f"{_schema().names} (written by the choice task's preparation)")
-    cols = table.select(_schema().names).to_pydict()
-    rows = [make_row(p, c, a, f"{path} row {i + 1}", idx)
-            for i, (idx, p, c, a) in enumerate(zip(cols["idx"], cols["prompt"], cols["choices"],
-                                                   cols["answer"]))]
-    return check_rows(rows, str(path))
+    rows = []
+    for i in range(len(samples)):
+        here = f"{where} row {i + 1}"
+        try:
+            choices = json.loads(samples.text_b[i] or "")
+        except ValueError:
+            raise SampleError(f"{here}: text_b holds no JSON list of choices; prepare the task "
+                              "as a choice task (its samples hold their choices)") from None
+        rows.append(make_row(samples.text_a[i], choices, samples.label[i], here, samples.idx[i]))
+    return check_rows(rows, where)
