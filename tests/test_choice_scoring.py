@@ -214,3 +214,14 @@ def test_the_api_a_task_kind_calls_on_samples(lm, one_thread):
     assert len(lengths) == 5 and max(lengths) <= 12
     inputs, labels = make([0, 3])
     assert model(**inputs, labels=labels).loss.isfinite()
+
+
+def test_window_edges():
+    from workflow_scripts.choice.encode import EncodedRow, window
+    from workflow_scripts.choice.examples import labelled_example
+
+    assert window((1, 2, 3), (7, 8), 2) == (3,)  # 2 fed tokens: 3 and 7
+    assert window((1, 2, 3), (7, 8, 9), 2) == ()
+    enc = EncodedRow(make_row("Q:", ["a", "b"], 0, "t"), (1, 2, 3), ((7, 8, 9), (6,)))
+    assert labelled_example(enc, 0, 3)["input_ids"] == [3, 7, 8, 9]
+    assert labelled_example(enc, 1, 3)["input_ids"] == [2, 3, 6]

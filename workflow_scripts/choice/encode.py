@@ -62,6 +62,8 @@ def window(context_ids, continuation_ids, max_length: int) -> tuple[int, ...]:
     """The context tokens the model sees before this continuation: the last ``max_length +
     1 - len(continuation)`` (the harness's left truncation)."""
     keep = max_length + 1 - len(continuation_ids)
+    if keep <= 0:
+        return ()
     return tuple(context_ids[-keep:] if len(context_ids) > keep else context_ids)
 
 

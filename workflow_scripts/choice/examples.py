@@ -12,7 +12,8 @@ For a training loop that minimises ``model(**inputs, labels=labels).loss`` (tran
 shifts the labels itself), :func:`labelled_example` gives the same example in that
 convention: ``input_ids`` the context and the whole choice, ``labels`` the choice's tokens
 where they stand and -100 elsewhere, in the window of ``max_length - 1`` so that at most
-``max_length`` tokens are fed (the same window as scoring's unless the prompt is cut).
+``max_length`` tokens are fed (the same window as scoring's unless the prompt is cut; a
+choice of ``max_length`` tokens keeps one context token, one more).
 
 The per-example loss is ``-log p(choice | prompt)``, the sum over the choice's tokens: its
 gradient is the score whose square the Fisher averages.  The true Fisher's choice is drawn
@@ -57,7 +58,9 @@ def example(enc: EncodedRow, k: int, max_length: int) -> tuple[list[int], list[i
 def labelled_example(enc: EncodedRow, k: int, max_length: int) -> dict[str, list[int]]:
     """Choice ``k`` after the row's prompt as ``{"input_ids", "attention_mask", "labels"}``
     (labels aligned with the inputs; the model shifts them)."""
-    context, cont = window(enc.context, enc.continuations[k], max_length - 1), enc.continuations[k]
+    cont = enc.continuations[k]
+    # at least one context token predicts the choice's first (a choice of max_length tokens)
+    context = window(enc.context, cont, max_length - 1) or enc.context[-1:]
     ids = list(context) + list(cont)
     return {"input_ids": ids, "attention_mask": [1] * len(ids),
             "labels": [IGNORE] * len(context) + list(cont)}
