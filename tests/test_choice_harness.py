@@ -157,3 +157,12 @@ def test_a_choice_that_tokenises_to_nothing_is_refused():
     # "super" + "man" is one token, as "super" is: the harness would assert here
     with pytest.raises(SampleError, match="choice 0 'man' tokenises to nothing"):
         encode_rows(tokenizer, [row], MAX_LENGTH, delimiter="")
+
+
+def test_a_prompt_already_starting_with_bos_gets_no_second():
+    tokenizer = make_bpe_tokenizer(add_bos=True)
+    bos = tokenizer.bos_token_id
+    assert tok_encode(tokenizer, "Answer:")[:1] == [bos]
+    ids = tok_encode(tokenizer, "<s>Answer:")
+    assert ids[0] == bos and bos not in ids[1:]
+    assert ids == tok_encode(tokenizer, "Answer:")
