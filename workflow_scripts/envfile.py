@@ -2,8 +2,9 @@
 ``pyproject.toml`` so that the two dependency lists cannot disagree.
 
 The env's pip list is the project's ``dependencies`` followed by its ``offline-default``
-extra (the PyPI packages the embedded default config reads) and its ``gguf`` extra (what
-a GGUF model source's conversion needs), in pyproject's order and spelling. The package itself is not installed there: jobs run ``python -m
+extra (the PyPI packages the embedded default config reads), its ``gguf`` extra (what
+a GGUF model source's conversion needs) and its ``harness`` extra (lm-evaluation-harness,
+for ``evaluation.harness``), in pyproject's order and spelling. The package itself is not installed there: jobs run ``python -m
 workflow_scripts`` from the checkout. (A relative ``-e ..`` would not work either:
 Snakemake copies the env file to ``.snakemake/conda/<hash>.yaml`` and conda resolves
 pip paths from there.)
@@ -25,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = ROOT / "pyproject.toml"
 ENV_FILE = ROOT / "envs" / "fisher-merging.yaml"
-EXTRAS = ("offline-default", "gguf")
+EXTRAS = ("offline-default", "gguf", "harness")
 PYTHON = "3.11"
 HEADER = """\
 # Generated from pyproject.toml by `python -m workflow_scripts.envfile --write`
@@ -54,7 +55,7 @@ def requirements(pyproject_text: str) -> list[str]:
     project = _load_toml(pyproject_text)["project"]
     reqs = list(project["dependencies"])
     for extra in EXTRAS:
-        reqs += project["optional-dependencies"][extra]
+        reqs += project.get("optional-dependencies", {}).get(extra, [])
     return reqs
 
 

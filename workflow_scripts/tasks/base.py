@@ -39,6 +39,12 @@ class Source:
         (``objective``: the families' that use the task, whose task kind it has; None:
         unused)."""
 
+    def verbalisation(self, name: str | None) -> tuple[str, tuple[str, ...]] | None:
+        """The task's default ``(template, label_words)`` as a choice task (a template over
+        ``text_a``/``text_b``, one word per label in label order), or None when it has none
+        (the task's config must then give both)."""
+        return None
+
     def info_name(self, name: str | None, spec: dict) -> str | None:
         """The task name recorded in the info file (``name`` as given by default)."""
         return name

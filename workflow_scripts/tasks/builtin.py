@@ -217,6 +217,16 @@ TEXT_FORMS = {
     "topic": "each news article (title and first paragraphs) a text",
     "reply": "each utterance a prompt, its real reply the response",
 }
+# each task as a choice task: a prompt over the task's columns, one answer word per label
+VERBALISATIONS = {
+    "sentiment": ("Tweet: {text_a}\nQuestion: Is this tweet negative, neutral or positive?"
+                  "\nAnswer:", ("negative", "neutral", "positive")),
+    "topic": ("Article: {text_a}\nQuestion: Is this article about business, entertainment, "
+              "politics, sports or tech?\nAnswer:",
+              ("business", "entertainment", "politics", "sports", "tech")),
+    "reply": ("Message: {text_a}\nReply: {text_b}\nQuestion: Is this a reply to the message?"
+              "\nAnswer:", ("no", "yes")),
+}
 
 
 def as_text(examples: list[Example], task: str) -> Samples:
@@ -242,6 +252,9 @@ class BuiltinSource(NamedSource):
 
     name = "builtin"
     tasks = BUILTIN_TASKS
+
+    def verbalisation(self, name: str | None) -> tuple[str, tuple[str, ...]] | None:
+        return VERBALISATIONS.get(name)
 
     def train_rows(self, key: str, spec: dict, base_dir) -> int | None:
         """The rows of the training split prepare-task makes (seed 0, the default validation

@@ -37,6 +37,22 @@ GLUE = {
     "cola": GlueSpec("sentence", None, ("unacceptable", "acceptable"), 8_551, MATTHEWS),
 }
 GLUE_TASKS = tuple(GLUE)
+# each task as a choice task: lm-evaluation-harness's GLUE prompts and choices (0.4.13,
+# lm_eval/tasks/glue/*/default.yaml; MNLI's hypothesis is written as given)
+VERBALISATIONS = {
+    "mnli": ("{text_a}\nQuestion: {text_b} True, False or Neither?\nAnswer:",
+             ("True", "Neither", "False")),
+    "qqp": ("Question 1: {text_a}\nQuestion 2: {text_b}\nQuestion: Do both questions ask the "
+            "same thing?\nAnswer:", ("no", "yes")),
+    "qnli": ("{text_a}\n{text_b}\nQuestion: Does this response answer the question?\nAnswer:",
+             ("yes", "no")),
+    "sst2": ("{text_a}\nQuestion: Is this sentence positive or negative?\nAnswer:",
+             ("negative", "positive")),
+    "mrpc": ("Sentence 1: {text_a}\nSentence 2: {text_b}\nQuestion: Do both sentences mean the "
+             "same thing?\nAnswer:", ("no", "yes")),
+    "rte": ("{text_a}\nQuestion: {text_b} True or False?\nAnswer:", ("True", "False")),
+    "cola": ("{text_a}\nQuestion: Does this sentence make sense?\nAnswer:", ("no", "yes")),
+}
 GLUE_DATASET = "nyu-mll/glue"
 
 
@@ -129,6 +145,9 @@ class GlueSource(NamedSource):
     def official_metric(self, key: str, spec: dict) -> str | None:
         glue = GLUE.get(spec.get("name", key))
         return None if glue is None else glue.metric
+
+    def verbalisation(self, name: str | None) -> tuple[str, tuple[str, ...]] | None:
+        return VERBALISATIONS.get(name)
 
     def train_rows(self, key: str, spec: dict, base_dir) -> int | None:
         glue = GLUE.get(spec.get("name", key))
