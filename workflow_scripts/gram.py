@@ -53,9 +53,12 @@ def body_linears(model: nn.Module) -> dict[str, nn.Module]:
     return out
 
 
-def gram_batches(model: nn.Module, batches, progress: bool = False) -> tuple[dict, dict]:
-    """(Grams, rows per layer) over ``batches``: sum of x x^T over non-padding rows / rows."""
-    linears = body_linears(model)
+def gram_batches(model: nn.Module, batches, progress: bool = False,
+                 linears: dict[str, nn.Module] | None = None) -> tuple[dict, dict]:
+    """(Grams, rows per layer) over ``batches``: sum of x x^T over non-padding rows / rows;
+    ``linears`` the layers by weight name (default :func:`body_linears`; an adapted model's:
+    :func:`workflow_scripts.lora.fisher.adapted_linears`)."""
+    linears = body_linears(model) if linears is None else linears
     sums: dict[str, torch.Tensor] = {}
     rows: dict[str, int] = {name: 0 for name in linears}
     state: dict = {"mask": None, "last": None}

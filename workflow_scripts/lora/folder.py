@@ -140,8 +140,12 @@ def _pairs(folder: Path, tensors: dict[str, TensorInfo]):
             slot[which[-1]] = info
         elif ".lora_" in name:
             raise _unknown(folder, key, "is a LoRA tensor of a kind this reader does not know")
-        else:
-            rest[name.replace(".base_layer.", ".")] = info
+        elif ".original_module." not in name:  # bias: all also saves the untrained copy
+            param = name.replace(".base_layer.", ".").replace(".modules_to_save.", ".")
+            if param in rest and not torch.equal(read_tensor(rest[param]), read_tensor(info)):
+                raise ModelLoadError(f"{folder}: {param!r} is saved twice with different "
+                                     "values; the adapter file is damaged: save it again")
+            rest[param] = info
     return pairs, rest
 
 
