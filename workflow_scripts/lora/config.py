@@ -27,6 +27,9 @@ from ..errors import ModelLoadError
 CONFIG = "adapter_config.json"
 BIASES = ("none", "all", "lora_only")
 INITS = (True, False, "gaussian")  # initialisations that leave the base weights as they are
+INIT_NAMES = {"pissa": "PiSSA", "olora": "OLoRA", "loftq": "LoftQ", "corda": "CorDA",
+              "eva": "EVA", "orthogonal": "orthogonal factors", "mica": "MiCA", "nora": "NoRA",
+              "astra": "ASTRA", "lora_ga": "LoRA-GA"}
 
 READ = ("peft_type", "r", "lora_alpha", "use_rslora", "rank_pattern", "alpha_pattern",
         "fan_in_fan_out", "target_modules", "bias", "modules_to_save", "init_lora_weights",
@@ -103,8 +106,10 @@ def _check_fields(path: Path, data: dict) -> None:
             raise _refuse(path, f"it uses {what} ({key} = {data[key]!r})")
     init = data.get("init_lora_weights", True)
     if not any(init == v and type(init) is type(v) for v in INITS):
-        raise _refuse(path, f"init_lora_weights = {init!r} (PiSSA, OLoRA, CorDA, EVA and the other "
-                            "data-driven initialisations rewrite or depend on the base weights)")
+        named = next((n for k, n in INIT_NAMES.items() if str(init).lower().startswith(k)),
+                     "an initialisation this reader does not know")
+        raise _refuse(path, f"it was initialised with {named} (init_lora_weights = {init!r}), "
+                            "which rewrites the base weights or depends on them")
     unknown = [k for k in data if k not in (*READ, *IGNORED, *REFUSED) and data[k] not in EMPTY]
     if unknown:
         raise _refuse(path, f"it sets field(s) {', '.join(sorted(unknown))}, which this reader "
