@@ -40,14 +40,7 @@ def dense(adapter: Adapter, base: Base, name: str) -> torch.Tensor:
 
 
 def union(adapters: list[Adapter]) -> list[str]:
-    """The tensors any adapter changes, in the base's order."""
-    touched = set()
-    for a in adapters:
-        touched |= set(a.factors) | set(a.full)
-    return [n for n in _order(adapters) if n in touched]
-
-
-def _order(adapters: list[Adapter]) -> list[str]:
+    """The tensors any adapter changes, in the order the adapters name them."""
     names: dict[str, None] = {}
     for a in adapters:
         names.update(dict.fromkeys(a.factors))

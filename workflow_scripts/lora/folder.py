@@ -164,8 +164,9 @@ def _factor(folder: Path, base: Base, module: str, slot: dict, config: AdapterCo
     a, b = read_tensor(slot["A"]), read_tensor(slot["B"])
     kind = base.kind(merge)
     if (kind == EMBEDDING) != ("emb" in slot):
-        raise _unknown(folder, full, f"is adapted as {'an embedding' if 'emb' in slot else 'a linear layer'} "
-                                     f"but the base's is {'an embedding' if kind == EMBEDDING else 'not'}")
+        how = "an embedding" if "emb" in slot else "a linear layer"
+        raise _unknown(folder, full, f"is adapted as {how} but the base's is "
+                                     f"{'an embedding' if kind == EMBEDDING else 'not'}")
     rank = int(a.shape[0]) if a.dim() == 2 else -1
     expected = config.rank(module)
     if a.dim() != 2 or b.dim() != 2 or b.shape[1] != rank or rank != expected:

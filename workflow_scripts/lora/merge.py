@@ -187,9 +187,8 @@ def regmean_merge(adapters: list[Adapter], base: Base, grams: list[dict[str, tor
         if folded is None:
             log.warning("RegMean: the Gram sum of %s is singular; its merged delta is the dense "
                         "least-norm solution, factored exactly (its rank may exceed sum r_j)", name)
-            merged.full[name] = _regmean_dense(adapters, base, name, grams, alpha)
-            merged.factors[name] = lowrank.exact(merged.full.pop(name) - f64(base.read(name)),
-                                                 factor.kind)
+            solved = _regmean_dense(adapters, base, name, grams, alpha)
+            merged.factors[name] = lowrank.exact(solved - f64(base.read(name)), factor.kind)
             merged.dense.append(name)
         else:
             merged.factors[name] = folded

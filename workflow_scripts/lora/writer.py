@@ -64,10 +64,9 @@ def adapter_tensors(merged: Merged, base: Base, head: dict[str, torch.Tensor] | 
         targets.add(module)
         ranks[module] = f.rank
         key = PREFIX + module
-        if f.kind == EMBEDDING:
-            tensors[f"{key}.lora_embedding_A"], tensors[f"{key}.lora_embedding_B"] = f.a, f.b * f.scale
-        else:
-            tensors[f"{key}.lora_A.weight"], tensors[f"{key}.lora_B.weight"] = f.a, f.b * f.scale
+        names = (("lora_embedding_A", "lora_embedding_B") if f.kind == EMBEDDING
+                 else ("lora_A.weight", "lora_B.weight"))
+        tensors[f"{key}.{names[0]}"], tensors[f"{key}.{names[1]}"] = f.a, f.b * f.scale
     for name, t in merged.full.items():
         full = base.full_name(name)
         module, leaf = full.rsplit(".", 1)
