@@ -145,3 +145,38 @@ def test_truncated_adapter_and_writer_rules(llama, tmp_path):
     with pytest.raises(MergeError, match="NaN"):
         writer.write_adapter(tmp_path / "nan", bad, base, inputs=["a"])
     assert not (tmp_path / "nan").exists()
+
+
+def test_union_of_targets_logged_once_per_adapter(llama, tmp_path, caplog):
+    model, adapter = llama
+    base = folder.Base.of_model(model, causal=True)
+    other = lt.random_adapter(model, tmp_path / "b", targets=["v_proj", "down_proj"], r=3, seed=2)
+    a, b = folder.read_adapter(adapter, base), folder.read_adapter(other, base)
+    caplog.set_level("INFO")
+    merged = merge.average([a, b], base)
+    down = "layers.0.mlp.down_proj.weight"
+    assert merged.factors[down].rank == 3  # only b adapts it: a's delta is zero
+    assert torch.allclose(merged.delta(down, base), b.factors[down].delta() / 2)
+    lines = [r.getMessage() for r in caplog.records if "leaves" in r.getMessage()]
+    assert len(lines) == 2 and "adapter a leaves 2" in lines[0] and "q_proj" in lines[1]
+
+
+def test_delta_formed_in_float64_on_a_bfloat16_base(llama):
+    from workflow_scripts.lora import dense
+
+    model, adapter = llama
+    bf16 = folder.Base.of_model(copy_to(model, torch.bfloat16), causal=True)
+    a = folder.read_adapter(adapter, bf16)
+    name = "layers.0.self_attn.q_proj.weight"
+    small = lowrank.Factor(a.factors[name].a, a.factors[name].b, 1e-4, a.factors[name].kind)
+    a.factors[name] = small
+    w0 = bf16.read(name).double()
+    assert torch.allclose(dense.dense(a, bf16, name) - w0, small.delta(), rtol=1e-8, atol=0)
+    rounded = (bf16.read(name) + small.delta().to(torch.bfloat16)).double() - w0
+    assert not torch.allclose(rounded, small.delta(), rtol=1e-3, atol=0)
+
+
+def copy_to(model, dtype):
+    import copy
+
+    return copy.deepcopy(model).to(dtype)
