@@ -180,3 +180,29 @@ def copy_to(model, dtype):
     import copy
 
     return copy.deepcopy(model).to(dtype)
+
+
+@pytest.mark.parametrize("kind", ["llama-causal", "bert-full", "bert-bare"])
+def test_base_from_checkpoint_equals_base_from_model(tmp_path, kind):
+    """A streamed base (safetensors folder) reads adapters as the loaded model does."""
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    model_type, how = kind.split("-")
+    config = testing.tiny_config(model_type, tie_word_embeddings=False)
+    full = (AutoModelForCausalLM if how == "causal" else AutoModelForSequenceClassification
+            ).from_config(config).eval()
+    (full if how != "bare" else full.base_model).save_pretrained(tmp_path / "base")
+    targets = ["q_proj", "v_proj", "lm_head"] if how == "causal" else ["query", "dense"]
+    extra = {} if how == "causal" else dict(task_type="SEQ_CLS", bias="all")
+    adapter = lt.random_adapter(full, tmp_path / "a", targets=targets, r=2, seed=3, **extra)
+    want = folder.Base.of_model(full, causal=how == "causal")
+    got = folder.Base.of_checkpoint(tmp_path / "base", config, causal=how == "causal")
+    assert got.prefix == want.prefix and got.shapes == want.shapes
+    assert got.embeddings == want.embeddings and got.outside == want.outside
+    for name in want.shapes:
+        assert torch.equal(got.read(name), want.read(name)), name
+    a, b = folder.read_adapter(adapter, want), folder.read_adapter(adapter, got)
+    assert set(a.factors) == set(b.factors) and set(a.full) == set(b.full)
+    assert set(a.head) == set(b.head) == ({"classifier.weight", "classifier.bias"}
+                                           if how != "causal" else set())

@@ -43,7 +43,7 @@ class Base:
     spec: arch.ArchSpec
     prefix: str
     shapes: dict[str, tuple[int, ...]]
-    head_shapes: dict[str, tuple[int, ...]]
+    head_shapes: dict[str, tuple[int, ...]] | None  # None: a bare body, any head is new
     read: Callable[[str], torch.Tensor]
     outside: frozenset = frozenset()  # merge names that are full-model names (lm_head.weight)
     embeddings: frozenset = frozenset()  # merge names of embedding weights
@@ -69,12 +69,51 @@ class Base:
                    {k: tuple(v.shape) for k, v in head.items()}, state.__getitem__,
                    frozenset(outside), frozenset(embeddings & set(state)))
 
+    @classmethod
+    def of_checkpoint(cls, directory, config, causal: bool) -> Base:
+        """From a checkpoint folder (a full model, or a bare body as pre-trained bases are
+        saved), streamed: its tensors are read when asked for, each checked as
+        :class:`~workflow_scripts.tensorfiles.Checkpoint` checks them.  The body's layout
+        (names, embeddings, the prefix) comes from the architecture built on the meta device.
+        A bare body has no task head: a classifier adapter's head is then its own."""
+        from transformers import AutoModel
+
+        from ..tensorfiles import Checkpoint
+
+        checkpoint = Checkpoint(directory)
+        with torch.device("meta"):
+            bare = AutoModel.from_config(config)
+        prefix = bare.base_model_prefix + "."
+        stored = {n.removeprefix(prefix): n for n in checkpoint.tensors}
+        full = any(n.startswith(prefix) for n in checkpoint.tensors)
+        names, shapes = {}, {}
+        for name, value in bare.state_dict().items():
+            if name in stored:
+                names[name] = stored[name]
+                shapes[name] = tuple(checkpoint.tensors[stored[name]].shape)
+            elif value.is_floating_point():
+                raise ModelLoadError(f"{directory} lacks the body weight {name!r} of its "
+                                     f"{config.model_type} architecture; it is not a checkpoint "
+                                     "of this model")
+        rest = [n for n in checkpoint.tensors if full and not n.startswith(prefix)]
+        head = {n: tuple(checkpoint.tensors[n].shape) for n in rest}
+        outside = {n for n in rest if causal}
+        for n in outside:
+            names[n], shapes[n] = n, head.pop(n)
+        embeddings = {f"{n}.weight" for n, m in bare.named_modules()
+                      if isinstance(m, torch.nn.Embedding)} & set(shapes)
+        return cls(arch.spec_for(config), prefix, shapes, head if full else None,
+                   lambda name: checkpoint.read(names[name]), frozenset(outside),
+                   frozenset(embeddings))
+
     def merge_name(self, full: str) -> str | None:
         """The merge name of full-model parameter ``full`` (None: a task-head parameter)."""
         if full in self.outside:
             return full
         if full.startswith(self.prefix) and full[len(self.prefix):] in self.shapes:
             return full[len(self.prefix):]
+        if self.head_shapes is None and not full.startswith(self.prefix):
+            return None  # a bare body: the adapter brings its own head
         if full in self.head_shapes:
             return None
         raise KeyError(full)
@@ -204,7 +243,8 @@ def read_adapter(folder: str | Path, base: Base, label: str | None = None) -> Ad
             merge = base.merge_name(name)
         except KeyError:
             raise _unknown(folder, name, "names a parameter the base does not have") from None
-        shape = base.head_shapes[name] if merge is None else base.shapes[merge]
+        shape = (base.shapes[merge] if merge is not None
+                 else (base.head_shapes or {}).get(name, info.shape))
         if tuple(info.shape) != tuple(shape):
             raise _unknown(folder, name, f"has shape {tuple(info.shape)} but the base's has "
                                          f"shape {tuple(shape)}")
