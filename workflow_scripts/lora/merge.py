@@ -69,9 +69,9 @@ def _modules(adapters: list[Adapter]) -> dict[str, str]:
     return out
 
 
-def _combine(adapters, base, coefficient, method: str, dense_rule) -> Merged:
-    """``coefficient(j, name)`` folded into model j's factor of every factored weight;
-    ``dense_rule(name)`` the merged full tensor of every tensor trained in full."""
+def _combine(adapters, base, coefficient, method: str) -> Merged:
+    """``W0 + sum_j coefficient(j, name) delta_j`` of every tensor: folded into model j's
+    factor of every factored weight; in full for every tensor trained in full."""
     dense_mod.coverage(adapters)
     factored, full = _split(adapters)
     merged = Merged(method, modules=_modules(adapters))
@@ -80,7 +80,12 @@ def _combine(adapters, base, coefficient, method: str, dense_rule) -> Merged:
                  for j, a in enumerate(adapters) if name in a.factors]
         merged.factors[name] = lowrank.concat(parts, name)
     for name in full:
-        merged.full[name] = dense_rule(name)
+        out = f64(base.read(name))
+        for j, a in enumerate(adapters):
+            d = dense_mod.delta(a, base, name)
+            if d is not None:
+                out = out + coefficient(j, name) * d
+        merged.full[name] = out
     return merged
 
 
@@ -90,16 +95,7 @@ def scalar(adapters: list[Adapter], base: Base, coefficients: list[float],
     if len(coefficients) != len(adapters):
         raise MergeError(f"{len(adapters)} adapters but {len(coefficients)} coefficients")
     c = [torch.tensor(float(x), dtype=torch.float64) for x in coefficients]
-
-    def full(name):
-        out = f64(base.read(name))
-        for j, a in enumerate(adapters):
-            d = dense_mod.delta(a, base, name)
-            if d is not None:
-                out = out + c[j] * d
-        return out
-
-    return _combine(adapters, base, lambda j, name: c[j], method, full)
+    return _combine(adapters, base, lambda j, name: c[j], method)
 
 
 def average(adapters: list[Adapter], base: Base) -> Merged:
@@ -137,22 +133,17 @@ def weighted(adapters: list[Adapter], base: Base, weights: list[dict[str, torch.
              floor: float = 0.0, method: str = "mask") -> Merged:
     """``sum_j w_j W_j / sum_j w_j`` with ``weights[j][name]`` one value per row, column or
     a scalar of each tensor (:func:`mask_weights`)."""
-    cache: dict[str, list[torch.Tensor]] = {}
+    if len(weights) != len(adapters):
+        raise MergeError(f"{len(adapters)} adapters but {len(weights)} weight sets")
+    cache: dict[str, list[torch.Tensor]] = {}  # the tensor being merged only
 
     def coefficient(j, name):
         if name not in cache:
+            cache.clear()
             cache[name] = normalised([w[name] for w in weights], floor)
         return cache[name][j]
 
-    def full(name):
-        out = f64(base.read(name))
-        for j, a in enumerate(adapters):
-            d = dense_mod.delta(a, base, name)
-            if d is not None:
-                out = out + coefficient(j, name) * d
-        return out
-
-    return _combine(adapters, base, coefficient, method, full)
+    return _combine(adapters, base, coefficient, method)
 
 
 def _regmean_factor(adapters, base, name, grams, alpha) -> Factor | None:
