@@ -129,9 +129,11 @@ def test_truncated_adapter_and_writer_rules(llama, tmp_path):
     a = folder.read_adapter(adapter, base)
     deltas = [(n, f.delta() * 0.5) for n, f in a.factors.items()]
     merged = merge.from_dense(deltas, base, rank=1, method="ties")
-    out = writer.write_adapter(tmp_path / "ties", merged, base, inputs=["a"])
+    out = writer.write_adapter(tmp_path / "ties", merged, base, inputs=["a"],
+                               base_path="org/base: v2")
     card = (out / writer.CARD).read_text()
     assert card.startswith("---") and "relative error" in card
+    assert 'base_model: "org/base: v2"' in card
     assert all(0 < e < 1 for e in merged.errors.values())
     loaded = folder.Base.of_model(lt.merged_copy(model, out), causal=True)
     for name, f in merged.factors.items():

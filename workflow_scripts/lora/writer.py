@@ -107,7 +107,8 @@ def model_card(merged: Merged, base: Base, base_path: str | None, inputs: list[s
                note: str = "") -> str:
     """The README.md: front matter for the Hub, the recipe, each module's rank (and the
     relative error of a truncated adapter; the modules that fell back to a dense solve)."""
-    lines = ["---", "library_name: peft", *([f"base_model: {base_path}"] if base_path else []),
+    lines = ["---", "library_name: peft",
+             *([f"base_model: {json.dumps(base_path)}"] if base_path else []),
              "tags:", "- lora", "- merge", f"- {WRITER}", "---", "",
              f"# LoRA adapter merged by {WRITER} ({merged.method})", "",
              f"Merged from {len(inputs)} adapters: {', '.join(inputs)}.", ""]
