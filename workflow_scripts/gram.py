@@ -54,9 +54,12 @@ def body_linears(model: nn.Module, objective: str = objectives.DEFAULT) -> dict[
 
 
 def gram_batches(model: nn.Module, batches, progress: bool = False,
-                 objective: str = objectives.DEFAULT) -> tuple[dict, dict]:
-    """(Grams, rows per layer) over ``batches``: sum of x x^T over non-padding rows / rows."""
-    linears = body_linears(model, objective)
+                 objective: str = objectives.DEFAULT,
+                 linears: dict[str, nn.Module] | None = None) -> tuple[dict, dict]:
+    """(Grams, rows per layer) over ``batches``: sum of x x^T over non-padding rows / rows;
+    ``linears`` the layers by weight name (default :func:`body_linears` of the objective; an
+    adapted model's: :func:`workflow_scripts.lora.fisher.adapted_linears`)."""
+    linears = body_linears(model, objective) if linears is None else linears
     sums: dict[str, torch.Tensor] = {}
     rows: dict[str, int] = {name: 0 for name in linears}
     state: dict = {"mask": None, "last": None}
