@@ -62,13 +62,16 @@ def lora_model(model: torch.nn.Module, lora: LoraSettings, causal: bool):
 
 def train_lora(model: torch.nn.Module, tokenizer, train, lora: LoraSettings,
                settings: FinetuneSettings, progress: bool | None = False):
-    """(the trained ``PeftModel``, what the loop did); ``settings.causal`` says the
-    objective."""
+    """(the trained ``PeftModel``, what the loop did); ``settings.objective`` says the
+    objective, and with it the task kind whose batches train the adapter."""
+    from .. import objectives, taskkinds
     from ..finetune import _train
 
     torch.manual_seed(int(settings.seed))
-    peft_model = lora_model(model, lora, settings.causal)
-    run = _train(peft_model, tokenizer, train, settings, settings.max_length, progress)
+    causal = objectives.objective(settings.objective).whole_model
+    peft_model = lora_model(model, lora, causal)
+    run = _train(peft_model, tokenizer, train, settings, settings.max_length, progress,
+                 taskkinds.of_settings(settings))
     return peft_model, run
 
 
