@@ -15,7 +15,7 @@ from workflow_scripts.choice.encode import encode_pair, encode_rows, tok_encode
 from workflow_scripts.choice.metrics import predictions
 from workflow_scripts.choice.read import read_choice_file
 from workflow_scripts.choice.score import loglikelihoods
-from workflow_scripts.choice.testing import make_bpe_tokenizer, make_causal_lm
+from workflow_scripts.choice.testing import harness_task_yaml, make_bpe_tokenizer, make_causal_lm
 
 lm_eval = pytest.importorskip("lm_eval")
 pytest.importorskip("lm_eval.models.huggingface")
@@ -45,21 +45,6 @@ ROWS = [
     for i, (w, v) in enumerate([("good", "plot"), ("bad", "actor"), ("great", "story"),
                                 ("sad", "song"), ("happy", "day"), ("fine", "film")])
 ]
-TASK_YAML = """task: {name}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-test_split: test
-output_type: multiple_choice
-doc_to_text: prompt
-doc_to_choice: choices
-doc_to_target: answer
-target_delimiter: "{delimiter}"
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-"""
 
 
 def harness_run(model, tokenizer, tmp_path, delimiter: str):
@@ -79,8 +64,7 @@ def harness_run(model, tokenizer, tmp_path, delimiter: str):
     name = "toy_choice_" + ("space" if delimiter else "none")
     tasks = tmp_path / "tasks"
     tasks.mkdir(exist_ok=True)
-    (tasks / f"{name}.yaml").write_text(TASK_YAML.format(name=name, path=data,
-                                                         delimiter=delimiter))
+    (tasks / f"{name}.yaml").write_text(harness_task_yaml(name, data, delimiter))
     lm = HFLM(pretrained=model, tokenizer=tokenizer, max_length=MAX_LENGTH, batch_size=4,
               device="cpu")
     out = lm_eval.simple_evaluate(model=lm, tasks=[name], num_fewshot=0, log_samples=True,

@@ -13,20 +13,6 @@ from workflow_scripts.errors import ConfigError, UserError
 
 pytest.importorskip("lm_eval.models.huggingface")
 
-YAML = """task: toy_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-test_split: test
-output_type: multiple_choice
-doc_to_text: prompt
-doc_to_choice: choices
-doc_to_target: answer
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-"""
 
 
 def test_harness_run_on_local_yaml_equals_our_scoring(tmp_path, monkeypatch, one_thread):
@@ -34,7 +20,8 @@ def test_harness_run_on_local_yaml_equals_our_scoring(tmp_path, monkeypatch, one
     from workflow_scripts.choice.metrics import choice_metrics, predictions
     from workflow_scripts.choice.read import read_choice_file
     from workflow_scripts.choice.score import loglikelihoods
-    from workflow_scripts.choice.testing import make_bpe_tokenizer, make_causal_lm
+    from workflow_scripts.choice.testing import (harness_task_yaml, make_bpe_tokenizer,
+                                                 make_causal_lm)
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     rows = [{"prompt": f"Review: the {w} movie.\nSentiment:", "choices": ["positive", "negative",
@@ -43,7 +30,7 @@ def test_harness_run_on_local_yaml_equals_our_scoring(tmp_path, monkeypatch, one
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "toy_mc.yaml").write_text(YAML.format(path=data))
+    (tmp_path / "tasks" / "toy_mc.yaml").write_text(harness_task_yaml("toy_mc", data))
     tokenizer = make_bpe_tokenizer()
     model = make_causal_lm("llama", tokenizer)
     config = harness.settings({"tasks": ["toy_mc"], "include_path": str(tmp_path / "tasks"),

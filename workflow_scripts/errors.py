@@ -26,6 +26,16 @@ class UserError(Exception):
     """A problem with the user's input, files or settings (printed without a traceback)."""
 
 
+def registered(table: dict, name, what: str, cls: type):
+    """``name`` looked up in a registry ``table`` of ``what`` (an instance of ``cls`` is
+    returned as is); an unknown name is an error listing the registered ones."""
+    if isinstance(name, cls):
+        return name
+    if name not in table:
+        raise UserError(f"unknown {what} {name!r}; choose from {', '.join(table)}")
+    return table[name]
+
+
 class ConfigError(UserError, ValueError):
     """A workflow config entry is wrong; the message names the entry and the fix."""
 

@@ -70,3 +70,26 @@ def make_causal_lm(model_type: str, tokenizer, seed: int = 0, hidden: int = 32, 
             if p.dim() > 1:
                 p.normal_(0.0, 0.3)
     return model.eval()
+
+
+HARNESS_TASK_YAML = """task: {name}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {path}
+test_split: test
+output_type: multiple_choice
+doc_to_text: prompt
+doc_to_choice: choices
+doc_to_target: answer
+target_delimiter: "{delimiter}"
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+"""
+
+
+def harness_task_yaml(name: str, path, delimiter: str = " ") -> str:
+    """An lm-evaluation-harness task YAML scoring the choice rows of JSONL file ``path`` (a
+    ``prompt``, its ``choices`` and the ``answer`` index) by acc and acc_norm."""
+    return HARNESS_TASK_YAML.format(name=name, path=path, delimiter=delimiter)

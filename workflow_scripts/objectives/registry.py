@@ -50,13 +50,9 @@ DEFAULT = CLASSIFICATION
 
 def objective(name: str | Objective) -> Objective:
     """The registered objective ``name`` (an :class:`Objective` is returned as is)."""
-    from ..errors import UserError
+    from ..errors import registered
 
-    if isinstance(name, Objective):
-        return name
-    if name not in OBJECTIVES:
-        raise UserError(f"unknown objective {name!r}; choose from {', '.join(OBJECTIVES)}")
-    return OBJECTIVES[name]
+    return registered(OBJECTIVES, name, "objective", Objective)
 
 
 def auto_class(name: str):

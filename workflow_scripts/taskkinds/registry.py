@@ -14,7 +14,7 @@ Light (no torch, no polars): Snakemake reads it while it plans.
 
 from __future__ import annotations
 
-from ..errors import UserError
+from ..errors import UserError, registered
 from . import label, text
 from .base import TaskKind
 
@@ -28,11 +28,7 @@ NAMES = tuple(KINDS)
 
 def kind(name: str | TaskKind) -> TaskKind:
     """The registered task kind ``name`` (a :class:`TaskKind` is returned as is)."""
-    if isinstance(name, TaskKind):
-        return name
-    if name not in KINDS:
-        raise UserError(f"unknown task kind {name!r}; choose from {', '.join(KINDS)}")
-    return KINDS[name]
+    return registered(KINDS, name, "task kind", TaskKind)
 
 
 def of_objective(objective: str) -> TaskKind:
