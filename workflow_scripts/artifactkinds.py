@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .fisher.kinds import METHODS as FISHER_METHODS
 
-# How a kind's values are checked (artifacts.VALUE_CHECKS): Fisher values are finite,
+# How a kind's values are checked (artifacts.verify_artifact): Fisher values are finite,
 # non-negative and not all zero; a Gram may hold negative entries, only finite ones.
 NON_NEGATIVE = "non-negative"
 FINITE = "finite"

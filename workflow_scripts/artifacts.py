@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 
 from . import outputs
-from .artifactkinds import FINITE, KINDS, NON_NEGATIVE, ArtifactKind
+from .artifactkinds import KINDS, NON_NEGATIVE, ArtifactKind
 from .errors import CorruptArtifactError, FisherValueError, MissingFileError
 from .io import atomic_path
 
@@ -137,14 +137,12 @@ def load_fisher(path, verify: bool = True, what: str = "Fisher artifact",
     return tensors, json.loads(header[META_KEY])
 
 
-VALUE_CHECKS = {NON_NEGATIVE: check_values, FINITE: check_finite}  # by ArtifactKind.values
-
-
 def verify_artifact(path, kind: ArtifactKind | str = "fisher") -> tuple[dict, str]:
     """Check an artifact file of ``kind`` (an :class:`~.artifactkinds.ArtifactKind` or its
     name) as :func:`load_fisher` and the kind's value check do (the checksum; Fisher values
     finite, non-negative and not all zero, or Gram values finite), reading the file once,
-    front to back, one tensor at a time; returns its metadata and the sha256 of the file's
+    front to back, block by block (a tensor that comes before its turn in name order is held
+    until then); returns its metadata and the sha256 of the file's
     bytes (its provenance in ``merge.json``), taken in the same pass."""
     from .errors import ModelLoadError
     from .tensorfiles import read_header
@@ -219,7 +217,7 @@ class _ContentDigest:
 
     def stream(self, info, blocks, file_digest) -> None:
         """Take the next tensor in name order from its bytes in blocks (no whole copy)."""
-        self.digest.update(f"{info.name}|torch.{info.dtype}|{tuple(info.shape)}|".encode())
+        self._digest_header(info)
         for raw in blocks:
             file_digest.update(raw)
             self.digest.update(raw)
@@ -230,9 +228,13 @@ class _ContentDigest:
         dtype = getattr(torch, info.dtype)
         t = (torch.frombuffer(raw, dtype=dtype) if raw else
              torch.empty(0, dtype=dtype)).reshape(info.shape)
-        self.digest.update(f"{info.name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        self._digest_header(info)
         self.digest.update(raw)
         self._check(info.name, t)
+
+    def _digest_header(self, info) -> None:
+        """:func:`tensors_digest`'s line for one tensor (name, dtype, shape)."""
+        self.digest.update(f"{info.name}|torch.{info.dtype}|{tuple(info.shape)}|".encode())
 
     def _check(self, name: str, t: torch.Tensor) -> None:
         try:

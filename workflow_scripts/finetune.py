@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from . import architectures as arch
-from .data import Samples, read_samples, warn_unknown_tokens  # noqa: F401 (re-exported)
+from .data import Samples, read_samples
 from .devices import resolve_device
 from .errors import UserError
 from . import outputs, taskkinds
